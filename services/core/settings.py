@@ -1,0 +1,157 @@
+"""Configuration of every Shoal service, read from `SHOAL_*` environment variables.
+
+Settings are grouped by concern; each group is its own `BaseSettings` so that the
+flat variable names users know (`SHOAL_REDIS_URL`, `SHOAL_LEASE_S` ...) stay flat.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from functools import lru_cache
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+_ENV = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore", env_file=None)
+
+
+class RedisSettings(BaseSettings):
+    model_config = _ENV
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """URL of the Redis server that holds every task."""
+    namespace: str = "shoal"
+    """Key prefix; several deployments (or test runs) can share one Redis."""
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_a_name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value) or "{" in value or "}" in value:
+            raise ValueError("namespace must be 1-128 of [A-Za-z0-9_.:-]")
+        return value
+
+
+class TaskSettings(BaseSettings):
+    model_config = _ENV
+
+    lease_s: float = Field(10.0, gt=0.2, le=3600)
+    """Length of the lease a worker gets on a claimed task; renewed by heartbeats."""
+    heartbeat_s: float = Field(2.0, gt=0.05, le=600)
+    """How often a worker renews its leases and announces itself."""
+    worker_ttl_s: float = Field(10.0, gt=0.2, le=3600)
+    """A worker that has not sent a heartbeat for this long is considered lost."""
+    retention_s: int = Field(86400, ge=1)
+    """How long terminal tasks (and idempotency keys) are kept."""
+    default_max_retries: int = Field(3, ge=0, le=100)
+    """Retries of a task that does not say otherwise."""
+    default_timeout_s: float = Field(300.0, gt=0)
+    """Run-time limit of a task that does not say otherwise."""
+    backoff_base_s: float = Field(1.0, ge=0)
+    """First retry waits up to this long (exponential, full jitter)."""
+    backoff_max_s: float = Field(300.0, ge=0)
+    """Upper bound of the retry backoff."""
+    priority_aging_s: float = Field(60.0, gt=0)
+    """One priority level is worth this many seconds of waiting: prevents starvation."""
+
+    @model_validator(mode="after")
+    def _heartbeat_renews_in_time(self) -> TaskSettings:
+        if self.heartbeat_s * 2 > self.lease_s:
+            raise ValueError("heartbeat_s must be at most half of lease_s, or leases expire under load")
+        return self
+
+
+class ApiSettings(BaseSettings):
+    model_config = _ENV
+
+    api_token: str | None = None
+    """When set, every /api/v1 route requires `Authorization: Bearer <token>`."""
+    api_url: str = "http://127.0.0.1:8000"
+    """Where the CLI and the dashboard reach the scheduler API."""
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (413 past it)."""
+    max_batch: int = Field(5000, ge=1, le=100_000)
+    """Most tasks in one batch submission (422 past it)."""
+    max_payload_bytes: int = Field(256 * 1024, ge=64)
+    """Largest JSON-encoded args+kwargs of one task (422 past it)."""
+    validate_task_names: bool = True
+    """Refuse task names no worker has advertised (once any worker has registered)."""
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() == "":
+            return None
+        if value is not None and len(value) < 8:
+            raise ValueError("SHOAL_API_TOKEN must be at least 8 characters")
+        return value
+
+
+def _default_worker_id() -> str:
+    pod = os.environ.get("SHOAL_POD_NAME")
+    if pod:
+        return pod
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class WorkerSettings(BaseSettings):
+    model_config = _ENV
+
+    concurrency: int = Field(32, ge=1, le=10_000)
+    """Task slots per worker process."""
+    queues: str = "default"
+    """Comma-separated queues this worker serves."""
+    task_modules: str = ""
+    """Comma-separated Python modules whose @task functions this worker runs."""
+    worker_port: int = Field(9100, ge=0, le=65535)
+    """Port of /healthz, /readyz and /metrics; 0 picks any free port."""
+    worker_id: str = Field(default_factory=_default_worker_id)
+    """Unique worker id; the pod name in a cluster."""
+    grace_s: float = Field(20.0, ge=0)
+    """After SIGTERM, how long running tasks may finish before they are handed back."""
+    process_pool_size: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    """Processes for CPU-bound tasks."""
+
+    @property
+    def queue_list(self) -> list[str]:
+        return [q.strip() for q in self.queues.split(",") if q.strip()]
+
+    @property
+    def module_list(self) -> list[str]:
+        return [m.strip() for m in self.task_modules.split(",") if m.strip()]
+
+    @field_validator("queues")
+    @classmethod
+    def _queues_are_names(cls, value: str) -> str:
+        names = [q.strip() for q in value.split(",") if q.strip()]
+        if not names or not all(NAME_PATTERN.match(q) for q in names):
+            raise ValueError("queues must be a comma-separated list of names")
+        return value
+
+
+class LogSettings(BaseSettings):
+    model_config = _ENV
+
+    log_format: str = Field("auto", pattern="^(auto|json|text)$")
+    """json in containers, readable text on a terminal (auto picks by isatty)."""
+    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+
+
+class Settings:
+    """All groups together; built once per process by `get_settings()`."""
+
+    def __init__(self) -> None:
+        self.redis = RedisSettings()
+        self.tasks = TaskSettings()
+        self.api = ApiSettings()
+        self.worker = WorkerSettings()
+        self.log = LogSettings()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
