@@ -126,3 +126,4 @@ class WorkerInfo:
 class HeartbeatReply:
     lost_task_ids: list[str]  # tasks this worker runs that are no longer its own (cancelled, reaped)
     drain_requested: bool
+    registered: bool = True  # False: the scheduler declared this worker lost; it must register again

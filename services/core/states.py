@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class TaskState(str, Enum):
+class TaskState(StrEnum):
     PENDING = "pending"
     SCHEDULED = "scheduled"
     QUEUED = "queued"
@@ -14,9 +14,6 @@ class TaskState(str, Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     UPSTREAM_FAILED = "upstream_failed"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 TERMINAL: frozenset[TaskState] = frozenset(

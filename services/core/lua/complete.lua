@@ -1,0 +1,54 @@
+-- complete: record the ends of attempts reported by one worker, fenced by attempt number.
+-- KEYS[1] prefix
+-- ARGV[1] worker_id, ARGV[2] retention_s, ARGV[3] number of outcomes, then 8 fields each:
+--   id, attempt, ok (1/0), result_json, error, traceback, retry (1/0), retry_delay_ms
+--   (retry_delay_ms is already backoff-with-jitter, computed by the caller)
+-- Returns one 1/0 per outcome: 0 means refused (the attempt is no longer current).
+local worker, retention, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local F = 8
+local wkey = P .. ':wtasks:' .. worker
+local accepted = {}
+local samples = {}
+
+for i = 0, n - 1 do
+  local b = 4 + i * F
+  local id, attempt = ARGV[b], tonumber(ARGV[b + 1])
+  local key = tkey(id)
+  local h = redis.call('HMGET', key, 'state', 'attempts', 'attempt_limit', 'started_at', 'enqueued_at', 'worker_id')
+  redis.call('SREM', wkey, id)
+  if h[1] ~= 'running' or tonumber(h[2]) ~= attempt or h[6] ~= worker then
+    accepted[#accepted + 1] = 0
+  else
+    accepted[#accepted + 1] = 1
+    redis.call('ZREM', P .. ':leases', id)
+    local started = tonumber(h[4])
+    samples[#samples + 1] = string.format('%d,%d', started - tonumber(h[5]), NOW_MS - started)
+    if ARGV[b + 2] == '1' then
+      redis.call('HSET', key, 'result', ARGV[b + 3], 'finished_at', NOW_MS)
+      set_state(id, 'running', 'succeeded')
+      expire_task(id, retention)
+      release_dependents(id)
+    else
+      local err, tb = ARGV[b + 4], ARGV[b + 5]
+      push_history(id, attempt, worker, 'failed', err, started)
+      redis.call('HSET', key, 'error', err, 'traceback', tb)
+      if ARGV[b + 6] == '1' and attempt < tonumber(h[3]) then
+        local delay = tonumber(ARGV[b + 7])
+        if delay > 0 then schedule(id, 'running', delay) else enqueue(id, 'running', false) end
+      else
+        redis.call('HSET', key, 'finished_at', NOW_MS)
+        set_state(id, 'running', 'failed')
+        expire_task(id, retention)
+        cascade(id, retention)
+      end
+    end
+  end
+end
+if #samples > 0 then
+  for s = 1, #samples, 500 do
+    redis.call('LPUSH', P .. ':stats:samples', unpack(samples, s, math.min(s + 499, #samples)))
+  end
+  redis.call('LTRIM', P .. ':stats:samples', 0, 4999)
+end
+finish()
+return accepted

@@ -1,0 +1,17 @@
+-- retry: queue a failed task again, with a fresh budget of retries.
+-- The attempt number keeps growing: it is the fencing token, so a late answer from an
+-- old attempt can never be mistaken for the new one.
+-- KEYS[1] prefix
+-- ARGV[1] task id
+-- Returns {'ok'} | {'notfound'} | {'conflict', state}
+local id = ARGV[1]
+local key = tkey(id)
+local h = redis.call('HMGET', key, 'state', 'attempts', 'max_retries')
+if not h[1] then return {'notfound'} end
+if h[1] ~= 'failed' then return {'conflict', h[1]} end
+redis.call('PERSIST', key)
+redis.call('PERSIST', P .. ':hist:' .. id)
+redis.call('HSET', key, 'attempt_limit', tonumber(h[2]) + tonumber(h[3]) + 1, 'finished_at', '', 'result', '')
+enqueue(id, 'failed', false)
+finish()
+return {'ok'}
