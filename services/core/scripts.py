@@ -17,6 +17,11 @@ def load_source(name: str) -> str:
     return common + "\n" + (LUA_DIR / f"{name}.lua").read_text()
 
 
+def load_plain(name: str) -> str:
+    """A script that does not use the shared task helpers (e.g. the leader lock)."""
+    return (LUA_DIR / f"{name}.lua").read_text()
+
+
 class Scripts:
     """One registered script per transition (redis-py's Script retries EVALSHA after NOSCRIPT)."""
 

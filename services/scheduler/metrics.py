@@ -1,0 +1,30 @@
+"""Scheduler-side Prometheus metrics, refreshed from Redis by every replica."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from services.core.store import Store
+
+TASKS_SUBMITTED = Counter("shoal_tasks_submitted_total", "Tasks accepted by the API", ["queue"])
+TASKS_REAPED = Counter("shoal_tasks_reaped_total", "Running tasks whose lease expired")
+WORKERS_LOST = Counter("shoal_workers_lost_total", "Workers declared lost (no heartbeat or pod gone)")
+TASKS_BY_STATE = Gauge("shoal_tasks", "Tasks by state", ["state"])
+QUEUE_DEPTH = Gauge("shoal_queue_depth", "Queued tasks by queue and priority", ["queue", "priority"])
+WORKERS = Gauge("shoal_workers", "Live workers")
+LEADER = Gauge("shoal_leader", "1 when this scheduler replica is the elected leader")
+
+
+async def refresh(store: Store) -> None:
+    """Read the gauges' values from Redis (cheap: a few pipelined reads)."""
+    for state, n in (await store.counts_by_state()).items():
+        TASKS_BY_STATE.labels(state).set(n)
+    seen: set[tuple[str, str]] = set()
+    for queue in await store.queue_stats():
+        for priority, n in queue["by_priority"].items():
+            QUEUE_DEPTH.labels(queue["name"], priority).set(n)
+            seen.add((queue["name"], priority))
+    for labels in list(QUEUE_DEPTH._metrics):  # drop series of priorities that drained
+        if labels not in seen:
+            QUEUE_DEPTH.labels(*labels).set(0)
+    WORKERS.set(len(await store.list_workers()))
