@@ -1,0 +1,17 @@
+"""The API's JSON response class: orjson straight to bytes, no second validation pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+
+class JSONBytesResponse(Response):
+    """`application/json` rendered by orjson (FastAPI's own ORJSONResponse is deprecated)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
