@@ -1,0 +1,49 @@
+# Daily commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)
+# Tests use Redis DB 15 with a random key prefix per test; `make test` starts a private
+# Redis when none answers there.
+SHOAL_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+PYTEST_ARGS ?=
+
+.PHONY: help install up test lint bench chaos soak k8s screenshots clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.installed ## create the virtualenv and install everything
+
+up: install ## run Redis (or a private one), the scheduler, workers and the dashboard
+	$(PY) -m services dev
+
+test: install ## run the whole test suite (installs helm, promtool, chromium when missing)
+	@sh scripts/install-test-tools.sh
+	@url=$$($(PY) -m services redis --url "$(SHOAL_TEST_REDIS_URL)" --private-port 6391) && \
+	  . scripts/helm-on-path.sh && \
+	  SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff, formatting, import layers, types
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+bench: install ## throughput and latency benchmark (private Redis, scheduler, 2 workers)
+	$(PY) -m bench.run
+
+chaos: install ## fault-injection suite (long variants: CHAOS_LONG=1)
+	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
+
+k8s: ## regenerate the plain manifests in k8s/ from the chart
+	sh scripts/render-k8s.sh
+
+clean: ## remove the virtualenv and local run data
+	rm -rf $(VENV) run .pytest_cache .ruff_cache .mypy_cache
