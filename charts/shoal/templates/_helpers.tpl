@@ -1,0 +1,183 @@
+{{/*
+Every name and label of the chart comes from here. Selectors use only the stable
+selectorLabels (name, instance, component): never the chart version, which changes on upgrade
+and would orphan the pods of an immutable Deployment selector.
+*/}}
+
+{{- define "shoal.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* <release>-<chart>, or just <release> when it already contains the chart name. */}}
+{{- define "shoal.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "shoal.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "shoal.namespace" -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+
+{{/* Names of the parts; component names are kept short so `<fullname>-<component>` fits 63 chars. */}}
+{{- define "shoal.scheduler.fullname" -}}{{ include "shoal.fullname" . | trunc 53 | trimSuffix "-" }}-scheduler{{- end -}}
+{{- define "shoal.worker.fullname" -}}{{ include "shoal.fullname" . | trunc 56 | trimSuffix "-" }}-worker{{- end -}}
+{{- define "shoal.dashboard.fullname" -}}{{ include "shoal.fullname" . | trunc 53 | trimSuffix "-" }}-dashboard{{- end -}}
+{{- define "shoal.redis.fullname" -}}{{ include "shoal.fullname" . | trunc 57 | trimSuffix "-" }}-redis{{- end -}}
+{{- define "shoal.redis.headless" -}}{{ include "shoal.redis.fullname" . }}-headless{{- end -}}
+{{- define "shoal.config.fullname" -}}{{ include "shoal.fullname" . | trunc 56 | trimSuffix "-" }}-config{{- end -}}
+{{- define "shoal.leaseName" -}}{{ include "shoal.scheduler.fullname" . }}-leader{{- end -}}
+
+{{- define "shoal.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "shoal.scheduler.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret with the API token and the bundled Redis password. */}}
+{{- define "shoal.secretName" -}}
+{{- default (include "shoal.fullname" .) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "shoal.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "shoal.redis.image" -}}
+{{- printf "%s:%s" .Values.redis.image.repository .Values.redis.image.tag -}}
+{{- end -}}
+
+{{/* Labels that never change over the life of a release: the only ones used in selectors. */}}
+{{- define "shoal.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "shoal.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Usage: include "shoal.labels" (dict "ctx" $ "component" "worker") */}}
+{{- define "shoal.labels" -}}
+helm.sh/chart: {{ include "shoal.chart" .ctx }}
+{{ include "shoal.selectorLabels" . }}
+app.kubernetes.io/version: {{ default .ctx.Chart.AppVersion .ctx.Values.image.tag | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: shoal
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Label selector string of the worker pods, for the scheduler's pod watcher (SHOAL_WORKER_POD_SELECTOR). */}}
+{{- define "shoal.worker.podSelector" -}}
+{{- $labels := include "shoal.selectorLabels" (dict "ctx" . "component" "worker") | fromYaml -}}
+{{- $parts := list -}}
+{{- range $key := keys $labels | sortAlpha -}}
+{{- $parts = append $parts (printf "%s=%s" $key (get $labels $key)) -}}
+{{- end -}}
+{{- join "," $parts -}}
+{{- end -}}
+
+{{/* Prometheus scrape annotations ("Prometheus scrapes everything"). Usage: include ... (dict "ctx" $ "port" 8000) */}}
+{{- define "shoal.scrapeAnnotations" -}}
+{{- if .ctx.Values.monitoring.scrapeAnnotations -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end -}}
+{{- end -}}
+
+{{- define "shoal.redis.host" -}}
+{{- printf "%s.%s.svc" (include "shoal.redis.fullname" .) (include "shoal.namespace" .) -}}
+{{- end -}}
+
+{{/*
+Environment that tells a container where Redis is. The bundled Redis' password comes from the
+Secret and is spliced into the URL by Kubernetes' $(VAR) expansion, so it never sits in a ConfigMap.
+*/}}
+{{- define "shoal.redisEnv" -}}
+{{- if .Values.redis.enabled }}
+{{- if .Values.redis.auth.enabled }}
+- name: SHOAL_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shoal.secretName" . }}
+      key: {{ .Values.auth.redisPasswordKey }}
+- name: SHOAL_REDIS_URL
+  value: {{ printf "redis://:$(SHOAL_REDIS_PASSWORD)@%s:6379/0" (include "shoal.redis.host" .) | quote }}
+{{- else }}
+- name: SHOAL_REDIS_URL
+  value: {{ printf "redis://%s:6379/0" (include "shoal.redis.host" .) | quote }}
+{{- end }}
+{{- else if .Values.externalRedis.existingSecret }}
+- name: SHOAL_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalRedis.existingSecret }}
+      key: {{ .Values.externalRedis.existingSecretKey }}
+{{- else }}
+- name: SHOAL_REDIS_URL
+  value: {{ required "externalRedis.url or externalRedis.existingSecret is required when redis.enabled=false" .Values.externalRedis.url | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "shoal.apiTokenEnv" -}}
+- name: SHOAL_API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shoal.secretName" . }}
+      key: {{ .Values.auth.apiTokenKey }}
+{{- end -}}
+
+{{/* Downward API: the pod's own name (worker id / lease holder) and namespace. */}}
+{{- define "shoal.podEnv" -}}
+- name: SHOAL_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: SHOAL_K8S_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end -}}
+
+{{/* Writable /tmp for a container whose root filesystem is read-only. */}}
+{{- define "shoal.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 256Mi
+{{- end -}}
+
+{{- define "shoal.tmpMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{/* Checks that refuse a values combination that would deploy something broken. */}}
+{{- define "shoal.validate" -}}
+{{- if le (int .Values.worker.terminationGracePeriodSeconds) (int .Values.worker.graceSeconds) -}}
+{{- fail (printf "worker.terminationGracePeriodSeconds (%v) must be larger than worker.graceSeconds (%v), or Kubernetes kills workers before they hand their tasks back" .Values.worker.terminationGracePeriodSeconds .Values.worker.graceSeconds) -}}
+{{- end -}}
+{{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) -}}
+{{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
+{{- end -}}
+{{- if gt (mulf 2 .Values.config.heartbeatSeconds) (float64 .Values.config.leaseSeconds) -}}
+{{- fail "config.heartbeatSeconds must be at most half of config.leaseSeconds, or leases expire under load" -}}
+{{- end -}}
+{{- if and .Values.ingress.enabled (eq .Values.ingress.dashboardPath .Values.ingress.apiPath) -}}
+{{- fail "ingress.apiPath and ingress.dashboardPath must differ" -}}
+{{- end -}}
+{{- end -}}
