@@ -96,7 +96,10 @@ class TaskCreate(BaseModel):
     def _payload_within_bound(self, info: ValidationInfo) -> TaskCreate:
         if self.args or self.kwargs:
             limit = _limits(info).max_payload_bytes
-            size = len(orjson.dumps(self.args)) + len(orjson.dumps(self.kwargs))
+            try:
+                size = len(orjson.dumps(self.args)) + len(orjson.dumps(self.kwargs))
+            except orjson.JSONEncodeError:  # orjson encodes at most 254 levels of nesting
+                raise ValueError("args and kwargs are nested too deeply to encode as JSON") from None
             if size > limit:
                 raise ValueError(f"args and kwargs take {size} bytes as JSON; the limit is {limit}")
         return self

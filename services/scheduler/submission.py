@@ -50,8 +50,9 @@ class Admitted:
 class TaskNameCache:
     """The task names workers advertise, re-read from Redis at most every few seconds.
 
-    A name missing from a fresh-enough copy triggers one re-read before it is refused,
-    so a worker that registered a moment ago is never refused for staleness.
+    A name missing from a non-empty copy triggers one re-read before it is refused, so a
+    worker that registered a moment ago is never refused for staleness. While no worker
+    has advertised any name, every name is accepted (and that is re-checked every ttl).
     """
 
     def __init__(self, store: Store, ttl_s: float = _NAME_CACHE_TTL_S) -> None:
@@ -106,7 +107,7 @@ class Submitter:
                 )
 
         ordered = specs if order is None else [specs[i] for i in order]
-        now = time.time()
+        now = round(time.time(), 3)  # Redis keeps milliseconds
         results = await self._store.submit(ordered)
         return await self._answer(specs, ordered, results, now)
 

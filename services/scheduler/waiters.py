@@ -6,10 +6,10 @@ It serves two kinds of listeners without a Redis connection each:
   task, THEN re-reads the task, so an event published between the client's submit and
   its wait cannot be lost; the future is resolved by the first event that names the
   task in a terminal state.
-- `Waiters.feed()` (GET /events) hands each Server-Sent-Events stream a bounded queue
-  of raw event payloads. A client too slow to keep up is cut off rather than allowed to
-  grow the queue without bound; it reconnects with `Last-Event-ID` and replays the gap
-  from the events stream.
+- `Waiters.doorbell()` (GET /events) gives each Server-Sent-Events stream a doorbell rung
+  on every event; the stream then reads what is new from the capped events stream, so
+  every event it sends has its stream id (for `Last-Event-ID`) and a slow client never
+  makes the scheduler buffer for it.
 
 Event payloads are decoded only while someone waits on a task, so the scheduler pays
 nothing for the (very many) events of a busy system when no client is waiting.
@@ -24,8 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from services.core.models import Task
 from services.core.states import TERMINAL
@@ -34,32 +33,32 @@ from services.core.store import Store
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 300.0
-FEED_QUEUE_SIZE = 10_000
 _TERMINAL_VALUES = frozenset(state.value for state in TERMINAL)
 _RECONNECT_DELAY_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
-class EventFeed:
-    """Raw event payloads for one SSE client; `None` marks the end of the feed."""
+class Doorbell:
+    """Rung on every live event; an SSE stream then reads what is new from the events stream."""
 
-    def __init__(self, size: int = FEED_QUEUE_SIZE) -> None:
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(size)
-        self.overflowed = False
+    def __init__(self) -> None:
+        self._rung = asyncio.Event()
+        self.closed = False
 
-    def push(self, payload: bytes) -> None:
-        if self.overflowed:
-            return
-        try:
-            self.queue.put_nowait(payload)
-        except asyncio.QueueFull:
-            # Cut the client off: the end marker replaces the oldest event it never read.
-            self.overflowed = True
-            self.queue.get_nowait()
-            self.queue.put_nowait(None)
+    def ring(self) -> None:
+        self._rung.set()
 
     def close(self) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(None)
+        self.closed = True
+        self._rung.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """True once rung (and re-armed), False when `timeout_s` passed in silence."""
+        try:
+            await asyncio.wait_for(self._rung.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        self._rung.clear()
+        return True
 
 
 class Waiters:
@@ -69,18 +68,23 @@ class Waiters:
         self._store = store
         self._channel = store.keys.events_channel
         self._futures: dict[str, list[asyncio.Future[None]]] = {}
-        self._feeds: set[EventFeed] = set()
+        self._doorbells: set[Doorbell] = set()
         self._reader: asyncio.Task[None] | None = None
         self._pubsub: Any = None
         self._subscribed = asyncio.Event()
         self._closed = False
 
-    async def start(self) -> None:
-        """Subscribe and return once Redis has confirmed the subscription."""
-        self._pubsub = self._store.redis.pubsub()
-        await self._pubsub.subscribe(self._channel)
+    async def start(self, confirm_timeout_s: float = 5.0) -> None:
+        """Subscribe; return once Redis confirmed it, or after `confirm_timeout_s` (it keeps trying).
+
+        Waiting without a subscription loses nothing: when it is confirmed, every waiter
+        re-reads its task. `subscribed` (and /readyz) tell whether it is live.
+        """
         self._reader = asyncio.create_task(self._read(), name="shoal-waiters")
-        await self._subscribed.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), confirm_timeout_s)
+        if not self._subscribed.is_set():
+            log.warning("events channel not subscribed yet; waiting requests will poll on confirmation")
 
     async def stop(self) -> None:
         self._closed = True
@@ -89,11 +93,15 @@ class Waiters:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         self._wake_all()
-        for feed in list(self._feeds):
-            feed.close()
+        for bell in list(self._doorbells):
+            bell.close()
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set() and not self._closed
 
     @property
     def waiting(self) -> int:
@@ -121,14 +129,16 @@ class Waiters:
                 self._unregister(task_id, future)
 
     @contextlib.contextmanager
-    def feed(self) -> Iterator[EventFeed]:
-        """A feed of live events, open for the `with` block (open it before reading history)."""
-        feed = EventFeed()
-        self._feeds.add(feed)
+    def doorbell(self) -> Iterator[Doorbell]:
+        """A doorbell rung by every live event while the `with` block runs (open it before reading)."""
+        bell = Doorbell()
+        if self._closed:
+            bell.close()
+        self._doorbells.add(bell)
         try:
-            yield feed
+            yield bell
         finally:
-            self._feeds.discard(feed)
+            self._doorbells.discard(bell)
 
     def _register(self, task_id: str) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -154,9 +164,9 @@ class Waiters:
         for task_id in list(self._futures):
             self._wake(task_id)
 
-    def _dispatch(self, payload: bytes) -> None:
-        for feed in self._feeds:
-            feed.push(payload)
+    def _dispatch(self, payload: str | bytes) -> None:
+        for bell in self._doorbells:
+            bell.ring()
         if not self._futures:
             return
         try:
@@ -181,16 +191,18 @@ class Waiters:
                 async for message in self._pubsub.listen():
                     kind = message["type"]
                     if kind == "message":
-                        data = message["data"]
-                        self._dispatch(data.encode() if isinstance(data, str) else data)
+                        self._dispatch(message["data"])
                     elif kind == "subscribe":
                         # First confirmation, or a resubscription after redis-py reconnected:
                         # events may have been missed meanwhile, so waiters re-read their task.
                         failures = 0
                         self._subscribed.set()
                         self._wake_all()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+            except (RedisError, OSError) as error:
                 log.warning("events subscription lost: %s", error)
+            except Exception:  # keep the one subscription of the process alive whatever happens
+                log.exception("events subscription failed")
+            self._subscribed.clear()
             # The subscription ended or failed: start over on a fresh connection, with backoff.
             pubsub, self._pubsub = self._pubsub, None
             if pubsub is not None:

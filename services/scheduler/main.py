@@ -1,0 +1,114 @@
+"""The scheduler's FastAPI application: `uvicorn services.scheduler.main:app`.
+
+`create_app` wires the routers (every /api/v1 route behind the bearer-token check;
+/healthz, /readyz and /metrics outside it), the error handlers, and a lifespan that
+opens the Redis store, subscribes the waiters to live events, starts the leader-only
+loops, and closes all of it on shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from services.core.logging import configure_logging
+from services.core.settings import Settings, get_settings
+from services.core.store import Store
+from services.scheduler.api.deps import require_token
+from services.scheduler.api.errors import install_error_handlers
+from services.scheduler.api.responses import JSONBytesResponse
+from services.scheduler.api.routes import events, health, queues, stats, tasks, workers
+from services.scheduler.loops import LeaderLoops
+from services.scheduler.schemas import BatchCreate, TaskCreate, ValidationLimits
+from services.scheduler.submission import Submitter
+from services.scheduler.waiters import Waiters
+
+try:  # written alongside this module; mounted as soon as it exists
+    from services.scheduler.api.routes import scaling
+except ImportError:  # pragma: no cover - until routes/scaling.py lands
+    scaling = None  # type: ignore[assignment]
+
+API_PREFIX = "/api/v1"
+DESCRIPTION = """\
+Shoal's scheduler: submit tasks, follow them, inspect workers, queues and scaling.
+
+When the scheduler runs with `SHOAL_API_TOKEN`, every `/api/v1` route needs
+`Authorization: Bearer <token>`. Errors are JSON `{"detail": ...}`. A submit with an
+`idempotency_key` already seen answers **200** with the first task instead of **201**.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    store: Store | None = None,
+    *,
+    run_leader_loops: bool = True,
+) -> FastAPI:
+    """The application. A `store` passed in is used as is and left open at shutdown."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log.log_format, settings.log.log_level)
+        own_store = store is None
+        active = store if store is not None else Store.from_settings(settings)
+        waiters = Waiters(active)
+        loops = LeaderLoops(active, settings) if run_leader_loops else None
+        app.state.store = active
+        app.state.waiters = waiters
+        app.state.submitter = Submitter(active, settings)
+        app.state.loops = loops
+        await waiters.start()
+        if loops is not None:
+            await loops.start()
+        try:
+            yield
+        finally:
+            if loops is not None:
+                await loops.stop()
+            await waiters.stop()
+            if own_store:
+                await active.close()
+
+    app = FastAPI(
+        title="Shoal scheduler",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=JSONBytesResponse,
+    )
+    app.state.settings = settings
+    app.state.limits = ValidationLimits.from_settings(settings.api)
+    install_error_handlers(app)
+
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_token)])
+    for module in (tasks, workers, queues, stats, events):
+        api.include_router(module.router)
+    if scaling is not None:
+        api.include_router(scaling.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the request bodies the submit routes parse themselves."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (TaskCreate, BatchCreate):
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+app = create_app()
