@@ -1,0 +1,109 @@
+"""Task modules for the worker tests (loaded by real workers through SHOAL_TASK_MODULES).
+
+The timing tasks return when they started and finished, so tests can assert on overlap
+of the tasks' own recorded times instead of on wall-clock speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from services.worker import Fail, Retry, task
+
+
+def _span(start: float) -> dict[str, float]:
+    return {"start": start, "end": time.time()}
+
+
+@task
+async def span_async(seconds: float) -> dict[str, float]:
+    start = time.time()
+    await asyncio.sleep(seconds)
+    return _span(start)
+
+
+@task
+def span_thread(seconds: float) -> dict[str, float]:
+    start = time.time()
+    time.sleep(seconds)
+    return _span(start)
+
+
+@task(kind="process")
+def span_process(seconds: float) -> dict[str, Any]:
+    start = time.time()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:  # busy: holds the GIL, so only processes overlap
+        pass
+    return {**_span(start), "pid": os.getpid()}
+
+
+@task(kind="process")
+def process_pid() -> int:
+    return os.getpid()
+
+
+@task(kind="process")
+def process_sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@task(kind="process")
+def crash(code: int = 3) -> None:
+    os._exit(code)
+
+
+@task(kind="process")
+def process_retry(delay_s: float) -> None:
+    raise Retry(delay_s=delay_s, message="not yet")
+
+
+@task(kind="process")
+def process_fail(message: str) -> None:
+    raise Fail(message)
+
+
+@task(kind="process")
+def process_raise(message: str) -> None:
+    raise ValueError(message)
+
+
+@task
+async def retry_later(delay_s: float | None = None) -> None:
+    raise Retry(delay_s=delay_s, message="try again later")
+
+
+@task
+async def give_up(message: str) -> None:
+    raise Fail(message)
+
+
+@task
+async def returns_set() -> set[int]:
+    return {1, 2}
+
+
+@task
+def thread_sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@task
+async def own_timeout_error() -> None:
+    raise TimeoutError("the remote service timed out")
+
+
+@task(timeout_s=0.2)
+async def capped_sleep(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@task(name="custom.name")
+async def renamed() -> str:
+    return "renamed"
