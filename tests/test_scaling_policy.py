@@ -110,6 +110,7 @@ CASES = [
         "down",
         ["6 -> 4 (4 workers needed within the last 60s)"],
     ),
+    ("no window: scale in at once", load(current=4, scale_down_window_s=0.0), 3, "down", ["4 -> 3"]),
     (
         "first decision of a new leader waits a window before scaling in",
         load(ready=0, current=4),
@@ -173,11 +174,11 @@ def test_load_drop_scales_in_only_after_the_window() -> None:
     assert [d.desired for d in decisions] == [10, 10, 10]
     idle = replace(busy, ready_by_queue={"default": 0}, current=10, recent=decisions[-1].recent)
     later = run_steps(idle, steps=40, start=1015.0)
-    # The last busy recommendation was at t=1010 and the window is inclusive: the first worker
-    # goes at the first decision after t=1070, then one per decision.
-    assert all(d.desired == 10 for d in later if d.at <= 1070.0)
+    # The last busy recommendation was at t=1010: the first worker goes once it is a full
+    # window old, at t=1070, then one per decision.
+    assert all(d.desired == 10 for d in later if d.at < 1070.0)
     first_down = next(d for d in later if d.direction == "down")
-    assert first_down.at == 1075.0
+    assert first_down.at == 1070.0
     assert [d.desired for d in later if d.direction == "down"] == list(range(9, -1, -1))
     assert [d.desired for d in later[-10:]] == [0] * 10
 

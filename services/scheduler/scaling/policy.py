@@ -195,7 +195,7 @@ def _remember(
     if not previous:
         previous = (Recommendation(now, min(inp.current, inp.max_replicas)),)
     cutoff = now - inp.scale_down_window_s
-    kept = [r for r in previous if r.at >= cutoff and r.replicas > latest.replicas]
+    kept = [r for r in previous if r.at > cutoff and r.replicas > latest.replicas]
     return (*kept, latest)
 
 
