@@ -1,0 +1,103 @@
+"""Overview: how much is waiting, running, finishing and failing, right now and over the last minutes."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from services.dashboard import charts, live
+from services.dashboard import format as fmt
+from services.dashboard.series import column, frame
+
+st.title("Overview")
+st.caption("Counts, throughput and latency of every task, refreshed live from the API.")
+
+
+def _state_metric(container: st.delta_generator.DeltaGenerator, state: str, counts: dict, samples) -> None:
+    container.metric(
+        fmt.state_markdown(state),
+        fmt.count(counts.get(state, 0)),
+        border=True,
+        chart_data=column(samples, f"state:{state}")[-60:] or None,
+        chart_type="area",
+    )
+
+
+@st.fragment(run_every=live.interval_s())
+def overview() -> None:
+    snap = live.snapshot()
+    if not live.show_problems(snap, ("stats",)):
+        return
+    stats = snap.stats or {}
+    counts = stats.get("counts", {})
+    samples = live.samples()
+    live_workers = [w for w in snap.workers or [] if w.get("state") in ("active", "draining")]
+    throughput = stats.get("throughput") or {}
+
+    cols = st.columns(6)
+    for container, state in zip(cols[:4], ("queued", "running", "succeeded", "failed"), strict=True):
+        _state_metric(container, state, counts, samples)
+    per_s = throughput.get("per_s_1m")
+    cols[4].metric(
+        "Finished / s",
+        fmt.rate(per_s),
+        border=True,
+        chart_data=[s.get("ok_per_s", 0) + s.get("failed_per_s", 0) for s in samples if "ok_per_s" in s][-60:]
+        or None,
+        help="Tasks finished per second, averaged over the last minute.",
+    )
+    busy = sum(int(w.get("running", 0)) for w in live_workers)
+    slots = sum(int(w.get("concurrency", 0)) for w in live_workers)
+    cols[5].metric(
+        "Workers up",
+        len(live_workers) if snap.workers is not None else stats.get("workers", 0),
+        f"{busy} of {slots} slots busy" if slots else None,
+        delta_color="off",
+        delta_arrow="off",
+        border=True,
+        chart_data=column(samples, "workers")[-60:] or None,
+    )
+    others = {s: counts.get(s, 0) for s in ("pending", "scheduled", "cancelled", "upstream_failed")}
+    st.markdown(" · ".join(f"{fmt.state_markdown(s)} **{fmt.count(n)}**" for s, n in others.items()))
+
+    left, right = st.columns([3, 2])
+    with left.container(border=True):
+        st.markdown("**Finished per second** · by outcome, 10-second buckets")
+        tp = charts.throughput_frame(stats)
+        if tp.empty or tp["per_s"].sum() == 0:
+            st.caption("Nothing has finished in the last 5 minutes.")
+        st.altair_chart(charts.throughput_chart(tp), width="stretch")
+    with right.container(border=True):
+        st.markdown("**Failure rate** · share of finished tasks that failed for good")
+        st.altair_chart(charts.failure_rate_chart(charts.failure_rate_frame(tp)), width="stretch")
+
+    left, right = st.columns([3, 2])
+    with left.container(border=True):
+        st.markdown("**Work in the system** · tasks not yet finished, by state")
+        st.altair_chart(charts.states_chart(frame(samples, "state:")), width="stretch")
+    with right.container(border=True):
+        st.markdown("**Latency** · recent finished attempts")
+        wait, run = stats.get("queue_wait_ms") or {}, stats.get("run_time_ms") or {}
+        st.dataframe(
+            {
+                "": ["queue wait", "run time"],
+                "p50": [fmt.millis(wait.get("p50")), fmt.millis(run.get("p50"))],
+                "p90": [fmt.millis(wait.get("p90")), fmt.millis(run.get("p90"))],
+                "p99": [fmt.millis(wait.get("p99")), fmt.millis(run.get("p99"))],
+            },
+            hide_index=True,
+            width="stretch",
+        )
+        latency = frame(samples, "queue_wait_ms:p90")
+        latency["series"] = "queue wait p90"
+        runtime = frame(samples, "run_time_ms:p90")
+        runtime["series"] = "run time p90"
+        if len(latency) + len(runtime):
+            st.altair_chart(
+                charts.lines(pd.concat([latency, runtime]), "ms", ",.0f").properties(height=130),
+                width="stretch",
+            )
+    st.caption(f"Updated {fmt.clock(snap.at)}")
+
+
+overview()
