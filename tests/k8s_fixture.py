@@ -29,9 +29,10 @@ API-server semantics instead of kmock's plain dict merging:
   ADDED/DELETED for a selector, as the API server does.
 
 Test controls, all callable from the test's thread: `inject_error()` (any status, optional
-Retry-After, for N requests matching a method/path), `drop_watches()` (end open watches,
-cleanly or by cutting the connection), `compact()`, and `create/patch/replace/delete/get`
-to play kubelet or kubectl without going through HTTP. `running_kube_api()` runs it on its
+Retry-After, for N requests matching a method/path), `inject_delay()` (a slow answer),
+`drop_watches()` (end open watches, cleanly or by cutting the connection), `compact()`,
+`paused()` (several changes at once), and `create/patch/replace/delete/get` to play kubelet
+or kubectl without going through HTTP. `running_kube_api()` runs it on its
 own event loop in a thread, so the synchronous official client can call it from any test.
 """
 
@@ -196,13 +197,14 @@ def _selector_string(deployment: Mapping[str, Any]) -> str:
 
 @dataclass
 class _Fault:
-    status: int
+    status: int | None  # None: answer normally, only later (delay_s)
     method: str | None
     path: str | None
     watch: bool | None
     times: int
     retry_after: str | None
     message: str
+    delay_s: float = 0.0
 
 
 @dataclass
@@ -289,6 +291,30 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                 )
             )
 
+    def inject_delay(
+        self,
+        delay_s: float,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        watch: bool | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next `times` matching requests normally, but only after `delay_s` seconds."""
+        with self._state:
+            self._faults.append(
+                _Fault(
+                    status=None,
+                    method=method.upper() if method else None,
+                    path=path,
+                    watch=watch,
+                    times=times,
+                    retry_after=None,
+                    message="",
+                    delay_s=delay_s,
+                )
+            )
+
     def drop_watches(self, *, abrupt: bool = False) -> int:
         """End every open watch: cleanly (as on a server timeout) or by cutting the connection."""
         with self._state:
@@ -298,6 +324,15 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         for watcher in watchers:
             watcher.notify()
         return len(watchers)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the server still (requests wait) while the block makes several changes at once.
+
+        Only for emulator calls: an HTTP request made inside the block would wait for itself.
+        """
+        with self._state:
+            yield
 
     def compact(self) -> None:
         """Forget the change history, as etcd compaction does: older resourceVersions get 410 Gone."""
@@ -348,7 +383,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         fault = self._take_fault(request)
-        if fault is not None:
+        if fault is not None and fault.delay_s:
+            await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.status is not None:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             return aiohttp.web.json_response(
                 _status_body(fault.status, fault.message), status=fault.status, headers=headers
@@ -697,14 +734,15 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                 await self._send(response, {"type": "BOOKMARK", "object": bookmark})
         except ConnectionError:
             pass
+        finally:
+            # The test server cancels the handler when its client goes away: unregister regardless.
+            self._unregister(watcher)
         return await self._finish(response, watcher, request)
 
     async def _finish(
         self, response: aiohttp.web.StreamResponse, watcher: _Watcher, request: kmock.Request | None = None
     ) -> aiohttp.web.StreamResponse:
-        with self._state:
-            if watcher in self._watchers:
-                self._watchers.remove(watcher)
+        self._unregister(watcher)
         if watcher.dropped == "abrupt" and request is not None and request._raw_request is not None:
             transport = request._raw_request.transport
             if transport is not None:
@@ -713,6 +751,11 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response
+
+    def _unregister(self, watcher: _Watcher) -> None:
+        with self._state:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
 
     @staticmethod
     async def _send(response: aiohttp.web.StreamResponse, event: dict[str, Any]) -> None:

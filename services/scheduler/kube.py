@@ -462,6 +462,7 @@ class KubeClient:
 
         Raises K8sGone when `resource_version` is too old (list again), other K8sErrors when the
         watch cannot start. Not retried here: the caller resumes from the last resourceVersion.
+        Leave early only through `contextlib.aclosing(...)`, so that the connection closes at once.
         """
         loop = asyncio.get_running_loop()
         # A thread-safe queue read by polling would add latency; hand items to the loop instead.
@@ -501,6 +502,8 @@ class KubeClient:
                 if not stopping.is_set():
                     log.info("pod watch connection dropped", extra={"error": repr(exc)})
             finally:
+                # Close, not just release: a half-read stream must not go back into the pool.
+                resp.close()
                 resp.release_conn()
                 send("end", None)
 
