@@ -74,6 +74,13 @@ CASES = [
         ["~80 in flight (20/s x 4s run time, 10 running now)", "need 3 workers"],
     ),
     (
+        "a trickle keeping less than one task busy does not pin a worker",
+        load(current=0, arrival_rate_per_s=0.2, mean_run_time_s=2.0),
+        0,
+        "hold",
+        ["0 ready + 0 running need 0 workers"],
+    ),
+    (
         "steady stream is not counted twice",
         load(running=80, current=3, arrival_rate_per_s=20.0, mean_run_time_s=4.0),
         3,

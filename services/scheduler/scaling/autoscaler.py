@@ -22,8 +22,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from services.core.settings import WorkerSettings
 from services.core.store import Store
-from services.scheduler.scaling.backends import ScaleInPlan, ScalingBackend
+from services.scheduler.kube_settings import KubeSettings
+from services.scheduler.scaling.backends import ScaleInPlan, ScalingBackend, backend_from_settings
 from services.scheduler.scaling.policy import Recommendation, ScalingDecision, ScalingInput, decide
 from services.scheduler.scaling.settings import ScalingSettings
 
@@ -75,6 +77,28 @@ class Autoscaler:
         self._last_applied: int | None = None
         self._manual_at: float | None = None
         self._last_recorded: tuple[tuple[Any, ...], float] | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        store: Store,
+        settings: ScalingSettings,
+        worker: WorkerSettings,
+        kube: KubeSettings | None = None,
+    ) -> Autoscaler:
+        """The autoscaler and backend the settings name, sized by the workers' concurrency and queues.
+
+        The `none` backend reports the live registered workers as its count. The caller owns
+        the result: `await autoscaler.close()` at shutdown (the local backend stops its workers).
+        """
+
+        async def live_workers() -> int:
+            return sum(1 for w in await store.list_workers() if w.state in _SERVING_STATES)
+
+        backend = backend_from_settings(
+            settings.scaler_backend, count_workers=live_workers, kube_settings=kube
+        )
+        return cls(store, backend, settings, worker.concurrency, queues=worker.queue_list)
 
     # ---- one decision -------------------------------------------------------------------------
 

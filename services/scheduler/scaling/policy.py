@@ -8,7 +8,7 @@ How the count is chosen (the Kubernetes HPA's behaviour, applied to queue depth)
 
 - need: the slots the load occupies now or soon, divided by the slots of one worker.
   Ready (and soon-due) tasks each need a slot; tasks in flight need
-  `max(running, arrival_rate * mean_run_time)` slots. Little's law says a steady stream keeps
+  `max(running, floor(arrival_rate * mean_run_time))` slots. Little's law says a steady stream keeps
   `arrival_rate * mean_run_time` tasks busy, and that is the same work `running` already counts
   once the pool keeps up, so the larger of the two is taken instead of their sum (the sum would
   keep twice the workers a steady load needs).
@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 Direction = Literal["up", "down", "hold"]
 
-# A float demand such as 3.0000000004 slots must not ask for an extra worker.
+# A float product such as 79.99999999 tasks in flight must count as the 80 it stands for.
 _EPSILON = 1e-9
 
 
@@ -137,7 +137,7 @@ def decide(inp: ScalingInput, now: float) -> ScalingDecision:
         raise ValueError(f"now must be a finite number, got {now}")
     ready = sum(inp.ready_by_queue.values())
     demand_text, slots = _demand(inp, ready)
-    needed = math.ceil(slots / inp.concurrency - _EPSILON) if slots > 0 else 0
+    needed = -(-slots // inp.concurrency)  # ceiling division, exact on integers
     bounded = min(max(needed, inp.min_replicas), inp.max_replicas)
     recent = _remember(inp.recent, Recommendation(now, bounded), inp, now)
     window_max = max(r.replicas for r in recent)
@@ -164,21 +164,23 @@ def decide(inp: ScalingInput, now: float) -> ScalingDecision:
     return ScalingDecision(desired, reason, direction, inp.current, needed, now, recent)
 
 
-def _demand(inp: ScalingInput, ready: int) -> tuple[str, float]:
+def _demand(inp: ScalingInput, ready: int) -> tuple[str, int]:
     """The slots the load occupies, and that load in words."""
-    in_flight = inp.arrival_rate_per_s * inp.mean_run_time_s
+    # Whole tasks only: a trickle that keeps less than one task busy on average must not pin
+    # a worker forever; when such a task arrives, it is ready work and activates one at once.
+    in_flight = math.floor(inp.arrival_rate_per_s * inp.mean_run_time_s + _EPSILON)
     parts = [f"{ready} ready"]
     if inp.scheduled_due_soon:
         parts.append(f"{inp.scheduled_due_soon} due soon")
     if in_flight > inp.running:
         rate, run_s = inp.arrival_rate_per_s, inp.mean_run_time_s
         parts.append(
-            f"~{in_flight:.0f} in flight ({rate:.3g}/s x {run_s:.3g}s run time, {inp.running} running now)"
+            f"~{in_flight} in flight ({rate:.3g}/s x {run_s:.3g}s run time, {inp.running} running now)"
         )
         busy = in_flight
     else:
         parts.append(f"{inp.running} running")
-        busy = float(inp.running)
+        busy = inp.running
     return " + ".join(parts), inp.scheduled_due_soon + ready + busy
 
 
