@@ -267,11 +267,6 @@ async def test_deregister_hands_everything_back_without_counting(store: Store) -
         assert await store.complete("w2", [ok(claimed)]) == [True]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: complete.lua SREMs the task from the worker's set even when it refuses a stale "
-    "outcome, so a worker that re-claimed the task after a reap loses it at its next heartbeat",
-)
 async def test_a_refused_stale_completion_does_not_take_the_new_attempt_from_the_same_worker(
     store: Store,
 ) -> None:
@@ -285,3 +280,14 @@ async def test_a_refused_stale_completion_does_not_take_the_new_attempt_from_the
     assert await store.complete("w1", [ok(first, "late")]) == [False]  # refused, rightly
     reply = await store.heartbeat("w1", [task_id])
     assert reply.lost_task_ids == []  # attempt 2 is still w1's and its lease must be renewed
+
+
+async def test_a_heartbeat_after_deregistering_is_not_accepted(namespace: str) -> None:
+    async with other_store(namespace, worker_ttl_s=0.3) as store:
+        await register(store, "w1")
+        await store.deregister_worker("w1")
+        reply = await store.heartbeat("w1", [])  # a last beat racing the shutdown
+        assert reply.registered is False
+        assert await store.list_workers() == []
+        await asyncio.sleep(0.35)
+        assert await store.reap_lost_workers() == []

@@ -592,3 +592,48 @@ async def test_smoke_submit_claim_complete_reap(any_store: Store) -> None:
     assert await store.complete("w1", [ok(c) for c in again]) == [True, True]
     assert (await store.counts_by_state())["succeeded"] == 3
     assert (await store.cancel((await submit_specs(store, [spec(delay_s=5)]))[0])).state is S.CANCELLED
+
+
+async def test_scripts_reload_themselves_after_a_script_flush(redis62_url: str, namespace: str) -> None:
+    """As after a Redis restart or failover: EVALSHA meets NOSCRIPT and must load the script again.
+    Run on the private 6.2 server, so flushing its script cache disturbs no other test."""
+    redis = Redis.from_url(redis62_url, decode_responses=True)
+    store = Store(redis, namespace, make_task_settings())
+    try:
+        await submit(store)
+        await redis.script_flush()
+        task_id = await submit(store)
+        await redis.script_flush()
+        claimed = await store.claim("w1", ["default"], 5)
+        assert task_id in [c.id for c in claimed]
+    finally:
+        await redis.flushdb()
+        await store.close()
+
+
+# --------------------------------------------------------------------- concurrency
+
+
+async def test_concurrent_submits_with_one_idempotency_key_create_one_task(store: Store) -> None:
+    results = await asyncio.gather(*(store.submit([spec(idempotency_key="once")]) for _ in range(20)))
+    ids = {r[0].id for r in results}
+    assert len(ids) == 1
+    assert sum(r[0].created for r in results) == 1
+    assert await store.redis.zcard(store.keys.all_tasks) == 1
+
+
+async def test_concurrent_claims_never_hand_out_a_task_twice(store: Store) -> None:
+    ids = await submit_specs(store, [spec() for _ in range(300)])
+
+    async def drain(worker: str) -> list[str]:
+        got: list[str] = []
+        while batch := await store.claim(worker, ["default"], 7):
+            got += [c.id for c in batch]
+        return got
+
+    per_worker = await asyncio.gather(*(drain(f"w{i}") for i in range(6)))
+    claimed = [task_id for got in per_worker for task_id in got]
+    assert len(claimed) == len(set(claimed)) == 300
+    assert set(claimed) == set(ids)
+    for i, got in enumerate(per_worker):
+        assert await store.redis.smembers(store.keys.worker_tasks(f"w{i}")) == set(got)
