@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -283,6 +284,17 @@ async def test_lease_round_trip_keeps_microsecond_times(kube: KubeClient) -> Non
     assert read.acquire_time == acquired and read.renew_time == renewed
     released = await kube.replace_lease("l", LeaseRecord(None, 1, None, renewed, 3, read.resource_version))
     assert released.holder is None and released.acquire_time is None
+
+
+async def test_lease_times_always_carry_six_fraction_digits_on_the_wire(
+    kube_api: KubeApi, kube: KubeClient
+) -> None:
+    on_the_second = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    await kube.create_lease("l", LeaseRecord("pod-a", 15, on_the_second, on_the_second))
+    sent = [r for r in kube_api.emu.request_log if r.method.value == "POST"][-1].data["spec"]
+    # The API server's MicroTime parser refuses a time without its fraction.
+    assert re.fullmatch(r"2025-01-02T03:04:05\.\d{6}(Z|\+00:00)", sent["renewTime"])
+    assert re.fullmatch(r"2025-01-02T03:04:05\.\d{6}(Z|\+00:00)", sent["acquireTime"])
 
 
 async def test_missing_lease_is_k8s_not_found(kube: KubeClient) -> None:

@@ -218,11 +218,16 @@ def _retryable(error: K8sError) -> bool:
     return isinstance(error, K8sUnavailable)
 
 
-def _microtime(moment: datetime | None) -> str | None:
-    """RFC 3339 with microseconds in UTC: the API server's MicroTime format."""
+def _microtime(moment: datetime | None) -> datetime | None:
+    """A time for a MicroTime field (RFC 3339 with exactly six fraction digits, in UTC).
+
+    The client writes datetimes with isoformat(), which drops a zero fraction; the API server's
+    MicroTime parser requires it, so a time on an exact second is moved by one microsecond.
+    """
     if moment is None:
         return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=1) if moment.microsecond == 0 else moment
 
 
 def _pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
