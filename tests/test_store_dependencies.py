@@ -193,11 +193,6 @@ async def test_submit_requires_ids(store: Store) -> None:
     assert await store.submit([]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: submit.lua counts a dependency listed twice twice in deps_left but SADDs it "
-    "once, so the dependent waits forever",
-)
 async def test_a_dependency_listed_twice_still_releases_the_dependent(store: Store) -> None:
     parent = await submit(store)
     child = await submit(store, depends_on=[parent, parent])
@@ -205,11 +200,6 @@ async def test_a_dependency_listed_twice_still_releases_the_dependent(store: Sto
     assert await state_of(store, child) is S.QUEUED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: when an in-batch parent is deduplicated by its idempotency key, its dependents "
-    "still wait on the parent's unused new id, which never runs",
-)
 async def test_a_dependent_of_a_deduplicated_parent_waits_on_the_existing_task(store: Store) -> None:
     (original,) = await store.submit([spec(idempotency_key="parent")])
     parent = spec(idempotency_key="parent")
@@ -220,12 +210,6 @@ async def test_a_dependent_of_a_deduplicated_parent_waits_on_the_existing_task(s
     assert await state_of(store, results[1].id) is S.QUEUED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: release_dependents HINCRBYs deps_left on dependents that are no longer pending; "
-    "once such a dependent's hash has expired this recreates a bare hash (no TTL) that Store.get "
-    "cannot read (KeyError 'id')",
-)
 async def test_a_parent_succeeding_after_its_cancelled_child_expired_leaves_no_trace(namespace: str) -> None:
     async with other_store(namespace, retention_s=1) as store:
         parent = await submit(store)

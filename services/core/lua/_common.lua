@@ -85,8 +85,9 @@ end
 local function release_dependents(id)
   local dkey = P .. ':deps:' .. id
   for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
-    local left = redis.call('HINCRBY', tkey(dep), 'deps_left', -1)
-    if left <= 0 and redis.call('HGET', tkey(dep), 'state') == 'pending' then
+    -- Only pending dependents wait; a cancelled one may even have expired already.
+    if redis.call('HGET', tkey(dep), 'state') == 'pending'
+        and redis.call('HINCRBY', tkey(dep), 'deps_left', -1) <= 0 then
       local delay = tonumber(redis.call('HGET', tkey(dep), 'delay_ms') or '0')
       if delay > 0 then schedule(dep, 'pending', delay) else enqueue(dep, 'pending', false) end
     end

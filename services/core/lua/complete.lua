@@ -15,11 +15,13 @@ for i = 0, n - 1 do
   local id, attempt = ARGV[b], tonumber(ARGV[b + 1])
   local key = tkey(id)
   local h = redis.call('HMGET', key, 'state', 'attempts', 'attempt_limit', 'started_at', 'enqueued_at', 'worker_id')
-  redis.call('SREM', wkey, id)
   if h[1] ~= 'running' or tonumber(h[2]) ~= attempt or h[6] ~= worker then
+    -- Refused: a stale attempt. If this worker holds a newer attempt, it keeps it.
+    if h[1] ~= 'running' or h[6] ~= worker then redis.call('SREM', wkey, id) end
     accepted[#accepted + 1] = 0
   else
     accepted[#accepted + 1] = 1
+    redis.call('SREM', wkey, id)
     redis.call('ZREM', P .. ':leases', id)
     local started = tonumber(h[4])
     samples[#samples + 1] = string.format('%d,%d', started - tonumber(h[5]), NOW_MS - started)

@@ -6,7 +6,8 @@
 -- (cancelled, reaped or handed to another worker); known=0 means the worker must register again.
 local worker, lease = ARGV[1], tonumber(ARGV[2])
 local wkey = P .. ':worker:' .. worker
-local known = redis.call('EXISTS', wkey) == 1 and redis.call('HGET', wkey, 'state') ~= 'lost'
+local wstate = redis.call('HGET', wkey, 'state')
+local known = wstate and wstate ~= 'lost' and wstate ~= 'stopped'
 local out = {0, known and 1 or 0}
 if known then
   redis.call('ZADD', P .. ':workers', NOW_MS, worker)

@@ -28,6 +28,9 @@ for i = 0, n - 1 do
 end
 
 local out = {}
+-- A batch item whose idempotency key matched an existing task is an alias of that task:
+-- later items that depend on it wait on the existing task instead.
+local alias = {}
 for i = 0, n - 1 do
   local b = 3 + i * F
   local id, idem = ARGV[b], ARGV[b + 11]
@@ -37,6 +40,7 @@ for i = 0, n - 1 do
     if existing and redis.call('EXISTS', tkey(existing)) == 0 then existing = nil end
   end
   if existing then
+    alias[id] = existing
     out[#out + 1] = existing
     out[#out + 1] = redis.call('HGET', tkey(existing), 'state')
     out[#out + 1] = 0
@@ -52,15 +56,19 @@ for i = 0, n - 1 do
       'created_at', NOW_MS)
     redis.call('ZADD', P .. ':all', NOW_MS, id)
     redis.call('SADD', P .. ':queues', queue)
-    local left, dead = 0, nil
+    local left, dead, seen = 0, nil, {}
     if deps ~= '' then
       for dep in string.gmatch(deps, '[^,]+') do
-        local st = redis.call('HGET', tkey(dep), 'state')
-        if DEAD[st] then
-          dead = dep
-        elseif st ~= 'succeeded' then
-          redis.call('SADD', P .. ':deps:' .. dep, id)
-          left = left + 1
+        dep = alias[dep] or dep
+        if not seen[dep] then
+          seen[dep] = true
+          local st = redis.call('HGET', tkey(dep), 'state')
+          if DEAD[st] then
+            dead = dep
+          elseif st ~= 'succeeded' then
+            redis.call('SADD', P .. ':deps:' .. dep, id)
+            left = left + 1
+          end
         end
       end
     end
