@@ -202,7 +202,14 @@ class ProcessPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(target=_child_main, args=(child_conn,), daemon=True, name="shoal-task")
         # Starting talks to the fork server (or spawns an interpreter): keep it off the loop.
-        await asyncio.wait_for(asyncio.to_thread(process.start), _SPAWN_TIMEOUT_S)
+        starting = asyncio.ensure_future(asyncio.to_thread(process.start))
+        try:
+            await asyncio.wait_for(asyncio.shield(starting), _SPAWN_TIMEOUT_S)
+        except BaseException:
+            # Cancelled or too slow: the start goes on in its thread; kill what it produces.
+            starting.add_done_callback(lambda _: _Child(process, parent_conn).kill())
+            child_conn.close()
+            raise
         child_conn.close()
         log.debug("started task process pid=%s", process.pid)
         return _Child(process, parent_conn)

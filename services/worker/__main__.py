@@ -1,0 +1,75 @@
+"""`python -m services.worker`: run one worker process until SIGTERM/SIGINT.
+
+Exit codes: 0 after a graceful stop, 2 for a configuration or task-module error (with a
+one-line message, no traceback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from services.core.logging import configure_logging
+from services.core.settings import Settings, get_settings
+from services.core.store import Store
+from services.worker.registry import TaskModuleError, import_task_modules
+from services.worker.runtime import Worker, WorkerCrashed
+
+log = logging.getLogger("services.worker")
+
+
+async def serve(settings: Settings) -> Worker:
+    """Run a worker until a signal stops it; returns the stopped worker."""
+    store = Store.from_settings(settings)
+    worker = Worker(settings, store)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.request_stop)
+    try:
+        await worker.run()
+    finally:
+        await store.close()
+    return worker
+
+
+def _describe(error: dict) -> str:
+    field = "_".join(str(part) for part in error.get("loc", ()))
+    return f"SHOAL_{field.upper()}: {error['msg']}" if field else str(error["msg"])
+
+
+def main() -> int:
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        print(f"shoal worker: invalid configuration: {problems}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log.log_format, settings.log.log_level)
+    try:
+        import_task_modules(settings.worker.module_list)
+    except TaskModuleError as exc:
+        log.error("%s", exc)
+        return 2
+    try:
+        worker = asyncio.run(serve(settings))
+    except WorkerCrashed as exc:
+        log.critical("%s; exiting", exc)
+        return 1
+    if worker.executor.overrunning_threads:
+        # Threads cannot be stopped and the interpreter would wait for them at exit.
+        log.warning(
+            "exiting with %d thread tasks still running; their results are discarded",
+            worker.executor.overrunning_threads,
+        )
+        logging.shutdown()
+        os._exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

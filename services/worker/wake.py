@@ -1,0 +1,113 @@
+"""The "work available" signal an idle worker blocks on: a Redis pub/sub subscription.
+
+The store publishes on `keys.wake(queue)` whenever tasks become ready in that queue. The
+subscription stays open for the worker's whole life and is confirmed before the first
+claim, so no signal is lost between "the queue was empty" and "now I wait". A worker that
+dies while waiting holds nothing: the signal carries no task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_MAX_S = 5.0
+
+
+class WakeSignal:
+    """An asyncio.Event-like flag set by every message on the wake channels."""
+
+    def __init__(
+        self, redis: Redis, channels: list[str], on_redis_ok: Callable[[], None] | None = None
+    ) -> None:
+        self._redis = redis
+        self._channels = channels
+        self._on_redis_ok = on_redis_ok or (lambda: None)
+        self._event = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.received = 0
+
+    async def start(self) -> None:
+        """Subscribe; returns once Redis confirmed every channel (retrying while it is down)."""
+        self._reader = asyncio.create_task(self._read_forever(), name="shoal-wake-reader")
+        waiter = asyncio.create_task(self._subscribed.wait())
+        done, _ = await asyncio.wait({waiter, self._reader}, return_when=asyncio.FIRST_COMPLETED)
+        if self._reader in done:  # it can only end by raising: surface the bug
+            waiter.cancel()
+            self._reader.result()
+
+    def set(self) -> None:
+        """Wake the waiter without a message (used on shutdown)."""
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Block until a signal arrived since the last `clear()` or `timeout_s` passed."""
+        if self._event.is_set():
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._event.wait()
+        return self._event.is_set()
+
+    async def _read_forever(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                if self._pubsub is None:
+                    self._pubsub = self._redis.pubsub()
+                    await self._pubsub.subscribe(*self._channels)
+                confirmed: set[str] = set()
+                while True:
+                    message = await self._pubsub.get_message(timeout=None)
+                    if message is None:
+                        continue
+                    self._on_redis_ok()
+                    if message["type"] == "subscribe":
+                        confirmed.add(_text(message["channel"]))
+                        if confirmed >= set(self._channels):
+                            self._subscribed.set()
+                            # Signals published while we were disconnected are gone: look again.
+                            self._event.set()
+                            delay = 0.05
+                    elif message["type"] == "message":
+                        self.received += 1
+                        self._event.set()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("wake-up subscription lost (%s); reconnecting in %.2fs", exc, delay)
+                await self._drop_pubsub()
+                # While disconnected the claim loop must poll: keep it from blocking a full timeout.
+                self._event.set()
+                await asyncio.sleep(delay)
+                delay = min(_BACKOFF_MAX_S, delay * 2)
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        await self._drop_pubsub()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

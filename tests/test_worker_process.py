@@ -1,0 +1,153 @@
+"""Real `python -m services.worker` processes: probes over HTTP, SIGTERM, start-up errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import REDIS_URL
+from store_helpers import eventually, must_get
+from test_worker_runtime import submit, wait_state, wait_terminal
+
+from services.core.states import TaskState
+from services.core.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_env(namespace: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    env.update(
+        {
+            "SHOAL_REDIS_URL": REDIS_URL,
+            "SHOAL_NAMESPACE": namespace,
+            "SHOAL_WORKER_PORT": "0",
+            "SHOAL_CONCURRENCY": "4",
+            "SHOAL_PROCESS_POOL_SIZE": "1",
+            "SHOAL_LEASE_S": "4",
+            "SHOAL_HEARTBEAT_S": "0.5",
+            "SHOAL_LOG_FORMAT": "json",
+            "SHOAL_TASK_MODULES": "tests.worker_tasks",
+            **extra,
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def spawn() -> Iterator[list[subprocess.Popen[str]]]:
+    """Started worker processes; any still alive at the end are killed."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
+
+def start_worker(spawn: list[subprocess.Popen[str]], env: dict[str, str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    spawn.append(proc)
+    return proc
+
+
+async def registered_worker(store: Store, proc: subprocess.Popen[str]) -> str:
+    async def up() -> bool:
+        assert proc.poll() is None, proc.communicate()[1]
+        return any(w.pid == proc.pid for w in await store.list_workers())
+
+    assert await eventually(up, 20), "worker process did not register"
+    (info,) = [w for w in await store.list_workers() if w.pid == proc.pid]
+    assert info.metrics_url
+    return info.metrics_url.rsplit(":", 1)[1].split("/")[0]
+
+
+async def test_probes_answer_over_http(store: Store, namespace: str, spawn: list) -> None:
+    proc = start_worker(spawn, worker_env(namespace))
+    port = await registered_worker(store, proc)
+    await wait_terminal(store, [await submit(store, "noop")])
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        health, ready, scraped = [await client.get(p) for p in ("/healthz", "/readyz", "/metrics")]
+    assert (health.status_code, health.text) == (200, "ok\n")
+    assert (ready.status_code, ready.text) == (200, "ready\n")
+    assert 'shoal_worker_tasks_succeeded_total{queue="default",task="noop"} 1.0' in scraped.text
+    assert "shoal_worker_slots 4.0" in scraped.text
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 10) == 0
+
+
+async def test_sigterm_mid_task_hands_back_at_once_and_exits_0(
+    store: Store, namespace: str, spawn: list
+) -> None:
+    proc = start_worker(spawn, worker_env(namespace, SHOAL_GRACE_S="0.5"))
+    await registered_worker(store, proc)
+    ids = [
+        await submit(store, "sleep", 30),
+        await submit(store, "span_thread", 3),
+        await submit(store, "process_sleep", 30),
+    ]
+    for task_id in ids:
+        await wait_state(store, task_id, TaskState.RUNNING)
+    await asyncio.sleep(0.5)  # let the process task's process start
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(proc.wait, 15)
+    took = time.monotonic() - sent
+    _, stderr = proc.communicate()
+    assert code == 0, stderr
+    assert took < 4, f"stopping took {took:.1f}s with a 0.5 s grace"
+    tasks = [await must_get(store, i) for i in ids]
+    assert [t.state for t in tasks] == [TaskState.QUEUED] * 3
+    assert [t.history[-1].error for t in tasks] == ["handed back: worker shutting down"] * 3
+    assert await store.list_workers() == []
+    assert '"msg":"handed back 3 unfinished tasks"' in stderr
+
+
+async def test_sigterm_lets_short_tasks_finish_and_a_second_one_hurries(
+    store: Store, namespace: str, spawn: list
+) -> None:
+    proc = start_worker(spawn, worker_env(namespace, SHOAL_GRACE_S="60"))
+    await registered_worker(store, proc)
+    short, long = await submit(store, "sleep", 0.5), await submit(store, "sleep", 30)
+    await wait_state(store, short, TaskState.RUNNING)
+    await wait_state(store, long, TaskState.RUNNING)
+    proc.send_signal(signal.SIGTERM)
+    await wait_state(store, short, TaskState.SUCCEEDED)
+    assert proc.poll() is None, "the worker must wait for its grace period"
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 10) == 0
+    assert (await must_get(store, long)).state == TaskState.QUEUED
+
+
+async def test_a_task_module_that_fails_to_import_stops_start_up(namespace: str, spawn: list) -> None:
+    proc = start_worker(spawn, worker_env(namespace, SHOAL_TASK_MODULES="tests.worker_tasks,no_such_tasks"))
+    _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
+    assert proc.returncode == 2
+    assert "cannot import task module 'no_such_tasks'" in stderr
+    assert "Traceback" not in stderr
+
+
+async def test_invalid_configuration_is_a_one_line_error(namespace: str, spawn: list) -> None:
+    proc = start_worker(spawn, worker_env(namespace, SHOAL_CONCURRENCY="0"))
+    _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
+    assert proc.returncode == 2
+    assert stderr.startswith("shoal worker: invalid configuration: SHOAL_CONCURRENCY:")
+    assert "Traceback" not in stderr
