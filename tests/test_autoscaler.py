@@ -151,6 +151,7 @@ async def test_each_decision_is_counted_published_and_recorded_once(store: Store
         "direction": "up",
         "reason": again.reason,
         "manual_hold": False,
+        "applied": True,
         "backend": "none",
         "min": 0,
         "max": 10,

@@ -4,6 +4,7 @@ and the autoscaler driving it: scale subresource, drain-aware scale-in, errors, 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -215,4 +216,25 @@ async def test_a_refused_scale_is_recorded_and_not_mistaken_for_a_manual_change(
     assert not retried.manual_hold and retried.direction == "up"
     obj = kube_api.emu.get(DEPLOYMENTS, "shoal-worker")
     assert obj is not None and obj["spec"]["replicas"] == 2
-    assert [h["reason"].count("NOT applied") for h in reversed(await store.scaling_history())] == [1, 0]
+    history = list(reversed(await store.scaling_history()))
+    assert [(h["applied"], h["reason"].count("NOT applied")) for h in history] == [(False, 1), (True, 0)]
+
+
+async def test_the_loop_survives_api_errors_and_stops_promptly(
+    kube_api: KubeApi, backend: KubernetesBackend, store: Store
+) -> None:
+    scaler = Autoscaler(store, backend, scaling(scaler_interval_s=0.05), worker_concurrency=10)
+    await flood(store, 25)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(scaler.run(stop))
+    await asyncio.sleep(0.3)  # the Deployment does not exist yet: every step fails with a 404
+    assert scaler.last_decision is None and not loop.done()
+    seed(kube_api, 0, [])
+    async with asyncio.timeout(5):
+        while scaler.last_decision is None:  # noqa: ASYNC110 - the loop runs its own steps
+            await asyncio.sleep(0.02)
+    stop.set()
+    async with asyncio.timeout(1):
+        await loop
+    obj = kube_api.emu.get(DEPLOYMENTS, "shoal-worker")
+    assert obj is not None and obj["spec"]["replicas"] == 3

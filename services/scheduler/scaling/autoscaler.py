@@ -134,8 +134,8 @@ class Autoscaler:
             self._manual_at = None
         if notes:
             decision = replace(decision, reason="; ".join([decision.reason, *notes]))
-        decision = await self._apply(decision)
-        await self._report(decision)
+        decision, applied = await self._apply(decision)
+        await self._report(decision, applied)
         self.last_decision = decision
         return decision
 
@@ -179,9 +179,10 @@ class Autoscaler:
         self._last_applied = current
         return notes
 
-    async def _apply(self, decision: ScalingDecision) -> ScalingDecision:
+    async def _apply(self, decision: ScalingDecision) -> tuple[ScalingDecision, bool]:
+        """Apply a change of count; False (and the error in the reason) when the backend failed."""
         if not self.backend.applies_decisions or decision.desired == decision.current:
-            return decision
+            return decision, True
         plan = await self.scale_in_plan() if decision.desired < decision.current else None
         try:
             await self.backend.apply(decision.desired, plan)
@@ -192,43 +193,42 @@ class Autoscaler:
                 "scaling decision could not be applied",
                 extra={"desired": decision.desired, "backend": self.backend.name, "error": str(e)},
             )
-            return replace(decision, reason=f"{decision.reason}; NOT applied: {e}")
+            return replace(decision, reason=f"{decision.reason}; NOT applied: {e}"), False
         self._last_applied = decision.desired
-        return decision
+        return decision, True
 
     async def scale_in_plan(self) -> ScaleInPlan:
         """Each serving worker's running tasks, so the backend removes idle workers first."""
         workers = await self.store.list_workers()
         return ScaleInPlan({w.id: w.running for w in workers if w.state in _SERVING_STATES})
 
-    async def _report(self, decision: ScalingDecision) -> None:
+    async def _report(self, decision: ScalingDecision, applied: bool) -> None:
         DECISIONS.labels(decision.direction).inc()
         REPLICAS_DESIRED.set(decision.desired)
         REPLICAS_ACTUAL.set(await self.backend.actual())
-        record = self.record_of(decision)
-        signature = (
-            decision.desired,
-            decision.current,
-            decision.manual_hold,
-            "NOT applied" in decision.reason,
-        )
+        record = self.record_of(decision, applied)
+        signature = (decision.desired, decision.current, decision.manual_hold, applied)
         changed = self._last_recorded is None or self._last_recorded[0] != signature
         due = self._last_recorded is not None and decision.at - self._last_recorded[1] >= self.record_every_s
         if decision.direction == "hold" and not changed and not due:
-            log.debug("scaling decision", extra=record)
+            log.debug("scaling decision: %s", decision.reason)
             return
+        # `ts` and `reason` would clash with the log line's own time and message.
         log.info(
-            "scaling decision: %s", decision.reason, extra={k: v for k, v in record.items() if k != "reason"}
+            "scaling decision: %s",
+            decision.reason,
+            extra={k: v for k, v in record.items() if k not in ("ts", "reason")},
         )
         await self.store.publish_event({"kind": "scaling", **record})
         await self.store.record_scaling(record)
         self._last_recorded = (signature, decision.at)
 
-    def record_of(self, decision: ScalingDecision) -> dict[str, Any]:
+    def record_of(self, decision: ScalingDecision, applied: bool = True) -> dict[str, Any]:
         """The history entry and event body of a decision."""
         s = self.settings
         return {
             **decision.to_dict(),
+            "applied": applied,
             "backend": self.backend.name,
             "min": s.scaler_min_replicas,
             "max": s.scaler_max_replicas,

@@ -32,6 +32,8 @@ class ScalingDecisionPublic(BaseModel):
     direction: Literal["up", "down", "hold"]
     reason: str
     manual_hold: bool
+    applied: bool
+    """False when the backend refused the change (the reason says why)."""
     backend: str
     min: int
     max: int
