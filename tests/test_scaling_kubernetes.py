@@ -238,3 +238,29 @@ async def test_the_loop_survives_api_errors_and_stops_promptly(
         await loop
     obj = kube_api.emu.get(DEPLOYMENTS, "shoal-worker")
     assert obj is not None and obj["spec"]["replicas"] == 3
+
+
+async def test_a_count_changed_by_another_leader_is_not_taken_for_a_manual_change(
+    kube_api: KubeApi, backend: KubernetesBackend, store: Store
+) -> None:
+    seed(kube_api, 0, [])
+    scaler = Autoscaler(store, backend, scaling(scaler_interval_s=0.05), worker_concurrency=10)
+    await flood(store, 25)
+
+    async def lead_until_a_decision() -> None:
+        stop = asyncio.Event()
+        scaler.last_decision = None
+        loop = asyncio.create_task(scaler.run(stop))
+        async with asyncio.timeout(5):
+            while scaler.last_decision is None:  # noqa: ASYNC110 - the loop runs its own steps
+                await asyncio.sleep(0.02)
+        stop.set()
+        await loop
+
+    await lead_until_a_decision()
+    assert scaler.last_decision is not None and scaler.last_decision.desired == 3
+    # Leadership lost; the next leader scaled to 6; leadership won back.
+    kube_api.emu.patch(DEPLOYMENTS, "shoal-worker", {"spec": {"replicas": 6}}, subresource="scale")
+    await lead_until_a_decision()
+    assert scaler.last_decision is not None and not scaler.last_decision.manual_hold
+    assert scaler.last_decision.current == 6

@@ -239,6 +239,9 @@ class Autoscaler:
     async def run(self, stop: asyncio.Event) -> None:
         """Decide every SHOAL_SCALER_INTERVAL_S until `stop` is set; errors are logged, not fatal."""
         interval = self.settings.scaler_interval_s
+        # Another leader may have scaled while this one was not leading: what it finds now is
+        # the starting point, not a manual change.
+        self._last_applied = None
         log.info("autoscaler started", extra={"backend": self.backend.name, "interval_s": interval})
         while not stop.is_set():
             started = time.monotonic()
