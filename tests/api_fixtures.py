@@ -66,6 +66,9 @@ class ApiServer:
         return self
 
     def stop(self) -> None:
+        waiters = getattr(self.app.state, "waiters", None)
+        if waiters is not None:  # what the scheduler does on SIGTERM (signals reach only the main thread)
+            waiters.end_streams()
         self._server.should_exit = True
         self._thread.join(timeout=15)
         self._socket.close()

@@ -8,8 +8,11 @@ loops, and closes all of it on shutdown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -62,12 +65,14 @@ def create_app(
         app.state.waiters = waiters
         app.state.submitter = Submitter(active, settings)
         app.state.loops = loops
-        await waiters.start()
+        await waiters.start(getattr(app.state, "waiters_confirm_timeout_s", 5.0))
         if loops is not None:
             await loops.start()
+        restore_signals = _on_exit_signal(waiters.end_streams)
         try:
             yield
         finally:
+            restore_signals()
             if loops is not None:
                 await loops.stop()
             await waiters.stop()
@@ -94,6 +99,34 @@ def create_app(
     app.include_router(health.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _on_exit_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Also call `callback` on SIGINT/SIGTERM, before the server's own handler; returns the undo.
+
+    uvicorn waits for open responses before it shuts down, and an SSE stream never ends
+    by itself: ending the streams on the signal lets the server stop at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if not callable(handler):
+            continue
+
+        def chained(signum: int, frame: FrameType | None, handler: Any = handler) -> None:
+            callback()
+            handler(signum, frame)
+
+        previous[sig] = handler
+        signal.signal(sig, chained)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

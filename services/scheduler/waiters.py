@@ -73,6 +73,8 @@ class Waiters:
         self._pubsub: Any = None
         self._subscribed = asyncio.Event()
         self._closed = False
+        self._streams_ended = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, confirm_timeout_s: float = 5.0) -> None:
         """Subscribe; return once Redis confirmed it, or after `confirm_timeout_s` (it keeps trying).
@@ -80,6 +82,7 @@ class Waiters:
         Waiting without a subscription loses nothing: when it is confirmed, every waiter
         re-reads its task. `subscribed` (and /readyz) tell whether it is live.
         """
+        self._loop = asyncio.get_running_loop()
         self._reader = asyncio.create_task(self._read(), name="shoal-waiters")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), confirm_timeout_s)
@@ -102,6 +105,11 @@ class Waiters:
     @property
     def subscribed(self) -> bool:
         return self._subscribed.is_set() and not self._closed
+
+    @property
+    def streams(self) -> int:
+        """Open event streams (SSE clients)."""
+        return len(self._doorbells)
 
     @property
     def waiting(self) -> int:
@@ -132,13 +140,26 @@ class Waiters:
     def doorbell(self) -> Iterator[Doorbell]:
         """A doorbell rung by every live event while the `with` block runs (open it before reading)."""
         bell = Doorbell()
-        if self._closed:
+        if self._closed or self._streams_ended:
             bell.close()
         self._doorbells.add(bell)
         try:
             yield bell
         finally:
             self._doorbells.discard(bell)
+
+    def end_streams(self) -> None:
+        """End every event stream, now and to come: the server is shutting down. Thread-safe.
+
+        Open streams would otherwise hold a graceful shutdown until its timeout.
+        """
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._end_streams)
+
+    def _end_streams(self) -> None:
+        self._streams_ended = True
+        for bell in list(self._doorbells):
+            bell.close()
 
     def _register(self, task_id: str) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -1,0 +1,283 @@
+"""Workers, queues, stats, probes, metrics, OpenAPI and the SSE event stream, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from api_fixtures import *  # noqa: F403  (the fixtures)
+from api_fixtures import ApiServer, make_settings, work_once
+
+from services.client import ShoalApiError, ShoalClient, task_request
+from services.core.models import WorkerInfo
+from services.core.store import Store
+from services.scheduler.main import create_app
+from services.scheduler.schemas import QueuePublic, StatsPublic, WorkerPublic
+
+
+def worker_info(worker_id: str = "w1", **overrides: Any) -> WorkerInfo:
+    values: dict[str, Any] = {
+        "id": worker_id,
+        "host": "node-a",
+        "queues": ["default", "gpu"],
+        "concurrency": 8,
+        "task_names": ["echo", "sleep"],
+        "version": "0.1.0",
+        "pid": 4242,
+        "started_at": time.time(),
+        "metrics_url": "http://node-a:9100/metrics",
+    }
+    return WorkerInfo(**{**values, **overrides})
+
+
+# ---------------------------------------------------------------- workers, queues, stats
+
+
+async def test_workers_are_listed_with_their_load_and_can_be_drained(
+    client: ShoalClient, store: Store
+) -> None:
+    assert client.workers() == []
+    await store.register_worker(worker_info("w1"))
+    await store.register_worker(worker_info("w2", queues=["default"]))
+    await store.heartbeat("w1", [], processed=5, failed=1)
+    workers = {w["id"]: w for w in client.workers()}
+    assert set(workers) == {"w1", "w2"}
+    for worker in workers.values():
+        WorkerPublic.model_validate(worker)
+    assert workers["w1"]["queues"] == ["default", "gpu"] and workers["w1"]["concurrency"] == 8
+    assert workers["w1"]["state"] == "active" and workers["w1"]["last_heartbeat"] is not None
+
+    drained = client.drain_worker("w1")
+    assert (drained["id"], drained["state"]) == ("w1", "draining")
+    reply = await store.heartbeat("w1", [])
+    assert reply.drain_requested
+    with pytest.raises(ShoalApiError) as caught:
+        client.drain_worker("nobody")
+    assert (caught.value.status, caught.value.detail) == (404, "worker nobody not found")
+
+
+def test_queues_show_ready_tasks_by_priority(client: ShoalClient) -> None:
+    client.submit_batch(
+        [
+            task_request("a", priority=9),
+            task_request("a", priority=9),
+            task_request("a", queue="low", priority=0),
+        ]
+    )
+    queues = {q["name"]: q for q in client.queues()}
+    for q in queues.values():
+        QueuePublic.model_validate(q)
+    assert queues["default"]["ready"] == 2 and queues["default"]["by_priority"] == {"9": 2}
+    assert queues["low"]["ready"] == 1 and queues["low"]["by_priority"] == {"0": 1}
+
+
+async def test_stats_count_by_state_with_percentiles(client: ShoalClient, store: Store) -> None:
+    client.submit_batch([task_request("a") for _ in range(3)])
+    await work_once(store, 2)
+    stats = client.stats()
+    StatsPublic.model_validate(stats)
+    assert stats["counts"]["succeeded"] == 2 and stats["counts"]["queued"] == 1
+    assert set(stats["queue_wait_ms"]) >= {"p50", "p90", "p99"}
+    assert set(stats["run_time_ms"]) >= {"p50", "p90", "p99"}
+    assert stats["workers"] == 0
+
+
+# ---------------------------------------------------------------- probes, metrics, OpenAPI
+
+
+def test_probes_and_metrics(api: ApiServer, client: ShoalClient) -> None:
+    assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{api.url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json() | {"leader": True} == {
+        "status": "ready",
+        "redis": True,
+        "events": True,
+        "leader": True,
+    }
+    assert client.health()["status"] == "ready"
+    client.submit("echo", queue="metrics-q")
+    text = client.metrics()
+    assert 'shoal_tasks_submitted_total{queue="metrics-q"} 1.0' in text
+
+
+def test_readyz_is_503_and_api_calls_503_when_redis_is_unreachable(namespace: str) -> None:
+    settings = make_settings(namespace, "redis://127.0.0.1:1/0")
+    app = create_app(settings, run_leader_loops=False)
+    app.state.waiters_confirm_timeout_s = 0.2
+    broken = ApiServer(app, settings).start()
+    try:
+        response = httpx.get(f"{broken.url}/readyz")
+        assert response.status_code == 503
+        assert response.json() == {"status": "not ready", "redis": False, "events": False, "leader": False}
+        failed = httpx.get(f"{broken.url}/api/v1/stats")
+        assert (failed.status_code, failed.json()) == (
+            503,
+            {"detail": "Redis is unavailable; try again shortly"},
+        )
+        assert httpx.get(f"{broken.url}/healthz").status_code == 200
+    finally:
+        broken.stop()
+
+
+def test_openapi_documents_every_route_and_the_request_bodies(api: ApiServer) -> None:
+    doc = httpx.get(f"{api.url}/openapi.json").json()
+    paths = doc["paths"]
+    expected = {
+        ("post", "/api/v1/tasks"),
+        ("post", "/api/v1/tasks/batch"),
+        ("get", "/api/v1/tasks"),
+        ("get", "/api/v1/tasks/{task_id}"),
+        ("get", "/api/v1/tasks/{task_id}/wait"),
+        ("post", "/api/v1/tasks/{task_id}/cancel"),
+        ("post", "/api/v1/tasks/{task_id}/retry"),
+        ("get", "/api/v1/workers"),
+        ("post", "/api/v1/workers/{worker_id}/drain"),
+        ("get", "/api/v1/queues"),
+        ("get", "/api/v1/stats"),
+        ("get", "/api/v1/events"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    }
+    assert expected <= {(method, path) for path, methods in paths.items() for method in methods}
+    schemas = doc["components"]["schemas"]
+    body = paths["/api/v1/tasks/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/BatchCreate"}
+    assert schemas["BatchCreate"]["properties"]["tasks"]["items"] == {
+        "$ref": "#/components/schemas/BatchItem"
+    }
+    assert "ref" in schemas["BatchItem"]["properties"] and "name" in schemas["TaskCreate"]["required"]
+    assert "bearer" in str(doc["components"]["securitySchemes"]).lower()
+
+
+# ---------------------------------------------------------------- events (SSE)
+
+
+def _consume(client: ShoalClient, into: queue.Queue[Any], **options: Any) -> threading.Thread:
+    def run() -> None:
+        try:
+            for event in client.events(read_timeout_s=10, **options):
+                into.put(event)
+        except ShoalApiError as error:  # the server closed the stream when the test ended
+            into.put(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _until(events: queue.Queue[Any], predicate: Any, timeout_s: float = 5.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        event = events.get(timeout=max(0.01, deadline - time.monotonic()))
+        if isinstance(event, dict) and predicate(event):
+            return event
+
+
+def _wait_for_stream(api: ApiServer, n: int = 1) -> None:
+    deadline = time.monotonic() + 5
+    while api.app.state.waiters.streams < n:
+        assert time.monotonic() < deadline, "the event stream did not open"
+        time.sleep(0.01)
+
+
+async def test_sse_streams_task_events_live(api: ApiServer, store: Store) -> None:
+    events: queue.Queue[Any] = queue.Queue()
+    with api.client() as watcher, api.client() as client:
+        _consume(watcher, events)
+        _wait_for_stream(api)
+        task = client.submit("echo")
+        queued = _until(events, lambda e: e["kind"] == "task" and [task["id"], "queued"] in e["changes"])
+        await work_once(store)
+        done = _until(events, lambda e: e["kind"] == "task" and [task["id"], "succeeded"] in e["changes"])
+        assert queued["id"] < done["id"] and done["ts"] >= queued["ts"]
+        await store.register_worker(worker_info("w9"))
+        registered = _until(events, lambda e: e["kind"] == "worker")
+        assert (registered["worker_id"], registered["event"]) == ("w9", "registered")
+
+
+async def test_sse_resumes_after_last_event_id_and_replays_since(api: ApiServer) -> None:
+    with api.client() as client:
+        start = time.time() - 1
+        first, second, third = (client.submit("echo") for _ in range(3))
+        events: queue.Queue[Any] = queue.Queue()
+        _consume(client, events, since=start)
+        replayed = [_until(events, lambda e: True) for _ in range(3)]
+        assert [e["changes"] for e in replayed] == [[[t["id"], "queued"]] for t in (first, second, third)]
+
+    with api.client() as client:
+        resumed: queue.Queue[Any] = queue.Queue()
+        _consume(client, resumed, last_event_id=replayed[0]["id"])
+        after = [_until(resumed, lambda e: True) for _ in range(2)]
+        assert [e["id"] for e in after] == [e["id"] for e in replayed[1:]]
+
+
+def test_sse_sends_keepalive_comments_and_refuses_bad_ids(api: ApiServer) -> None:
+    api.app.state.sse_keepalive_s = 0.2
+    with httpx.stream("GET", f"{api.url}/api/v1/events", timeout=5) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.iter_lines()
+        assert next(lines) == "retry: 2000"
+        assert next(lines) == ""
+        assert next(lines) == ": keepalive"
+    bad = httpx.get(f"{api.url}/api/v1/events", headers={"Last-Event-ID": "yesterday"})
+    assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["detail"]
+
+
+async def test_waiters_share_one_subscription(api: ApiServer, client: ShoalClient, store: Store) -> None:
+    tasks = client.submit_batch([task_request("echo") for _ in range(20)])
+    waits = [asyncio.to_thread(client.wait, t["id"], 10) for t in tasks[:5]]
+    gathered = asyncio.gather(*waits)
+    await asyncio.sleep(0.3)
+    channels = await store.redis.pubsub_numsub(store.keys.events_channel)
+    assert channels == [(store.keys.events_channel, 1)]
+    await work_once(store, 20)
+    assert {t["state"] for t in await asyncio.wait_for(gathered, 5)} == {"succeeded"}
+
+
+def test_sigterm_ends_event_streams_so_uvicorn_exits_at_once(namespace: str, redis_url: str) -> None:
+    """The real entry point in its own process: without ending the streams, uvicorn would wait forever."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "SHOAL_NAMESPACE": namespace, "SHOAL_REDIS_URL": redis_url}
+    env.pop("SHOAL_API_TOKEN", None)
+    command = [sys.executable, "-m", "uvicorn", "services.scheduler.main:app", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            assert time.monotonic() < deadline and server.poll() is None, "the scheduler did not start"
+            time.sleep(0.1)
+        events: queue.Queue[Any] = queue.Queue()
+        with ShoalClient(url, token="") as watcher:
+            thread = _consume(watcher, events)
+            with ShoalClient(url, token="") as client:
+                task = client.submit("echo")
+                _until(events, lambda e: e["kind"] == "task" and [task["id"], "queued"] in e["changes"])
+            started = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=10) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+            assert time.monotonic() - started < 3
+            thread.join(timeout=5)
+            assert not thread.is_alive()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
