@@ -637,3 +637,46 @@ async def test_concurrent_claims_never_hand_out_a_task_twice(store: Store) -> No
     assert set(claimed) == set(ids)
     for i, got in enumerate(per_worker):
         assert await store.redis.smembers(store.keys.worker_tasks(f"w{i}")) == set(got)
+
+
+# --------------------------------------------------------------------- long-lived tasks
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: backoff_delay_ms computes base_s * 2**(attempt-1) with a Python int, which "
+    "overflows float from attempt 1025 (OverflowError), even when base_s is 0",
+)
+@pytest.mark.parametrize("base", [1.0, 0.0])
+def test_backoff_does_not_overflow_after_many_attempts(base: float) -> None:
+    for attempt in (1025, 5000, 10**6):
+        assert 0 <= backoff_delay_ms(attempt, base, 300.0, 0.5) <= 300_000
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: after 1024 attempts (hand-backs do not count against max_retries) a failed "
+    "outcome makes Store.complete raise OverflowError, refusing every outcome of the batch",
+)
+async def test_a_task_handed_back_a_thousand_times_can_still_fail_and_retry(store: Store) -> None:
+    task_id = await submit(store, max_retries=1)
+    for _ in range(1024):
+        await store.hand_back("w1", [(await claim_one(store)).id], "sigterm")
+    claimed = await claim_one(store)
+    assert claimed.attempt == 1025
+    assert await store.complete("w1", [failed(claimed)]) == [True]
+    assert await state_of(store, task_id) is S.QUEUED
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the idempotency key expires retention_s after the submit even while its task "
+    "is still live, so a resubmission with the same key creates a second task",
+)
+async def test_an_idempotency_key_lasts_as_long_as_its_task(namespace: str) -> None:
+    async with other_store(namespace, retention_s=1) as store:
+        (first,) = await store.submit([spec(idempotency_key="long-wait")])
+        await asyncio.sleep(1.1)  # still queued, longer than the retention of finished tasks
+        assert await state_of(store, first.id) is S.QUEUED
+        (again,) = await store.submit([spec(idempotency_key="long-wait")])
+        assert (again.id, again.created) == (first.id, False)
