@@ -222,6 +222,7 @@ class _Watcher:
     loop: asyncio.AbstractEventLoop
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: str | None = None  # "clean" or "abrupt"
+    dropped_at: int = 0  # the resourceVersion when it was dropped: later changes are not sent
 
     def notify(self) -> None:
         with contextlib.suppress(RuntimeError):  # its loop already closed: the watch is over
@@ -321,6 +322,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             watchers = list(self._watchers)
             for watcher in watchers:
                 watcher.dropped = "abrupt" if abrupt else "clean"
+                watcher.dropped_at = self._rv
         for watcher in watchers:
             watcher.notify()
         return len(watchers)
@@ -713,6 +715,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                     start = bisect.bisect_right(self._change_rvs, position)
                     pending = self._changes[start:]
                     position = max(position, self._rv)
+                    if watcher.dropped:
+                        pending = [c for c in pending if c.rv <= watcher.dropped_at]
+                        position = min(position, max(watcher.dropped_at, int(since)))
                 for change in pending:
                     event = self._event(change, res, ns, selector)
                     if event is not None:

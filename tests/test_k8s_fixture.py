@@ -9,6 +9,7 @@ watch semantics, and the test controls (injected errors, dropped watches, compac
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -292,11 +293,26 @@ def test_unknown_subresource_is_404(kube_api: KubeApi) -> None:
 # ---- watch -------------------------------------------------------------------------------------
 
 
-def _watch(api_client: client.ApiClient, **kwargs: Any) -> list[tuple[str, str, str]]:
-    """(type, name, resourceVersion) of the events until the server ends the watch."""
-    events = watch.Watch().stream(
-        client.CoreV1Api(api_client).list_namespaced_pod, "default", _request_timeout=10, **kwargs
-    )
+def _watch(kube_api: KubeApi, api_client: client.ApiClient, **kwargs: Any) -> list[tuple[str, str, str]]:
+    """(type, name, resourceVersion) of the events a watch sends until it is dropped (or times out)."""
+    events: list[dict[str, Any]] = []
+    kwargs.setdefault("timeout_seconds", 30)
+
+    def watch_it() -> None:
+        stream = watch.Watch().stream(
+            client.CoreV1Api(api_client).list_namespaced_pod, "default", _request_timeout=10, **kwargs
+        )
+        events.extend(stream)
+
+    thread = threading.Thread(target=watch_it)
+    thread.start()
+    if kwargs["timeout_seconds"] > 5:
+        for _ in range(500):
+            if kube_api.emu.open_watches:
+                break
+            thread.join(0.01)
+        kube_api.emu.drop_watches()  # it sends everything up to now, then ends
+    thread.join(10)
     return [
         (
             e["type"],
@@ -312,7 +328,7 @@ def test_watch_without_version_starts_with_the_current_objects(
 ) -> None:
     kube_api.emu.create(PODS, pod("a"))
     kube_api.emu.create(PODS, pod("b", {"other": "x"}))
-    events = _watch(api_client, label_selector="app.kubernetes.io/component=worker", timeout_seconds=1)
+    events = _watch(kube_api, api_client, label_selector="app.kubernetes.io/component=worker")
     assert [(t, n) for t, n, _ in events] == [("ADDED", "a")]
 
 
@@ -325,7 +341,7 @@ def test_watch_from_a_version_replays_later_changes_only(
     emu.patch(PODS, "a", {"metadata": {"annotations": {"k": "v"}}})
     emu.create(PODS, pod("b"))
     emu.delete(PODS, "a")
-    events = _watch(api_client, resource_version=since, timeout_seconds=1)
+    events = _watch(kube_api, api_client, resource_version=since)
     assert [(t, n) for t, n, _ in events] == [("MODIFIED", "a"), ("ADDED", "b"), ("DELETED", "a")]
     versions = [int(v) for _, _, v in events]
     assert versions == sorted(versions) and versions[0] > int(since)
@@ -339,14 +355,16 @@ def test_watch_turns_label_changes_into_added_and_deleted(
     since = str(emu.resource_version)
     emu.patch(PODS, "a", {"metadata": {"labels": {"role": "retired"}}})
     emu.patch(PODS, "a", {"metadata": {"labels": {"role": "worker"}}})
-    events = _watch(api_client, resource_version=since, label_selector="role=worker", timeout_seconds=1)
+    events = _watch(kube_api, api_client, resource_version=since, label_selector="role=worker")
     assert [(t, n) for t, n, _ in events] == [("DELETED", "a"), ("ADDED", "a")]
 
 
 def test_watch_ends_after_timeout_with_a_bookmark(kube_api: KubeApi, api_client: client.ApiClient) -> None:
     kube_api.emu.create(PODS, pod("a"))
     since = str(kube_api.emu.resource_version)
-    events = _watch(api_client, resource_version=since, timeout_seconds=1, allow_watch_bookmarks=True)
+    events = _watch(
+        kube_api, api_client, resource_version=since, timeout_seconds=1, allow_watch_bookmarks=True
+    )
     assert [(t, v) for t, _, v in events] == [("BOOKMARK", since)]
 
 
@@ -387,8 +405,6 @@ def test_injected_errors_hit_matching_requests_the_given_number_of_times(kube_ap
 
 @pytest.mark.parametrize("abrupt", [False, True])
 def test_drop_watches_ends_open_watches(kube_api: KubeApi, abrupt: bool) -> None:
-    import threading
-
     url = f"{kube_api.url}/api/v1/namespaces/default/pods"
     outcome: dict[str, Any] = {}
 
@@ -413,3 +429,37 @@ def test_drop_watches_ends_open_watches(kube_api: KubeApi, abrupt: bool) -> None
     else:
         assert outcome == {"body": b""}
     assert kube_api.emu.open_watches == 0
+
+
+def test_a_dropped_watch_sends_nothing_that_changed_after_the_drop(kube_api: KubeApi) -> None:
+    emu = kube_api.emu
+    url = f"{kube_api.url}/api/v1/namespaces/default/pods"
+    since = str(emu.resource_version)
+    lines: list[bytes] = []
+
+    def watch_it() -> None:
+        params = {"watch": "true", "resourceVersion": since, "allowWatchBookmarks": "true"}
+        with httpx.stream("GET", url, params=params, timeout=10) as r:
+            lines.extend(r.iter_lines())  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=watch_it)
+    thread.start()
+    for _ in range(500):
+        if emu.open_watches:
+            break
+        thread.join(0.01)
+    emu.create(PODS, pod("before"))
+    with emu.paused():
+        emu.drop_watches()
+        emu.create(PODS, pod("after"))
+    thread.join(5)
+    events = [json.loads(line) for line in lines]
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
+        ("ADDED", "before"),
+        ("BOOKMARK", None),
+    ]
+    # The bookmark says where to resume so that nothing is missed: the change after the drop.
+    resume = events[-1]["object"]["metadata"]["resourceVersion"]
+    assert resume == events[0]["object"]["metadata"]["resourceVersion"]
+    replay = httpx.get(url, params={"watch": "true", "resourceVersion": resume, "timeoutSeconds": "1"})
+    assert [json.loads(line)["object"]["metadata"]["name"] for line in replay.text.splitlines()] == ["after"]
