@@ -1,7 +1,7 @@
 """The dashboard's only way to Shoal: the HTTP API through `ShoalClient`, with errors in plain words.
 
-Each browser session gets its own client (base URL and token from `SHOAL_API_URL` and
-`SHOAL_API_TOKEN`). Every call a page makes goes through `attempt`, which turns a refused
+All browser sessions share one client per API target (base URL and token from
+`SHOAL_API_URL` and `SHOAL_API_TOKEN`). Every call a page makes goes through `attempt`, which turns a refused
 token, an unreachable or slow API, or a 5xx into a banner that says what to check, instead
 of a traceback.
 """
@@ -123,16 +123,18 @@ def describe(error: BaseException, target: ApiTarget, action: str) -> ApiProblem
     return ApiProblem(f"Unexpected error while {action}: {type(error).__name__}: {error}", kind="unexpected")
 
 
+@st.cache_resource(max_entries=4, show_spinner=False, on_release=lambda c: c.close())
+def _shared_client(url: str, token: str | None, timeout_s: float) -> ShoalClient:
+    # One keep-alive pool per API target for every browser session of this dashboard.
+    # "" rather than None for no token: the client would otherwise read the environment itself.
+    return ShoalClient(url, token=token or "", timeout=timeout_s)
+
+
 def client() -> ShoalClient:
-    """This session's client, built on first use."""
-    state = st.session_state
+    """The client of the API this session talks to (settings read again on each call)."""
     target = target_from_env()
-    current = state.get("_shoal_client")
-    if current is None or state.get("_shoal_target") != target:
-        # "" rather than None: the client would otherwise read (and validate) the environment itself.
-        current = ShoalClient(target.url, token=target.token or "", timeout=target.timeout_s)
-        state["_shoal_client"], state["_shoal_target"] = current, target
-    return current
+    st.session_state["_shoal_target"] = target
+    return _shared_client(target.url, target.token, target.timeout_s)
 
 
 def target() -> ApiTarget:
@@ -162,3 +164,29 @@ def explanation(task_id: str) -> dict[str, Any] | None:
         return attempt(f"explaining {task_id}", lambda c: c.explain(task_id))
     except ApiProblem:
         return None
+
+
+def act(action: str, call: Callable[[ShoalClient], Any], done: str) -> None:
+    """A button's callback: run `call`, and leave the outcome for `show_outcome` to display.
+
+    Callbacks run before the page is drawn again, so the page shows the state after the action.
+    """
+    try:
+        attempt(action, call)
+    except ApiProblem as problem:
+        st.session_state["_outcome"] = ("error", problem.message)
+    else:
+        st.session_state["_outcome"] = ("success", done)
+    st.session_state.pop("_snapshot", None)  # the next look at the API must see the change
+
+
+def show_outcome() -> None:
+    """The result of the last button action, once."""
+    outcome = st.session_state.pop("_outcome", None)
+    if outcome is None:
+        return
+    kind, message = outcome
+    if kind == "error":
+        st.error(message, icon=":material/error:")
+    else:
+        st.success(message, icon=":material/check_circle:")

@@ -18,6 +18,8 @@ from services.dashboard.series import Snapshot, is_due, new_samples, record
 
 DEFAULT_INTERVAL_S = 2.0
 INTERVALS_S: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+# Parts of one page run (filters, table, detail) share one look at the API.
+REUSE_S = 0.5
 
 
 def interval_s() -> float | None:
@@ -58,15 +60,18 @@ def take_snapshot() -> Snapshot:
 
 
 def snapshot(force: bool = False) -> Snapshot:
-    """The session's latest snapshot, refreshed (and sampled) when the interval has passed."""
+    """The session's latest snapshot: reused within one script run, fetched again otherwise.
+
+    A sample is added to the series at most once per refresh interval, however many
+    fragments and pages ask.
+    """
     state = st.session_state
     current: Snapshot | None = state.get("_snapshot")
     now = time.time()
-    every = interval_s() or DEFAULT_INTERVAL_S
-    if force or current is None or is_due(samples(), now, every) or now - current.at >= every * 0.75:
+    if force or current is None or now - current.at >= REUSE_S:
         current = take_snapshot()
         state["_snapshot"] = current
-        if not current.errors.get("stats"):
+        if not current.errors.get("stats") and is_due(samples(), now, interval_s() or DEFAULT_INTERVAL_S):
             record(samples(), current)
     return current
 

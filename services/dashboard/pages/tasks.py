@@ -30,7 +30,8 @@ snap = live.snapshot()
 known_queues = sorted(
     {q["name"] for q in snap.queues or []} | {q for w in snap.workers or [] for q in w["queues"]}
 )
-known_names = sorted({n for w in snap.workers or [] for n in w.get("task_names", [])})
+seen_names: set[str] = st.session_state.setdefault("_seen_names", set())
+known_names = sorted({n for w in snap.workers or [] for n in w.get("task_names", [])} | seen_names)
 
 cols = st.columns([1.2, 1.2, 1.4, 2.2, 0.8])
 state = cols[0].selectbox(
@@ -84,6 +85,7 @@ def task_table() -> None:
     if answer is None:
         return
     tasks, next_cursor = answer.get("tasks", []), answer.get("next_cursor")
+    seen_names.update(t["name"] for t in tasks)  # offered in the name filter from now on
     frame = taskview.table(tasks, time.time())
     if frame.empty:
         st.info(
@@ -114,16 +116,14 @@ def task_table() -> None:
             _open(str(chosen))
             st.rerun()
     left, middle, right = st.columns([1, 2, 1], vertical_alignment="center")
-    if left.button("← Newer", disabled=page == 0, key="newer"):
-        cursors.pop()
-        st.rerun(scope="fragment")
+    left.button("← Newer", disabled=page == 0, key="newer", on_click=cursors.pop)
     middle.caption(
         f"Page {page + 1} · {len(tasks)} tasks · newest first · click a row to open it · "
         f"updated {fmt.clock(time.time())}"
     )
-    if right.button("Older →", disabled=next_cursor is None, key="older"):
-        cursors.append(next_cursor)
-        st.rerun(scope="fragment")
+    right.button(
+        "Older →", disabled=next_cursor is None, key="older", on_click=cursors.append, args=(next_cursor,)
+    )
 
 
 task_table()
@@ -164,27 +164,32 @@ def _show_explanation(task: dict[str, Any], explanation: dict[str, Any]) -> None
         st.warning(f"**Why is it not running?** {text}", icon=":material/help:")
 
 
+def _close() -> None:
+    _open(None)
+    st.session_state.pop("_opened_id", None)
+
+
 def _actions(task: dict[str, Any]) -> None:
     cols = st.columns([1, 1, 1, 3])
     task_id = task["id"]
-    if cols[0].button(
-        "Cancel", icon=":material/cancel:", disabled=task["state"] not in fmt.CANCELLABLE, key="cancel"
-    ):
-        done = api.attempt_or_banner(f"cancelling {task_id}", lambda c: c.cancel(task_id))
-        if done is not None:
-            st.toast(f"Cancelled {fmt.short_id(task_id)}", icon=":material/cancel:")
-            st.rerun(scope="fragment")
-    if cols[1].button(
-        "Retry", icon=":material/replay:", disabled=task["state"] not in fmt.RETRYABLE, key="retry"
-    ):
-        done = api.attempt_or_banner(f"retrying {task_id}", lambda c: c.retry(task_id))
-        if done is not None:
-            st.toast(f"Queued {fmt.short_id(task_id)} again", icon=":material/replay:")
-            st.rerun(scope="fragment")
-    if cols[2].button("Close", icon=":material/close:", key="close"):
-        _open(None)
-        st.session_state.pop("_opened_id", None)
-        st.rerun()
+    cols[0].button(
+        "Cancel",
+        icon=":material/cancel:",
+        disabled=task["state"] not in fmt.CANCELLABLE,
+        key="cancel",
+        on_click=api.act,
+        args=(f"cancelling {task_id}", lambda c: c.cancel(task_id), f"Cancelled {task_id}."),
+    )
+    cols[1].button(
+        "Retry",
+        icon=":material/replay:",
+        disabled=task["state"] not in fmt.RETRYABLE,
+        key="retry",
+        on_click=api.act,
+        args=(f"retrying {task_id}", lambda c: c.retry(task_id), f"Queued {task_id} again."),
+    )
+    # A full rerun: the table's selection and the URL change with it.
+    cols[2].button("Close", icon=":material/close:", key="close", on_click=_close)
 
 
 def _dependencies(task: dict[str, Any], related: dict[str, Any]) -> None:
@@ -251,6 +256,7 @@ def task_detail() -> None:
         st.badge(f"queue {task['queue']}", color="blue")
         st.badge(f"priority {task['priority']}", color="violet")
         st.badge(f"attempt {task['attempts']} of {task['max_retries'] + 1}", color="gray")
+    api.show_outcome()
     _show_explanation(task, _explanation(task))
     _actions(task)
 

@@ -86,17 +86,20 @@ def workers_page() -> None:
     chosen = left.selectbox(
         "Drain a worker", active, index=None, placeholder="pick an active worker", key="drain_pick"
     )
-    if right.button(
-        "Drain", icon=":material/pause_circle:", disabled=not chosen, width="stretch", key="drain"
-    ):
-        done = api.attempt_or_banner(f"draining {chosen}", lambda c: c.drain_worker(chosen))
-        if done is not None:
-            st.toast(
-                f"Draining {chosen}: it takes no new tasks and finishes the ones it runs.",
-                icon=":material/pause_circle:",
-            )
-            live.snapshot(force=True)
-            st.rerun(scope="fragment")
+    right.button(
+        "Drain",
+        icon=":material/pause_circle:",
+        disabled=not chosen,
+        width="stretch",
+        key="drain",
+        on_click=api.act,
+        args=(
+            f"draining {chosen}",
+            lambda c: c.drain_worker(chosen),
+            f"Draining {chosen}: it takes no new tasks and finishes the ones it runs.",
+        ),
+    )
+    api.show_outcome()
 
 
 def live_column(key: str) -> list[float] | None:

@@ -1,0 +1,159 @@
+"""Helpers of the dashboard tests: real worker processes, a running dashboard, and AppTest on a page.
+
+The scheduler itself comes from `api_fixtures` (the real app under uvicorn, on the test's
+private Redis namespace); these helpers add what the dashboard tests need around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from streamlit.testing.v1 import AppTest
+
+from services.client import ShoalClient
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "streamlit_app.py"
+PAGES = {
+    "overview": None,
+    "tasks": "services/dashboard/pages/tasks.py",
+    "submit": "services/dashboard/pages/submit.py",
+    "workers": "services/dashboard/pages/workers.py",
+    "queues": "services/dashboard/pages/queues.py",
+    "scaling": "services/dashboard/pages/scaling.py",
+}
+
+T = TypeVar("T")
+
+
+def open_page(page: str, query: dict[str, str] | None = None, timeout: float = 10.0) -> AppTest:
+    """AppTest of the dashboard, on `page`, after its first run."""
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    at.run()
+    if PAGES[page] is not None:
+        at.switch_page(PAGES[page])
+    if query:
+        at.query_params.update(query)
+    return at.run()
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def wait_until(probe: Callable[[], T], timeout_s: float = 15.0, interval_s: float = 0.1) -> T:
+    """The first truthy value of `probe()`, or AssertionError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s (last value {value!r})")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def worker_process(
+    client: ShoalClient,
+    redis_url: str,
+    namespace: str,
+    log_path: Path,
+    *,
+    queues: str = "default",
+    concurrency: int = 4,
+) -> Iterator[dict[str, Any]]:
+    """A real `python -m services.worker` on the test's namespace; yields it as /workers lists it."""
+    env = child_env(
+        SHOAL_REDIS_URL=redis_url,
+        SHOAL_NAMESPACE=namespace,
+        SHOAL_QUEUES=queues,
+        SHOAL_CONCURRENCY=str(concurrency),
+        SHOAL_WORKER_PORT="0",
+        SHOAL_GRACE_S="2",
+        SHOAL_LOG_FORMAT="text",
+        SHOAL_LOG_LEVEL="WARNING",
+    )
+    env.pop("SHOAL_POD_NAME", None)
+    env.pop("SHOAL_WORKER_ID", None)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.worker"], env=env, stdout=log, stderr=log, cwd=ROOT
+        )
+        try:
+
+            def registered() -> dict[str, Any] | None:
+                if proc.poll() is not None:
+                    raise AssertionError(f"the worker exited: {log_path.read_text()[-2000:]}")
+                return next(
+                    (w for w in client.workers() if w["pid"] == proc.pid and w["state"] == "active"), None
+                )
+
+            yield wait_until(registered, timeout_s=20)
+        finally:
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def dashboard_process(api_url: str, log_path: Path, token: str | None = None) -> Iterator[str]:
+    """`streamlit run streamlit_app.py` on a free port, talking to `api_url`; yields its URL."""
+    port = free_port()
+    env = child_env(SHOAL_API_URL=api_url)
+    env.pop("SHOAL_API_TOKEN", None)
+    if token:
+        env["SHOAL_API_TOKEN"] = token
+    argv = [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.port", str(port), "--server.address", "127.0.0.1",
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=ROOT)
+        try:
+
+            def healthy() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"streamlit exited: {log_path.read_text()[-2000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    return httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200
+                return False
+
+            wait_until(healthy, timeout_s=30, interval_s=0.2)
+            yield url
+        finally:
+            stop_process(proc)

@@ -1,0 +1,417 @@
+"""Every dashboard page under Streamlit's AppTest, against a real scheduler and Redis.
+
+The scheduler is the real app served by uvicorn (api_fixtures) on this test's private
+namespace; workers, where a page needs them, are real `python -m services.worker`
+processes. Assertions read what the page shows and check the effect of its buttons
+through the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtures
+from api_fixtures import ApiServer, work_once
+from conftest import make_task_settings
+from dashboard_support import no_exceptions, open_page, wait_until, worker_process
+from redis.asyncio import Redis
+
+from services.client import ShoalClient
+from services.core.store import Store
+from services.scheduler.scaling.autoscaler import Autoscaler
+from services.scheduler.scaling.backends import NoneBackend
+from services.scheduler.scaling.settings import ScalingSettings
+
+ALL_PAGES = ("overview", "tasks", "submit", "workers", "queues", "scaling")
+
+
+@pytest.fixture(autouse=True)
+def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHOAL_API_TOKEN", raising=False)
+    monkeypatch.delenv("SHOAL_DASHBOARD_TIMEOUT_S", raising=False)
+
+
+@pytest.fixture
+def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoalClient]:
+    """The dashboard pointed at this test's scheduler, and a client of that scheduler."""
+    monkeypatch.setenv("SHOAL_API_URL", api.url)
+    with api.client() as client:
+        yield client
+
+
+@pytest.fixture
+def worker(shoal: ShoalClient, redis_url: str, namespace: str, tmp_path: Path) -> Iterator[dict]:
+    with worker_process(shoal, redis_url, namespace, tmp_path / "worker.log") as info:
+        yield info
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def texts(at) -> str:
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "info", "warning", "success", "error")
+        for e in at.get(kind)
+    ]
+    return "\n".join(str(p) for p in parts)
+
+
+# ---------------------------------------------------------------- the API is down, slow or refusing
+
+
+@pytest.mark.parametrize("page", ALL_PAGES)
+def test_api_down_shows_a_banner_not_a_traceback(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("SHOAL_API_URL", f"http://127.0.0.1:{port}")
+    at = open_page(page)
+    no_exceptions(at)
+    errors = [e.value for e in at.error]
+    assert errors, f"no banner on {page}"
+    assert f"Cannot reach the Shoal API at http://127.0.0.1:{port}" in errors[0]
+    assert "SHOAL_API_URL" in errors[0]
+
+
+def test_slow_api_shows_a_timeout_banner(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server that accepts connections and never answers.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    monkeypatch.setenv("SHOAL_API_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.setenv("SHOAL_DASHBOARD_TIMEOUT_S", "0.3")
+    try:
+        started = time.monotonic()
+        at = open_page("overview")
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+    no_exceptions(at)
+    assert "did not answer within 0.3 s" in at.error[0].value
+    assert took < 5, "a slow API must not hang the page"
+
+
+def test_refused_token_says_which_setting_to_fix(api_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = api_factory(api_token="the-right-token-123")
+    monkeypatch.setenv("SHOAL_API_URL", api.url)
+    monkeypatch.setenv("SHOAL_API_TOKEN", "a-wrong-token-456")
+    at = open_page("tasks")
+    no_exceptions(at)
+    message = at.error[0].value
+    assert "refused the dashboard's token (401)" in message
+    assert "SHOAL_API_TOKEN" in message
+
+    monkeypatch.setenv("SHOAL_API_TOKEN", "the-right-token-123")
+    at = open_page("overview")
+    no_exceptions(at)
+    assert not at.error
+
+
+# ---------------------------------------------------------------- overview
+
+
+def test_overview_counts_follow_the_system(
+    shoal: ShoalClient, redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    for i in range(3):
+        shoal.submit("echo", [i])
+    at = open_page("overview")
+    no_exceptions(at)
+    shown = metrics(at)
+    assert shown[":orange[:material/pending: queued]"] == "3"
+    assert shown["Workers up"] == "0"
+
+    with worker_process(shoal, redis_url, namespace, tmp_path / "worker.log"):
+        wait_until(lambda: shoal.stats()["counts"]["succeeded"] == 3)
+        time.sleep(0.6)  # past the snapshot's reuse window
+        at.run()
+        no_exceptions(at)
+        shown = metrics(at)
+        assert shown[":green[:material/check_circle: succeeded]"] == "3"
+        assert shown[":orange[:material/pending: queued]"] == "0"
+        assert shown["Workers up"] == "1"
+    assert len(at.get("vega_lite_chart")) >= 3  # throughput, failure rate, work in the system
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def test_tasks_table_filters_and_pages_through_the_cursor(shoal: ShoalClient) -> None:
+    shoal.submit_batch([{"name": "echo", "queue": "alpha", "args": [i]} for i in range(30)])
+    shoal.submit_batch([{"name": "sleep", "queue": "beta", "args": [1]} for _ in range(4)])
+    at = open_page("tasks")
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert len(table) == 25  # the first page of 34
+    assert "Page 1 · 25 tasks" in texts(at)
+
+    at.button(key="older").click().run()
+    no_exceptions(at)
+    assert len(at.dataframe[0].value) == 9
+    assert at.button(key="older").disabled
+
+    at.selectbox(key="f_queue").set_value("beta").run()
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert len(table) == 4  # new filters start again from the first page
+    assert set(table["queue"]) == {"beta"} and set(table["name"]) == {"sleep"}
+
+    at.selectbox(key="f_queue").set_value("all")
+    at.selectbox(key="f_name").set_value("echo").run()
+    assert set(at.dataframe[0].value["name"]) == {"echo"}
+
+    at.selectbox(key="f_state").set_value("succeeded").run()
+    no_exceptions(at)
+    assert "No task matches these filters." in texts(at)
+
+
+def test_task_detail_explains_and_cancel_really_cancels(shoal: ShoalClient) -> None:
+    task = shoal.submit("echo", ["hi"], queue="nobody-serves-this", priority=3)
+    at = open_page("tasks", {"task": task["id"]})
+    no_exceptions(at)
+    assert at.subheader[0].value.endswith("echo")
+    why = [w.value for w in at.warning if "Why is it not running?" in w.value]
+    assert why and "No worker is running" in why[0]
+    assert "SHOAL_QUEUES=nobody-serves-this" in why[0]
+
+    at.button(key="cancel").click().run()
+    no_exceptions(at)
+    assert shoal.get(task["id"])["state"] == "cancelled"
+    assert at.button(key="cancel").disabled
+    assert not at.button(key="retry").disabled
+
+
+def test_retry_button_queues_a_failed_task_again(shoal: ShoalClient, namespace: str, redis_url: str) -> None:
+    task = shoal.submit("fail", max_retries=0)
+
+    async def fail_it() -> None:
+        store = Store(Redis.from_url(redis_url, decode_responses=True), namespace, make_task_settings())
+        try:
+            await work_once(store, ok=False, retry=False)
+        finally:
+            await store.close()
+
+    asyncio.run(fail_it())
+    assert shoal.get(task["id"])["state"] == "failed"
+    at = open_page("tasks", {"task": task["id"]})
+    no_exceptions(at)
+    assert any("boom" in e.value for e in at.error)  # the error, shown with the explanation
+    attempts = at.dataframe[-1].value
+    assert list(attempts["worker"]) == ["test-worker"]
+
+    at.button(key="retry").click().run()
+    no_exceptions(at)
+    assert shoal.get(task["id"])["state"] == "queued"
+
+
+def test_detail_of_a_real_run_shows_result_attempts_and_timeline(shoal: ShoalClient, worker: dict) -> None:
+    task = shoal.submit("echo", ["hello dashboard"])
+    done = shoal.wait(task["id"], timeout_s=15)
+    assert done["state"] == "succeeded"
+    at = open_page("tasks", {"task": task["id"]})
+    no_exceptions(at)
+    assert at.success[0].value.startswith("It finished successfully")
+    assert "hello dashboard" in [j.value for j in at.json][-1]
+    attempts = at.dataframe[-1].value
+    assert list(attempts["worker"]) == [worker["id"]]
+    assert list(attempts["outcome"]) == ["succeeded"]
+    assert at.get("vega_lite_chart"), "the timeline chart"
+
+
+def test_missing_task_says_so(shoal: ShoalClient) -> None:
+    at = open_page("tasks", {"task": "no-such-task"})
+    no_exceptions(at)
+    assert "There is no task `no-such-task`" in at.warning[0].value
+
+
+def test_dependency_graph_is_coloured_and_links_to_related_tasks(shoal: ShoalClient) -> None:
+    batch = shoal.submit_batch(
+        [
+            {"ref": "a", "name": "echo", "args": [1]},
+            {"ref": "b", "name": "echo", "args": [2], "depends_on": ["a"]},
+            {"ref": "c", "name": "echo", "args": [3], "depends_on": ["a", "b"]},
+        ]
+    )
+    a, b, c = (t["id"] for t in batch)
+    at = open_page("tasks", {"task": c})
+    no_exceptions(at)
+    why = next(w.value for w in at.warning if "Why is it not running?" in w.value)
+    assert "waiting on 2 of its 2 dependencies" in why
+    dot = at.get("graphviz_chart")[0].proto.spec
+    assert f'"{a}" -> "{c}"' in dot and f'"{b}" -> "{c}"' in dot and f'"{a}" -> "{b}"' in dot
+    assert f"?task={a}" in dot
+    assert "#f2b134" in dot and "#9aa5b1" in dot  # a is queued, b and c are pending
+
+    at.selectbox(key=f"related_{c}").set_value(a).run()
+    no_exceptions(at)
+    assert at.query_params["task"] == a
+    assert any(code.value == a for code in at.code)  # the detail now shows a
+
+
+def test_clicking_a_row_opens_that_task(shoal: ShoalClient) -> None:
+    ids = [t["id"] for t in shoal.submit_batch([{"name": "echo", "args": [i]} for i in range(3)])]
+    at = open_page("tasks")
+    table = at.dataframe[0].value
+    at.session_state["table_0"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.run()
+    no_exceptions(at)
+    chosen = table.iloc[1]["id"]
+    assert chosen in ids
+    assert at.query_params["task"] == chosen
+    assert any(c.value == chosen for c in at.code)
+
+
+# ---------------------------------------------------------------- submit
+
+
+def test_submit_refuses_bad_json_before_sending(shoal: ShoalClient, worker: dict) -> None:
+    at = open_page("submit")
+    no_exceptions(at)
+    at.text_area(key="s_args").input("[1, 2")
+    at.text_area(key="s_kwargs").input('["not", "an object"]')
+    at.button[0].click().run()
+    no_exceptions(at)
+    messages = [e.value for e in at.error]
+    assert any(m.startswith("args is not valid JSON") for m in messages)
+    assert any(m.startswith("kwargs must be a JSON object") for m in messages)
+    assert shoal.list_tasks()["tasks"] == []
+
+
+def test_submit_form_runs_a_task_the_workers_know(shoal: ShoalClient, worker: dict) -> None:
+    at = open_page("submit")
+    assert set(at.selectbox(key="s_name").options) >= {"echo", "sleep", "noop"}
+    at.selectbox(key="s_name").set_value("echo")
+    at.text_area(key="s_args").input('["from the form"]')
+    at.number_input(key="s_priority").set_value(7)
+    at.button[0].click().run()
+    no_exceptions(at)
+    assert at.success, [e.value for e in at.error]
+    task_id = at.success[0].value.split("`")[1]
+    done = shoal.wait(task_id, timeout_s=15)
+    assert (done["state"], done["result"], done["priority"]) == ("succeeded", "from the form", 7)
+
+
+def test_demo_loads_submit_a_dag_and_a_thousand_tasks(shoal: ShoalClient, worker: dict) -> None:
+    at = open_page("submit")
+    at.button(key="demo_dag").click().run(timeout=20)
+    no_exceptions(at)
+    assert "Submitted the DAG: 50 tasks." in texts(at)
+    tasks = list(shoal.iter_tasks())
+    assert len(tasks) == 50
+    join = next(t for t in tasks if len(t["depends_on"]) > 0 and t["args"] == [0.1])
+    assert join["state"] == "pending"
+
+    at.button(key="demo_mixed").click().run(timeout=30)
+    no_exceptions(at)
+    assert "Submitted the mixed load: 1000 tasks." in texts(at)
+    assert sum(1 for _ in shoal.iter_tasks()) == 1050
+
+
+# ---------------------------------------------------------------- workers
+
+
+def test_workers_page_shows_live_load_and_drain_really_drains(shoal: ShoalClient, worker: dict) -> None:
+    at = open_page("workers")
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    row = table[table["id"] == worker["id"]].iloc[0]
+    assert (row["state"], row["slots"], list(row["queues"])) == ("active", 4, ["default"])
+    assert row["heartbeat"] < 10
+    assert metrics(at)["Live workers"] == "1"
+
+    at.selectbox(key="drain_pick").set_value(worker["id"]).run()
+    at.button(key="drain").click().run()
+    no_exceptions(at)
+
+    def drained() -> str | None:
+        states = {w["id"]: w["state"] for w in shoal.workers()}
+        return None if states.get(worker["id"]) == "active" else states.get(worker["id"], "gone")
+
+    state = wait_until(drained)
+    assert state in ("draining", "stopped", "gone")
+
+
+def test_workers_page_without_workers_says_how_to_start_one(shoal: ShoalClient) -> None:
+    at = open_page("workers")
+    no_exceptions(at)
+    assert "python -m services.worker" in at.info[0].value
+
+
+# ---------------------------------------------------------------- queues
+
+
+def test_queues_page_shows_depth_by_queue_and_priority(shoal: ShoalClient) -> None:
+    shoal.submit_batch([{"name": "echo", "queue": "reports", "priority": p} for p in (0, 0, 5, 9, 9, 9)])
+    shoal.submit("echo", queue="default")
+    at = open_page("queues")
+    no_exceptions(at)
+    table = at.dataframe[0].value.set_index("queue")
+    assert table.loc["reports", "ready"] == 6
+    assert table.loc["reports", "by priority"] == "p9: 3, p5: 1, p0: 2"
+    assert table.loc["default", "ready"] == 1
+    assert metrics(at)["Ready"] == "7"
+    assert "No live worker serves 'default', 'reports'" in at.warning[0].value
+    assert len(at.get("vega_lite_chart")) == 3
+
+
+# ---------------------------------------------------------------- scaling
+
+
+def test_scaling_page_shows_the_autoscalers_decisions(
+    shoal: ShoalClient, namespace: str, redis_url: str
+) -> None:
+    shoal.submit_batch([{"name": "sleep", "args": [1]} for _ in range(40)])
+
+    async def decide_once() -> None:
+        store = Store(Redis.from_url(redis_url, decode_responses=True), namespace, make_task_settings())
+        try:
+            # The real autoscaler on the "none" backend: it decides and records, applies nothing.
+            settings = ScalingSettings(scaler_max_replicas=6, scaler_max_step_up=10)
+            scaler = Autoscaler(store, _none_backend(store), settings, worker_concurrency=8)
+            await scaler.step(time.time())
+        finally:
+            await store.close()
+
+    asyncio.run(decide_once())
+    at = open_page("scaling")
+    no_exceptions(at)
+    shown = metrics(at)
+    assert shown["Desired"] == "5"  # 40 ready tasks / 8 slots
+    assert shown["Backend"] == "none"
+    decisions = at.dataframe[0].value
+    assert list(decisions["replicas"]) == ["0 → 5"]
+    assert "40 ready" in decisions["reason"][0]
+    assert "Latest decision" in at.info[0].value
+    assert at.get("vega_lite_chart")
+
+
+def _none_backend(store: Store) -> NoneBackend:
+    async def live_workers() -> int:
+        return sum(1 for w in await store.list_workers() if w.state in ("active", "draining"))
+
+    return NoneBackend(live_workers)
