@@ -680,3 +680,20 @@ async def test_an_idempotency_key_lasts_as_long_as_its_task(namespace: str) -> N
         assert await state_of(store, first.id) is S.QUEUED
         (again,) = await store.submit([spec(idempotency_key="long-wait")])
         assert (again.id, again.created) == (first.id, False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: reap.lua's backoff_ms computes base * 2^(attempt-1); with base 0 and attempt > 1024 "
+    "that is 0 * inf = nan, math.min(max, nan) picks max, so 'no backoff' backs off up to backoff_max",
+)
+async def test_a_reaped_task_after_a_thousand_attempts_gets_no_backoff_when_base_is_zero(
+    store: Store,
+) -> None:
+    task_id = await submit(store, max_retries=1)
+    for _ in range(1024):
+        await store.hand_back("w1", [(await claim_one(store)).id], "sigterm")
+    assert (await claim_one(store)).attempt == 1025
+    await store.redis.zadd(store.keys.leases, {task_id: 0}, xx=True)
+    assert await store.reap_expired() == 1
+    assert await state_of(store, task_id) is S.QUEUED  # backoff_base_s is 0 in this store
