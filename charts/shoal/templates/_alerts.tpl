@@ -52,7 +52,11 @@ groups:
           (
             {{ $failed }}
             /
-            ({{ $succeeded }} + {{ $failed }})
+            (
+              {{ $succeeded }}
+              +
+              {{ $failed }}
+            )
             > {{ $rule.failureRatio }}
           )
           and on (namespace)

@@ -34,10 +34,14 @@ and would orphan the pods of an immutable Deployment selector.
 {{- define "shoal.scheduler.fullname" -}}{{ include "shoal.fullname" . | trunc 53 | trimSuffix "-" }}-scheduler{{- end -}}
 {{- define "shoal.worker.fullname" -}}{{ include "shoal.fullname" . | trunc 56 | trimSuffix "-" }}-worker{{- end -}}
 {{- define "shoal.dashboard.fullname" -}}{{ include "shoal.fullname" . | trunc 53 | trimSuffix "-" }}-dashboard{{- end -}}
-{{- define "shoal.redis.fullname" -}}{{ include "shoal.fullname" . | trunc 57 | trimSuffix "-" }}-redis{{- end -}}
+{{- /* At most 52 characters: a StatefulSet's controller-revision-hash label is `<name>-<10 chars>`. */}}
+{{- define "shoal.redis.fullname" -}}{{ include "shoal.fullname" . | trunc 46 | trimSuffix "-" }}-redis{{- end -}}
 {{- define "shoal.redis.headless" -}}{{ include "shoal.redis.fullname" . }}-headless{{- end -}}
 {{- define "shoal.config.fullname" -}}{{ include "shoal.fullname" . | trunc 56 | trimSuffix "-" }}-config{{- end -}}
-{{- define "shoal.leaseName" -}}{{ include "shoal.scheduler.fullname" . }}-leader{{- end -}}
+{{- define "shoal.leaseName" -}}{{ include "shoal.scheduler.fullname" . | trunc 56 | trimSuffix "-" }}-leader{{- end -}}
+
+{{- define "shoal.grafanaDashboard.fullname" -}}{{ include "shoal.fullname" . | trunc 45 | trimSuffix "-" }}-grafana-dashboard{{- end -}}
+{{- define "shoal.test.fullname" -}}{{ include "shoal.fullname" . | trunc 54 | trimSuffix "-" }}-test-api{{- end -}}
 
 {{- define "shoal.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
