@@ -356,14 +356,18 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             while self.open_watches < count:  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
 
-    def get(self, resource: str, name: str, namespace: str = "default") -> dict[str, Any] | None:
+    # get/patch/delete deliberately replace kmock's HTTP shortcuts of the same names: tests reach the
+    # emulator over HTTP through the official client; these act in-process, as kubelet or kubectl would.
+    def get(  # type: ignore[override]
+        self, resource: str, name: str, namespace: str = "default"
+    ) -> dict[str, Any] | None:
         with self._state:
             return self._current(kmock.resource(resource), namespace, name)
 
     def create(self, resource: str, body: Mapping[str, Any], namespace: str = "default") -> dict[str, Any]:
         return self._create(kmock.resource(resource), namespace, dict(body))
 
-    def patch(
+    def patch(  # type: ignore[override]
         self,
         resource: str,
         name: str,
@@ -378,7 +382,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
     ) -> dict[str, Any]:
         return self._replace(kmock.resource(resource), namespace, name, dict(body), None)
 
-    def delete(self, resource: str, name: str, namespace: str = "default") -> dict[str, Any]:
+    def delete(  # type: ignore[override]
+        self, resource: str, name: str, namespace: str = "default"
+    ) -> dict[str, Any]:
         return self._delete(kmock.resource(resource), namespace, name)
 
     # ---- request dispatch ---------------------------------------------------------------------
@@ -388,7 +394,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         if fault is not None and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         if fault is not None and fault.status is not None:
-            headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
             return aiohttp.web.json_response(
                 _status_body(fault.status, fault.message), status=fault.status, headers=headers
             )
@@ -719,9 +725,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                         pending = [c for c in pending if c.rv <= watcher.dropped_at]
                         position = min(position, max(watcher.dropped_at, int(since)))
                 for change in pending:
-                    event = self._event(change, res, ns, selector)
-                    if event is not None:
-                        await self._send(response, event)
+                    shown = self._event(change, res, ns, selector)
+                    if shown is not None:
+                        await self._send(response, shown)
                 remaining = deadline - asyncio.get_running_loop().time()
                 if watcher.dropped or remaining <= 0:
                     break
@@ -837,7 +843,8 @@ class KubeApi:
 def running_kube_api(tmp_path: Path, namespace: str = "default") -> Iterator[KubeApi]:
     """Serve a KubeApiEmulator on 127.0.0.1 from its own thread and event loop."""
     loop = asyncio.new_event_loop()
-    ready, box = threading.Event(), {}
+    ready = threading.Event()
+    box: dict[str, Any] = {}
 
     async def serve() -> None:
         box["stop"] = asyncio.Event()

@@ -331,7 +331,7 @@ async def test_rbac_rules_are_exactly_the_verbs_the_client_uses(kube_api: KubeAp
 
     used: set[tuple[str, str, str]] = set()
     for r in emu.request_log:
-        assert r.resource is not None
+        assert r.resource is not None and r.resource.plural is not None
         resource = r.resource.plural + (f"/{r.subresource}" if r.subresource else "")
         if r.method.value == "GET":
             verb = "watch" if r.params.get("watch") == "true" else "get" if r.name else "list"

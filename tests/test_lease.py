@@ -66,10 +66,10 @@ def clock() -> FakeClock:
 def elector(kube_api: KubeApi, clock: FakeClock) -> Iterator[Callable[..., KubernetesLeaseElector]]:
     clients: list[KubeClient] = []
 
-    def make(identity: str, kube: KubeClient | None = None, **timings: float) -> KubernetesLeaseElector:
+    def make(identity: str, kube: KubeClient | None = None) -> KubernetesLeaseElector:
         kube = kube or kube_api.client()
         clients.append(kube)
-        return KubernetesLeaseElector(kube, LEASE, identity, clock=clock, **timings)
+        return KubernetesLeaseElector(kube, LEASE, identity, clock=clock)
 
     yield make
     for kube in clients:
@@ -235,7 +235,7 @@ def test_from_settings_takes_name_identity_and_timings(
 
 # ---- the real loops, concurrently ---------------------------------------------------------------
 
-FAST = {"lease_duration_s": 1.0, "renew_deadline_s": 0.4, "retry_period_s": 0.05}
+RENEW_DEADLINE_S = 0.4
 
 
 @pytest.fixture
@@ -245,7 +245,14 @@ def live_elector(kube_api: KubeApi) -> Iterator[Callable[[str], KubernetesLeaseE
     def make(identity: str) -> KubernetesLeaseElector:
         kube = kube_api.client(retry=RetryPolicy(attempts=2, base_delay_s=0.01))
         clients.append(kube)
-        return KubernetesLeaseElector(kube, LEASE, identity, **FAST)
+        return KubernetesLeaseElector(
+            kube,
+            LEASE,
+            identity,
+            lease_duration_s=1.0,
+            renew_deadline_s=RENEW_DEADLINE_S,
+            retry_period_s=0.05,
+        )
 
     yield make
     for kube in clients:
@@ -297,6 +304,6 @@ async def test_running_leader_steps_down_when_the_api_fails_past_the_deadline(
     kube_api.emu.inject_error(503, path="/leases", times=10_000)
     started = asyncio.get_running_loop().time()
     await _until(lambda: not a.is_leader)
-    assert asyncio.get_running_loop().time() - started <= FAST["renew_deadline_s"] + 0.2
+    assert asyncio.get_running_loop().time() - started <= RENEW_DEADLINE_S + 0.2
     stop.set()
     await asyncio.wait_for(task, 3)

@@ -17,10 +17,10 @@ import os
 import queue
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import orjson
 import urllib3
@@ -310,7 +310,7 @@ class KubeClient:
         namespace: str | None = None,
         retry: RetryPolicy | None = None,
         request_timeout_s: float = 10.0,
-    ) -> KubeClient:
+    ) -> Self:
         """A client from a kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
 
         The namespace defaults to the one the context names, else `default`.
@@ -333,7 +333,7 @@ class KubeClient:
     @classmethod
     def from_service_account(
         cls, namespace: str, *, retry: RetryPolicy | None = None, request_timeout_s: float = 10.0
-    ) -> KubeClient:
+    ) -> Self:
         """A client with this pod's service account (in-cluster configuration)."""
         configuration = cls._configuration()
         try:
@@ -344,7 +344,7 @@ class KubeClient:
         return cls(api_client, namespace, retry=retry, request_timeout_s=request_timeout_s)
 
     @classmethod
-    def from_settings(cls, settings: KubeSettings | None = None) -> KubeClient:
+    def from_settings(cls, settings: KubeSettings | None = None) -> Self:
         """In a pod: the service account; elsewhere: the kubeconfig (for `make` against kind)."""
         settings = settings or KubeSettings()
         if in_cluster():
@@ -461,7 +461,7 @@ class KubeClient:
 
     async def watch_pods(
         self, selector: str, resource_version: str, *, timeout_s: float = 300.0
-    ) -> AsyncIterator[PodEvent]:
+    ) -> AsyncGenerator[PodEvent, None]:
         """Events of the pods matching `selector` after `resource_version`, until the server ends the
         watch (after about `timeout_s`) or the connection drops; then simply returns.
 
@@ -482,7 +482,7 @@ class KubeClient:
 
         def pump() -> None:
             try:
-                resp = self._core.list_namespaced_pod(
+                resp: Any = self._core.list_namespaced_pod(
                     self.namespace,
                     label_selector=selector,
                     resource_version=resource_version or None,

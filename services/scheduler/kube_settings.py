@@ -79,13 +79,13 @@ class KubeSettings(BaseSettings):
     """auto = a Kubernetes Lease when running in a cluster, the Redis lock elsewhere."""
     leader_lease_name: str = "shoal-scheduler-leader"
     """Name of the coordination.k8s.io/v1 Lease the scheduler replicas compete for."""
-    leader_lease_duration_s: float = Field(15.0, gt=0, le=3600)
+    leader_lease_duration_s: float = Field(default=15.0, gt=0, le=3600)
     """A Lease not renewed for this long may be taken over by another replica."""
-    leader_renew_deadline_s: float = Field(10.0, gt=0, le=3600)
+    leader_renew_deadline_s: float = Field(default=10.0, gt=0, le=3600)
     """The leader steps down when it could not renew for this long (before others may take over)."""
-    leader_retry_period_s: float = Field(2.0, gt=0, le=600)
+    leader_retry_period_s: float = Field(default=2.0, gt=0, le=600)
     """How often candidates try to acquire and the leader renews."""
-    k8s_request_timeout_s: float = Field(10.0, gt=0, le=600)
+    k8s_request_timeout_s: float = Field(default=10.0, gt=0, le=600)
     """Read timeout of one Kubernetes API request (watches use their own, longer one)."""
 
     @field_validator("worker_deployment", "leader_lease_name")
