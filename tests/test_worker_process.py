@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -151,3 +152,22 @@ async def test_invalid_configuration_is_a_one_line_error(namespace: str, spawn: 
     assert proc.returncode == 2
     assert stderr.startswith("shoal worker: invalid configuration: SHOAL_CONCURRENCY:")
     assert "Traceback" not in stderr
+
+
+async def test_lines_logged_by_tasks_carry_task_worker_and_attempt(
+    store: Store, namespace: str, spawn: list
+) -> None:
+    proc = start_worker(spawn, worker_env(namespace))
+    await registered_worker(store, proc)
+    ids = {
+        name: await submit(store, name, f"hello from {name}")
+        for name in ("log_async", "log_thread", "log_process")
+    }
+    await wait_terminal(store, list(ids.values()))
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.to_thread(proc.communicate, timeout=15)
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    worker_id = next(line["worker_id"] for line in lines if line["msg"].startswith("registered"))
+    for name, task_id in ids.items():
+        (line,) = [x for x in lines if x["msg"] == f"hello from {name}"]
+        assert (line["task_id"], line["attempt"], line["worker_id"]) == (task_id, 1, worker_id), line

@@ -7,6 +7,7 @@ of the tasks' own recorded times instead of on wall-clock speed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import Any
@@ -107,3 +108,21 @@ async def capped_sleep(seconds: float) -> float:
 @task(name="custom.name")
 async def renamed() -> str:
     return "renamed"
+
+
+task_log = logging.getLogger("worker_tasks")
+
+
+@task
+async def log_async(message: str) -> None:
+    task_log.warning(message)
+
+
+@task
+def log_thread(message: str) -> None:
+    task_log.warning(message)
+
+
+@task(kind="process")
+def log_process(message: str) -> None:
+    task_log.warning(message)

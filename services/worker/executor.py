@@ -12,6 +12,7 @@ This is the per-task hot path: keep it lean.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from services.core.logging import log_context
 from services.core.models import ClaimedTask, Outcome
 from services.worker import metrics
 from services.worker.procpool import ProcessCrashed, ProcessPool, RemoteTaskError, classify_exception
@@ -45,8 +47,11 @@ def _check_serialisable(result: Any) -> None:
 class Executor:
     """Runs attempts; owns the thread pool and the process pool."""
 
-    def __init__(self, registry: TaskRegistry, threads: int, processes: int) -> None:
+    def __init__(
+        self, registry: TaskRegistry, threads: int, processes: int, worker_id: str | None = None
+    ) -> None:
         self.registry = registry
+        self.worker_id = worker_id
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shoal-task")
         self.processes = ProcessPool(processes)
         # Thread tasks that overran their timeout or were taken away: Python cannot stop a
@@ -70,13 +75,19 @@ class Executor:
             timeout_s = definition.timeout_s
         started_at = time.time()
         try:
-            if definition.kind == "async":
-                async with asyncio.timeout(timeout_s):
-                    result = await definition.func(*claimed.args, **claimed.kwargs)
-            elif definition.kind == "thread":
-                result = await self._in_thread(definition, claimed, timeout_s)
-            else:
-                result = await self.processes.run(definition.func, claimed.args, claimed.kwargs, timeout_s)
+            # Every line the task logs carries its id and attempt (and the worker's id, bound
+            # by the runtime): the binding is copied into the thread or sent to the process.
+            with log_context(task_id=claimed.id, attempt=claimed.attempt):
+                if definition.kind == "async":
+                    async with asyncio.timeout(timeout_s):
+                        result = await definition.func(*claimed.args, **claimed.kwargs)
+                elif definition.kind == "thread":
+                    result = await self._in_thread(definition, claimed, timeout_s)
+                else:
+                    fields = {"task_id": claimed.id, "attempt": claimed.attempt, "worker_id": self.worker_id}
+                    result = await self.processes.run(
+                        definition.func, claimed.args, claimed.kwargs, timeout_s, fields
+                    )
             if result is not None:
                 _check_serialisable(result)
         except asyncio.CancelledError:
@@ -95,7 +106,8 @@ class Executor:
         )
 
     async def _in_thread(self, definition: TaskDef, claimed: ClaimedTask, timeout_s: float) -> Any:
-        future = self._threads.submit(definition.func, *claimed.args, **claimed.kwargs)
+        context = contextvars.copy_context()
+        future = self._threads.submit(context.run, definition.func, *claimed.args, **claimed.kwargs)
         try:
             async with asyncio.timeout(timeout_s):
                 return await asyncio.wrap_future(future)

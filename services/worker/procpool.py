@@ -23,6 +23,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from services.core.logging import configure_logging, log_context
+from services.core.settings import LogSettings
 from services.worker.registry import Fail, Retry
 
 log = logging.getLogger(__name__)
@@ -62,18 +64,29 @@ def classify_exception(exc: BaseException) -> tuple[str, bool, float | None]:
     return f"{type(exc).__name__}: {exc}", True, None
 
 
+def _configure_child_logging() -> None:
+    """Log like the worker does (same env), so lines from process tasks are structured too."""
+    try:
+        settings = LogSettings()
+        configure_logging(settings.log_format, settings.log_level)
+    except Exception as exc:  # a bad setting was already reported by the worker itself
+        print(f"shoal task process: logging left unconfigured: {exc}", file=sys.stderr)
+
+
 def _child_main(conn: Connection) -> None:
-    """Loop of a pool process: receive (func, args, kwargs), answer with a tagged tuple."""
+    """Loop of a pool process: receive (func, args, kwargs, log fields), answer with a tagged tuple."""
     # The parent owns shutdown: Ctrl-C on the terminal must not kill tasks inside their grace.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _configure_child_logging()
     while True:
         try:
-            func, args, kwargs = conn.recv()
+            func, args, kwargs, log_fields = conn.recv()
         except (EOFError, OSError):
             return  # the parent went away
         try:
-            answer: tuple[Any, ...] = ("ok", func(*args, **kwargs))
+            with log_context(**log_fields):
+                answer: tuple[Any, ...] = ("ok", func(*args, **kwargs))
         except BaseException as exc:
             error, retry, delay = classify_exception(exc)
             asked_retry = isinstance(exc, Retry)
@@ -103,13 +116,15 @@ class _Child:
         self.process = process
         self.conn = conn
 
-    async def call(self, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], log_fields: dict[str, Any]
+    ) -> Any:
         loop = asyncio.get_running_loop()
         readable = loop.create_future()
         fd = self.conn.fileno()
         loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
         try:
-            self.conn.send((func, args, kwargs))
+            self.conn.send((func, args, kwargs, log_fields))
             await readable
             answer = self.conn.recv()
         except (EOFError, ConnectionError, BrokenPipeError) as exc:
@@ -166,11 +181,17 @@ class ProcessPool:
         return len(self._busy)
 
     async def run(
-        self, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], timeout_s: float
+        self,
+        func: Callable[..., Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        timeout_s: float,
+        log_fields: dict[str, Any] | None = None,
     ) -> Any:
         """Run `func(*args, **kwargs)` in a pool process; TimeoutError past `timeout_s` (process killed).
 
-        The timeout counts from when a process is free, not while waiting for one.
+        The timeout counts from when a process is free, not while waiting for one. `log_fields`
+        (task_id, attempt ...) are bound to every log line the task writes in its process.
         """
         if self._closed:
             raise RuntimeError("the process pool is closed")
@@ -182,7 +203,7 @@ class ProcessPool:
             healthy = False
             try:
                 async with asyncio.timeout(timeout_s):
-                    result = await child.call(func, args, kwargs)
+                    result = await child.call(func, args, kwargs, log_fields or {})
                 healthy = True
                 return result
             except RemoteTaskError:

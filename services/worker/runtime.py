@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import services.worker.builtins  # noqa: F401 - the built-in tasks are always registered
 from services import worker as worker_package
+from services.core.logging import log_context
 from services.core.models import ClaimedTask, HeartbeatReply, WorkerInfo
 from services.core.settings import Settings
 from services.core.store import Store
@@ -61,7 +62,9 @@ class Worker:
         self.queues = ws.queue_list
         self.concurrency = ws.concurrency
         self.registry = registry if registry is not None else default_registry
-        self.executor = Executor(self.registry, threads=ws.concurrency, processes=ws.process_pool_size)
+        self.executor = Executor(
+            self.registry, threads=ws.concurrency, processes=ws.process_pool_size, worker_id=self.id
+        )
         self.liveness = Liveness(settings.tasks.lease_s)
         self.flusher = CompletionFlusher(store, self.id, self.liveness.redis_ok)
         self.wake = WakeSignal(store.redis, [store.keys.wake(q) for q in self.queues], self.liveness.redis_ok)
@@ -104,6 +107,11 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until `request_stop()`, then shut down gracefully; returns when fully stopped."""
+        # Bound here, inherited by every task the worker starts: all its lines carry worker_id.
+        with log_context(worker_id=self.id):
+            await self._run()
+
+    async def _run(self) -> None:
         port = await self.probes.start()
         self.metrics_url = f"http://{_advertised_host()}:{port}/metrics"
         log.info("probes and metrics on port %d", port, extra={"worker_id": self.id})
