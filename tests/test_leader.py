@@ -62,7 +62,7 @@ async def test_two_electors_make_exactly_one_leader(redis: Redis, namespace: str
             assert a.is_leader != b.is_leader
             await asyncio.sleep(0.05)
         leader = a if a.is_leader else b
-        assert (await redis.get(keys.leader) or "").startswith(f"{leader.identity}:")
+        assert str(await redis.get(keys.leader)).startswith(f"{leader.identity}:")
     assert await redis.get(keys.leader) is None  # both stepped down on stop
 
 

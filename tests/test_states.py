@@ -126,8 +126,8 @@ async def _mixed_workload(store: Store, namespace: str) -> None:
     grandchild.depends_on = [child.id]  # type: ignore[list-item]
     later = spec(depends_on=[parent.id], delay_s=30)  # pending, then scheduled
     dropped = spec(depends_on=[parent.id])
-    await submit_specs(store, [parent, child, grandchild, later, dropped])
-    await store.cancel(dropped.id)  # pending -> cancelled
+    dropped_id = (await submit_specs(store, [parent, child, grandchild, later, dropped]))[-1]
+    await store.cancel(dropped_id)  # pending -> cancelled
     delayed = await submit(store, delay_s=0.05)  # scheduled
     await submit(store, depends_on=[delayed], max_retries=0)  # pending
     # pending -> queued / scheduled (parent succeeds) and queued -> running -> succeeded

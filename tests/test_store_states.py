@@ -253,7 +253,7 @@ async def test_one_complete_call_handles_a_mixed_batch(store: Store) -> None:
 
 
 async def _hash(store: Store, task_id: str) -> dict[str, str]:
-    return await store.redis.hgetall(store.keys.task(task_id))
+    return dict(await store.redis.hgetall(store.keys.task(task_id)))  # type: ignore[arg-type]
 
 
 async def test_completion_with_a_stale_attempt_is_refused_and_changes_nothing(store: Store) -> None:
