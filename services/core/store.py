@@ -88,7 +88,10 @@ def _attempt_from_json(raw: str) -> Attempt:
 
 def backoff_delay_ms(attempt: int, base_s: float, max_s: float, jitter: float) -> int:
     """Exponential backoff with full jitter: uniform in [0, min(max, base * 2**(attempt-1))]."""
-    cap = min(max_s, base_s * (2 ** max(0, attempt - 1)))
+    if base_s <= 0:
+        return 0
+    # Bounding the exponent keeps the float finite; past 2**60 the cap is max_s anyway.
+    cap = min(max_s, base_s * 2.0 ** min(60, max(0, attempt - 1)))
     return int(cap * jitter * _MS)
 
 

@@ -43,6 +43,9 @@ end
 local function expire_task(id, retention)
   redis.call('EXPIRE', tkey(id), retention)
   redis.call('EXPIRE', P .. ':hist:' .. id, retention)
+  -- The idempotency key lives exactly as long as its task.
+  local idem = redis.call('HGET', tkey(id), 'idempotency_key')
+  if idem and idem ~= '' then redis.call('EXPIRE', P .. ':idem:' .. idem, retention) end
 end
 
 local function enqueue(id, old, keep_position)
@@ -102,7 +105,8 @@ local function push_history(id, attempt, worker, state, err, started)
 end
 
 local function backoff_ms(attempt, base_ms, max_ms, jitter)
-  local cap = math.min(max_ms, base_ms * (2 ^ math.max(0, attempt - 1)))
+  if base_ms <= 0 then return 0 end
+  local cap = math.min(max_ms, base_ms * (2 ^ math.min(60, math.max(0, attempt - 1))))
   return math.floor(cap * jitter)
 end
 

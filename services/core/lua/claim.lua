@@ -3,6 +3,9 @@
 -- ARGV[1] worker_id, ARGV[2] n, ARGV[3] lease_ms, ARGV[4..] queues in the worker's order
 -- Returns {now_ms, then 8 fields per task: id, name, queue, attempt, args, kwargs, timeout_s, enqueued_at}
 local worker, n, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+-- A worker declared lost or stopped must register again before it gets work.
+local wstate = redis.call('HGET', P .. ':worker:' .. worker, 'state')
+if wstate == 'lost' or wstate == 'stopped' then return {NOW_MS} end
 
 -- Promote a few due delayed tasks so delays do not depend on the leader's loop.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':scheduled', '-inf', NOW_MS, 'LIMIT', 0, 50)) do

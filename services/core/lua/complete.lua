@@ -26,7 +26,7 @@ for i = 0, n - 1 do
     local started = tonumber(h[4])
     samples[#samples + 1] = string.format('%d,%d', started - tonumber(h[5]), NOW_MS - started)
     if ARGV[b + 2] == '1' then
-      redis.call('HSET', key, 'result', ARGV[b + 3], 'finished_at', NOW_MS)
+      redis.call('HSET', key, 'result', ARGV[b + 3], 'finished_at', NOW_MS, 'error', '', 'traceback', '')
       set_state(id, 'running', 'succeeded')
       expire_task(id, retention)
       release_dependents(id)

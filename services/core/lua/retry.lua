@@ -6,12 +6,15 @@
 -- Returns {'ok'} | {'notfound'} | {'conflict', state}
 local id = ARGV[1]
 local key = tkey(id)
-local h = redis.call('HMGET', key, 'state', 'attempts', 'max_retries')
+local h = redis.call('HMGET', key, 'state', 'attempts', 'max_retries', 'idempotency_key')
 if not h[1] then return {'notfound'} end
 if h[1] ~= 'failed' then return {'conflict', h[1]} end
 redis.call('PERSIST', key)
 redis.call('PERSIST', P .. ':hist:' .. id)
-redis.call('HSET', key, 'attempt_limit', tonumber(h[2]) + tonumber(h[3]) + 1, 'finished_at', '', 'result', '')
+if h[4] and h[4] ~= '' then redis.call('PERSIST', P .. ':idem:' .. h[4]) end
+-- The failed attempts stay in the history; the task itself starts clean.
+redis.call('HSET', key, 'attempt_limit', tonumber(h[2]) + tonumber(h[3]) + 1, 'finished_at', '', 'result', '',
+  'error', '', 'traceback', '')
 enqueue(id, 'failed', false)
 finish()
 return {'ok'}

@@ -84,7 +84,13 @@ for i = 0, n - 1 do
     else
       enqueue(id, nil, false)
     end
-    if idem ~= '' then redis.call('SET', P .. ':idem:' .. idem, id, 'EX', retention) end
+    if idem ~= '' then
+      if dead then
+        redis.call('SET', P .. ':idem:' .. idem, id, 'EX', retention)
+      else
+        redis.call('SET', P .. ':idem:' .. idem, id)
+      end
+    end
     out[#out + 1] = id
     out[#out + 1] = redis.call('HGET', tkey(id), 'state')
     out[#out + 1] = 1
