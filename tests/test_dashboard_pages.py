@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtures
 from api_fixtures import ApiServer, work_once
 from conftest import make_task_settings
-from dashboard_support import no_exceptions, open_page, wait_until, worker_process
+from dashboard_support import no_exceptions, open_page, silent_server, wait_until, worker_process
 from redis.asyncio import Redis
 
 from services.client import ShoalClient
@@ -82,35 +81,12 @@ def test_api_down_shows_a_banner_not_a_traceback(page: str, monkeypatch: pytest.
 
 
 def test_slow_api_shows_a_timeout_banner(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A server that accepts connections and never answers.
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    monkeypatch.setenv("SHOAL_API_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
     monkeypatch.setenv("SHOAL_DASHBOARD_TIMEOUT_S", "0.3")
-    try:
+    with silent_server() as url:
+        monkeypatch.setenv("SHOAL_API_URL", url)
         started = time.monotonic()
         at = open_page("overview")
         took = time.monotonic() - started
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        listener.close()
     no_exceptions(at)
     assert "did not answer within 0.3 s" in at.error[0].value
     assert took < 5, "a slow API must not hang the page"

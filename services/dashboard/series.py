@@ -49,13 +49,13 @@ def finished_totals(counts: Mapping[str, int]) -> tuple[int, int]:
 
 
 def server_throughput(stats: Mapping[str, Any]) -> tuple[float, float] | None:
-    """(succeeded/s, failed/s) from the API's own throughput figures, when it gives them."""
+    """(succeeded/s, failed/s) over the last minute, from the API's own throughput figures."""
     throughput = stats.get("throughput")
     if not isinstance(throughput, Mapping):
         return None
-    ok, bad = throughput.get("succeeded"), throughput.get("failed")
-    if isinstance(ok, int | float) and isinstance(bad, int | float):
-        return float(ok), float(bad)
+    done, failed = throughput.get("per_s_1m"), throughput.get("failed_per_s_1m")
+    if isinstance(done, int | float) and isinstance(failed, int | float):
+        return max(float(done) - float(failed), 0.0), float(failed)
     return None
 
 
@@ -68,8 +68,9 @@ def desired_replicas(scaling: Mapping[str, Any] | None) -> int | None:
 def record(samples: deque[dict[str, Any]], snap: Snapshot) -> dict[str, Any]:
     """Append one flat sample made from `snap` and return it.
 
-    Rates come from the server when it reports them, else from the change in finished
-    counts since the previous sample (never negative: retention trims old tasks).
+    Rates come from the change in finished counts since the previous sample (never negative:
+    retention trims old tasks, a retry moves a task out of `failed`); the first sample takes
+    the API's last-minute average.
     """
     sample: dict[str, Any] = {"ts": snap.at}
     previous = samples[-1] if samples else None
@@ -79,13 +80,14 @@ def record(samples: deque[dict[str, Any]], snap: Snapshot) -> dict[str, Any]:
             sample[f"state:{state}"] = int(counts.get(state, 0))
         ok_total, bad_total = finished_totals(counts)
         sample["ok_total"], sample["failed_total"] = ok_total, bad_total
-        rates = server_throughput(snap.stats)
-        if rates is None and previous is not None and "ok_total" in previous:
+        if previous is not None and "ok_total" in previous:
             elapsed = max(snap.at - previous["ts"], 1e-6)
-            rates = (
+            rates: tuple[float, float] | None = (
                 max(ok_total - previous["ok_total"], 0) / elapsed,
                 max(bad_total - previous["failed_total"], 0) / elapsed,
             )
+        else:
+            rates = server_throughput(snap.stats)
         if rates is not None:
             sample["ok_per_s"], sample["failed_per_s"] = rates
             done = rates[0] + rates[1]
