@@ -24,16 +24,11 @@ from services.core.store import Store
 from services.scheduler.api.deps import require_token
 from services.scheduler.api.errors import install_error_handlers
 from services.scheduler.api.responses import JSONBytesResponse
-from services.scheduler.api.routes import events, health, queues, stats, tasks, workers
+from services.scheduler.api.routes import events, health, queues, scaling, stats, tasks, workers
 from services.scheduler.loops import LeaderLoops
 from services.scheduler.schemas import BatchCreate, TaskCreate, ValidationLimits
 from services.scheduler.submission import Submitter
 from services.scheduler.waiters import Waiters
-
-try:  # written alongside this module; mounted as soon as it exists
-    from services.scheduler.api.routes import scaling
-except ImportError:  # pragma: no cover - until routes/scaling.py lands
-    scaling = None  # type: ignore[assignment]
 
 API_PREFIX = "/api/v1"
 DESCRIPTION = """\
@@ -91,10 +86,8 @@ def create_app(
     install_error_handlers(app)
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_token)])
-    for module in (tasks, workers, queues, stats, events):
+    for module in (tasks, workers, queues, stats, events, scaling):
         api.include_router(module.router)
-    if scaling is not None:
-        api.include_router(scaling.router)
     app.include_router(api)
     app.include_router(health.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

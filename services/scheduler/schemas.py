@@ -210,8 +210,8 @@ class WorkerList(BaseModel):
 class QueuePublic(BaseModel):
     name: str
     ready: int
-    scheduled: int | None = Field(None, description="Delayed or backing-off tasks (when the store counts them).")
-    running: int | None = Field(None, description="Running tasks (when the store counts them).")
+    scheduled: int | None = Field(None, description="Delayed or backing-off tasks (when counted).")
+    running: int | None = Field(None, description="Running tasks (when counted).")
     by_priority: dict[str, int] = Field(description="Ready tasks by priority (keys are priorities).")
 
 

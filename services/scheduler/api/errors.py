@@ -9,6 +9,7 @@ without leaking a traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, status
@@ -33,7 +34,7 @@ SHOAL_ERROR_STATUS: dict[type[ShoalError], int] = {
 }
 
 
-def error_response(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
+def error_response(status_code: int, detail: Any, headers: Mapping[str, str] | None = None) -> Response:
     return JSONBytesResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
