@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ import worker_tasks  # noqa: F401 - registers the test tasks
 import services.worker.builtins
 from services.core.models import ClaimedTask, Outcome
 from services.worker import metrics
+from services.worker.deadlines import DeadlineExceeded, Deadlines
 from services.worker.executor import Executor
 from services.worker.registry import default_registry
 
@@ -202,11 +205,51 @@ async def test_arguments_that_do_not_fit_fail_without_retry(executor: Executor) 
 
 async def test_metrics_count_per_queue_and_task(executor: Executor) -> None:
     series = metrics.series("metrics-q", "noop")
-    before = (series.started._value.get(), series.succeeded._value.get(), series.failed._value.get())
+    before = (series.started, series.succeeded, series.failed)
     await executor.run(claimed("noop", queue="metrics-q"))
     await executor.run(claimed("noop", "unexpected", queue="metrics-q"))
-    after = (series.started._value.get(), series.succeeded._value.get(), series.failed._value.get())
+    after = (series.started, series.succeeded, series.failed)
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1]
     text = metrics.render(running=3, slots=32).decode()
     assert 'shoal_worker_tasks_started_total{queue="metrics-q",task="noop"}' in text
     assert "shoal_worker_tasks_running 3.0" in text and "shoal_worker_slots 32.0" in text
+
+
+async def test_deadlines_fire_late_by_at_most_their_resolution_and_leave_the_task_usable() -> None:
+    deadlines = Deadlines(resolution_s=0.05)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        await deadlines.run(asyncio.sleep(5), 0.2)
+    assert 0.2 <= time.monotonic() - started < 0.5
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    assert await deadlines.run(asyncio.sleep(0.01, result="fine"), 1) == "fine"
+    await asyncio.sleep(0.01)  # the current task was not left cancelled
+
+
+async def test_a_real_cancellation_inside_a_deadline_stays_a_cancellation() -> None:
+    deadlines = Deadlines()
+    run = asyncio.ensure_future(deadlines.run(asyncio.sleep(5), 10))
+    await asyncio.sleep(0.05)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+
+async def test_metrics_exposition_passes_promtool(executor: Executor) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    await executor.run(claimed("noop", queue="lint-q"))
+    await executor.run(claimed("retry_later", 1, queue="lint-q"))
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [promtool, "check", "metrics"],
+        input=metrics.render(1, 4),
+        capture_output=True,
+        timeout=30,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    text = metrics.render(1, 4).decode()
+    assert 'shoal_worker_task_run_seconds_bucket{le="1.0",queue="lint-q",task="noop"} 1.0' in text
+    assert 'shoal_worker_tasks_retried_total{queue="lint-q",task="retry_later"} 1.0' in text
+    assert 'shoal_worker_task_queue_wait_seconds_count{queue="lint-q"} 2.0' in text

@@ -25,6 +25,7 @@ import orjson
 from services.core.logging import log_context
 from services.core.models import ClaimedTask, Outcome
 from services.worker import metrics
+from services.worker.deadlines import DeadlineExceeded, Deadlines
 from services.worker.procpool import ProcessCrashed, ProcessPool, RemoteTaskError, classify_exception
 from services.worker.registry import Retry, TaskDef, TaskRegistry
 
@@ -57,6 +58,7 @@ class Executor:
         # Thread tasks that overran their timeout or were taken away: Python cannot stop a
         # thread, so they keep a pool thread busy until they return on their own.
         self._overrunning: set[Future[Any]] = set()
+        self._deadlines = Deadlines()
 
     @property
     def overrunning_threads(self) -> int:
@@ -68,7 +70,7 @@ class Executor:
         if definition is None:
             return self._unknown(claimed)
         series = metrics.series(claimed.queue, definition.name)
-        series.started.inc()
+        series.started += 1
         series.queue_wait.observe(max(0.0, claimed.claimed_at - claimed.enqueued_at))
         timeout_s = claimed.timeout_s
         if definition.timeout_s is not None and definition.timeout_s < timeout_s:
@@ -79,15 +81,12 @@ class Executor:
             # by the runtime): the binding is copied into the thread or sent to the process.
             with log_context(task_id=claimed.id, attempt=claimed.attempt):
                 if definition.kind == "async":
-                    async with asyncio.timeout(timeout_s):
-                        result = await definition.func(*claimed.args, **claimed.kwargs)
+                    work = definition.func(*claimed.args, **claimed.kwargs)
+                    result = await self._deadlines.run(work, timeout_s)
                 elif definition.kind == "thread":
                     result = await self._in_thread(definition, claimed, timeout_s)
                 else:
-                    fields = {"task_id": claimed.id, "attempt": claimed.attempt, "worker_id": self.worker_id}
-                    result = await self.processes.run(
-                        definition.func, claimed.args, claimed.kwargs, timeout_s, fields
-                    )
+                    result = await self._in_process(definition, claimed, timeout_s)
             if result is not None:
                 _check_serialisable(result)
         except asyncio.CancelledError:
@@ -96,11 +95,14 @@ class Executor:
             finished_at = time.time()
             series.run_seconds.observe(finished_at - started_at)
             outcome, asked_retry = self._failure(exc, definition, claimed, timeout_s, started_at, finished_at)
-            (series.retried if asked_retry else series.failed).inc()
+            if asked_retry:
+                series.retried += 1
+            else:
+                series.failed += 1
             return outcome
         finished_at = time.time()
         series.run_seconds.observe(finished_at - started_at)
-        series.succeeded.inc()
+        series.succeeded += 1
         return Outcome(
             claimed.id, claimed.attempt, True, result, started_at=started_at, finished_at=finished_at
         )
@@ -109,16 +111,25 @@ class Executor:
         context = contextvars.copy_context()
         future = self._threads.submit(context.run, definition.func, *claimed.args, **claimed.kwargs)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s) as deadline:
                 return await asyncio.wrap_future(future)
-        except (TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError) as exc:
             if not future.done():
                 self._overrunning.add(future)
                 future.add_done_callback(self._overrunning.discard)
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                raise DeadlineExceeded from None
             raise
 
+    async def _in_process(self, definition: TaskDef, claimed: ClaimedTask, timeout_s: float) -> Any:
+        fields = {"task_id": claimed.id, "attempt": claimed.attempt, "worker_id": self.worker_id}
+        try:
+            return await self.processes.run(definition.func, claimed.args, claimed.kwargs, timeout_s, fields)
+        except TimeoutError:  # the task's own TimeoutError arrives as a RemoteTaskError
+            raise DeadlineExceeded from None
+
     def _unknown(self, claimed: ClaimedTask) -> Outcome:
-        metrics.series(claimed.queue, UNKNOWN_TASK_LABEL).failed.inc()
+        metrics.series(claimed.queue, UNKNOWN_TASK_LABEL).failed += 1
         now = time.time()
         known = ", ".join(self.registry.names())
         return Outcome(
@@ -146,7 +157,7 @@ class Executor:
         if isinstance(exc, RemoteTaskError):
             error, retry, delay, tb = exc.error, exc.retry, exc.retry_delay_s, exc.traceback_text
             asked_retry = exc.asked_retry
-        elif isinstance(exc, TimeoutError) and finished_at - started_at >= timeout_s * 0.999:
+        elif isinstance(exc, DeadlineExceeded):
             error, retry, delay, tb = (
                 f"TimeoutError: task exceeded its {timeout_s:g}s timeout",
                 True,
@@ -175,6 +186,7 @@ class Executor:
 
     async def close(self) -> None:
         """Stop the process pool now; thread tasks still running are left to finish alone."""
+        self._deadlines.close()
         await self.processes.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
