@@ -107,6 +107,7 @@ def test_probes_and_metrics(api: ApiServer, client: ShoalClient) -> None:
         "leader": True,
     }
     assert client.health()["status"] == "ready"
+    assert client.scaling()["backend"] in ("none", "local", "kubernetes")
     client.submit("echo", queue="metrics-q")
     text = client.metrics()
     assert 'shoal_tasks_submitted_total{queue="metrics-q"} 1.0' in text
@@ -147,6 +148,7 @@ def test_openapi_documents_every_route_and_the_request_bodies(api: ApiServer) ->
         ("get", "/api/v1/queues"),
         ("get", "/api/v1/stats"),
         ("get", "/api/v1/events"),
+        ("get", "/api/v1/scaling"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

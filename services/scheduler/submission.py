@@ -121,11 +121,14 @@ class Submitter:
         position = None if ordered is specs else {spec.id: i for i, spec in enumerate(specs)}
         reread: list[tuple[int, str]] = []
         created = Counter[str]()
+        # A repeated item of a batch with in-batch dependencies is the existing task: its dependents
+        # were pointed at that task's id, not at the one assigned here, so read the whole batch back.
+        read_all = position is not None and not all(result.created for result in results)
         for k, (spec, result) in enumerate(zip(ordered, results, strict=True)):
             i = k if position is None else position[spec.id]
             if result.created:
                 created[spec.queue] += 1
-            if result.created and result.state in _BUILT_FROM_SPEC:
+            if result.created and result.state in _BUILT_FROM_SPEC and not read_all:
                 answers[i] = submitted_task_public(spec, result.state, now)
             else:  # an idempotent repeat, or born upstream_failed with an error to show
                 reread.append((i, result.id))
