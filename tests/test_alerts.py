@@ -7,6 +7,7 @@ Prometheus' own rule engine. The metric names must be the ones docs/contracts.md
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 import subprocess
@@ -15,12 +16,18 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY, generate_latest
 
 from tests.helm_render import CHART, NAMESPACE, render
 
 ROOT = Path(__file__).resolve().parents[1]
 TEAM = {"team": "platform"}  # monitoring-values.yaml adds it to every alert
 SEL = f'namespace="{NAMESPACE}"'
+METRIC_MODULES = (
+    "services.scheduler.metrics",
+    "services.scheduler.scaling.autoscaler",
+    "services.worker.metrics",
+)
 
 
 def _promtool() -> str:
@@ -81,6 +88,23 @@ def test_alerts_and_dashboard_use_only_contract_metrics(rules_file: Path) -> Non
     assert used <= known, f"not in docs/contracts.md: {used - known}"
     dashboard = (CHART / "files" / "grafana-dashboard.json").read_text()
     assert _metrics_in(dashboard) <= known, f"not in docs/contracts.md: {_metrics_in(dashboard) - known}"
+
+
+def _exported_metrics() -> set[str]:
+    """Metric names in the services' own /metrics exposition (scheduler and autoscaler in the
+    default registry, the worker in its own), read from the `# TYPE` lines."""
+    for name in METRIC_MODULES:
+        importlib.import_module(name)
+    worker = importlib.import_module("services.worker.metrics")
+    text = (generate_latest(REGISTRY) + generate_latest(worker.REGISTRY)).decode()
+    return set(re.findall(r"^# TYPE (shoal_\w+) ", text, flags=re.MULTILINE))
+
+
+def test_alerts_and_dashboard_use_only_metrics_the_services_export(rules_file: Path) -> None:
+    exported = _exported_metrics()
+    used = set().union(*(_metrics_in(r["expr"]) for r in _rules(rules_file)))
+    used |= _metrics_in((CHART / "files" / "grafana-dashboard.json").read_text())
+    assert used <= exported, f"no service exports {used - exported}"
 
 
 def _alert(severity: str, value: str = "", **labels: str) -> dict[str, Any]:

@@ -625,3 +625,51 @@ def test_generated_secret_holds_random_token_and_password(default: Render) -> No
         value = base64.b64decode(secret["data"][key]).decode()
         assert len(value) == 48
         assert set(value) <= alphabet
+
+
+# ---- documentation of the values --------------------------------------------------------------
+
+
+def _readme_rows() -> dict[str, Any]:
+    rows = {}
+    for line in (CHART / "README.md").read_text().split("## Values", 1)[1].splitlines():
+        match = re.match(r"^\| `([^`]+)` \| `(.*)` \| (.+) \|$", line)
+        if match:
+            rows[match.group(1)] = json.loads(match.group(2))
+    return rows
+
+
+def _leaves(values: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(values, dict) and values:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            out.update(_leaves(value, f"{prefix}.{key}" if prefix else key))
+        return out
+    return {prefix: values}
+
+
+def test_readme_values_table_documents_every_value_with_its_default() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    rows = _readme_rows()
+    assert len(rows) > 50
+    for key, default in rows.items():
+        node: Any = values
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"README documents {key}, absent from values.yaml"
+            node = node[part]
+        assert node == default, f"README default of {key} is {default!r}, values.yaml says {node!r}"
+    for leaf in _leaves(values):
+        assert any(leaf == key or leaf.startswith(key + ".") for key in rows), (
+            f"{leaf} is not in the README table"
+        )
+
+
+def test_values_schema_types_every_documented_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for key in _readme_rows():
+        node = schema
+        for part in key.split("."):
+            node = node.get("properties", {}).get(part) or {}
+            if "$ref" in node:
+                node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
+        assert node.get("type") or node.get("oneOf"), f"values.schema.json does not type {key}"

@@ -48,7 +48,7 @@ def test_k8s_manifests_hold_no_secret(manifests: Render) -> None:
 def test_every_secret_reference_is_created_by_the_readme_command(manifests: Render) -> None:
     readme = (K8S_DIR / "README.md").read_text()
     command = re.search(
-        r"kubectl -n shoal create secret generic (\S+)((?: \\\n? *--from-literal=\S+)+)", readme
+        r"kubectl -n shoal create secret generic (\S+)((?: *\\\n *--from-literal=[^\n\\]+)+)", readme
     )
     assert command, "k8s/README.md must show `kubectl -n shoal create secret generic ...`"
     name = command.group(1)
