@@ -25,9 +25,8 @@ async def run(executor: Executor, name: str, *args: Any, **kwargs: Any) -> Any:
 
 
 def test_builtin_kinds() -> None:
-    kinds = {
-        name: default_registry.get(name).kind for name in ("noop", "echo", "sleep", "fail", "flaky", "cpu")
-    }  # type: ignore[union-attr]
+    names = ("noop", "echo", "sleep", "fail", "flaky", "cpu")
+    kinds = {name: definition.kind for name in names if (definition := default_registry.get(name))}
     assert kinds == {
         "noop": "async",
         "echo": "async",

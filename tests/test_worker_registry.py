@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,7 @@ def test_retry_and_fail_carry_their_details_and_survive_pickling() -> None:
 
 
 @pytest.fixture
-def module_dir(tmp_path: Path) -> Path:
+def module_dir(tmp_path: Path) -> Iterator[Path]:
     sys.path.insert(0, str(tmp_path))
     yield tmp_path
     sys.path.remove(str(tmp_path))

@@ -164,6 +164,7 @@ async def test_heartbeats_renew_the_leases_of_running_tasks(store: Store, namesp
             last_deadline = await store.redis.zscore(store.keys.leases, task_id) or last_deadline
         task = await must_get(store, task_id)
     assert (task.state, task.attempts, reaped) == (TaskState.SUCCEEDED, 1, 0)
+    assert first_deadline is not None and last_deadline is not None
     assert last_deadline - first_deadline >= 2500  # ms: renewed well past the first lease
 
 

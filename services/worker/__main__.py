@@ -13,6 +13,7 @@ import signal
 import sys
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from services.core.logging import configure_logging
 from services.core.settings import Settings, get_settings
@@ -37,7 +38,7 @@ async def serve(settings: Settings) -> Worker:
     return worker
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     field = "_".join(str(part) for part in error.get("loc", ()))
     return f"SHOAL_{field.upper()}: {error['msg']}" if field else str(error["msg"])
 

@@ -40,7 +40,8 @@ class Histogram:
         self.sum += value
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out, total = [], 0
+        out: list[tuple[str, float]] = []
+        total = 0
         for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True):
             total += count
             out.append((bound, total))

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from services.core.logging import configure_logging, log_context
-from services.core.settings import LogSettings
+from services.core.settings import get_settings
 from services.worker.registry import Fail, Retry
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def classify_exception(exc: BaseException) -> tuple[str, bool, float | None]:
 def _configure_child_logging() -> None:
     """Log like the worker does (same env), so lines from process tasks are structured too."""
     try:
-        settings = LogSettings()
+        settings = get_settings().log
         configure_logging(settings.log_format, settings.log_level)
     except Exception as exc:  # a bad setting was already reported by the worker itself
         print(f"shoal task process: logging left unconfigured: {exc}", file=sys.stderr)
@@ -101,7 +101,7 @@ def _child_main(conn: Connection) -> None:
             conn.send(("raised", error, traceback.format_exc(), False, None, False))
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
     if sys.platform == "linux":
         ctx = multiprocessing.get_context("forkserver")
         # Preloading makes the fork server inherit sys.path (so task modules import the same
@@ -122,7 +122,12 @@ class _Child:
         loop = asyncio.get_running_loop()
         readable = loop.create_future()
         fd = self.conn.fileno()
-        loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+
+        def wake() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(fd, wake)
         try:
             self.conn.send((func, args, kwargs, log_fields))
             await readable
