@@ -673,3 +673,34 @@ def test_values_schema_types_every_documented_value() -> None:
             if "$ref" in node:
                 node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
         assert node.get("type") or node.get("oneOf"), f"values.schema.json does not type {key}"
+
+
+def test_grafana_dashboard_is_well_formed() -> None:
+    dashboard = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    assert dashboard["uid"] == "shoal-overview"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+    assert "namespace" in variables
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}"
+            assert 'namespace="$namespace"' in target["expr"], (
+                f"{panel['title']} ignores the namespace variable"
+            )
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24
+        mine = {
+            (x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])
+        }
+        assert not cells & mine, f"panel {panel['title']} overlaps another"
+        cells |= mine
+
+
+def test_scheduler_leaves_the_service_before_it_stops(default: Render) -> None:
+    scheduler = default.workload("scheduler")["spec"]["template"]["spec"]
+    pause = int(scheduler["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert 0 < pause < scheduler["terminationGracePeriodSeconds"]
