@@ -183,7 +183,9 @@ def test_every_selector_selects_exactly_its_own_pods(rendered: Render) -> None:
 
 def test_service_ports_exist_on_the_selected_containers(rendered: Render) -> None:
     for service in rendered.of_kind("Service"):
-        workload = rendered.workload(component_of(service))
+        component = component_of(service)
+        assert component, f"Service {service['metadata']['name']} has no component label"
+        workload = rendered.workload(component)
         container = workload["spec"]["template"]["spec"]["containers"][0]
         names = {port["name"] for port in container["ports"]}
         for port in service["spec"]["ports"]:

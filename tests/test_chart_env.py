@@ -144,6 +144,7 @@ def _assert_redis_url(rendered: Render, url: str) -> None:
         assert url == configured.get("value", EXTERNAL_REDIS_URL)
         return
     parts = urlsplit(url)
+    assert parts.hostname, url
     service = rendered.one("Service", parts.hostname.split(".")[0])
     assert parts.hostname == f"{service['metadata']['name']}.{NAMESPACE}.svc"
     assert parts.port == service["spec"]["ports"][0]["port"]

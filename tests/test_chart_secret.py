@@ -92,7 +92,8 @@ class ApiServer:
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    loop, ready, box = asyncio.new_event_loop(), threading.Event(), {}
+    loop, ready = asyncio.new_event_loop(), threading.Event()
+    box: dict[str, Any] = {}
 
     async def serve() -> None:
         box["stop"] = asyncio.Event()

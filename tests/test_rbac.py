@@ -70,9 +70,10 @@ def _calls_in_kube_module() -> set[Triple]:
         found.add((API_GROUPS[holder.attr], resource, verb))
     for node in ast.walk(tree):
         if _is_watch_call(node):
-            match = _METHOD.match(node.func.attr)
-            assert match
-            found.add((API_GROUPS[node.func.value.attr], RESOURCES[match["resource"]], "watch"))
+            assert isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            api, match = node.func.value, _METHOD.match(node.func.attr)
+            assert isinstance(api, ast.Attribute) and match, f"unexpected watch call {ast.unparse(node)}"
+            found.add((API_GROUPS[api.attr], RESOURCES[match["resource"]], "watch"))
     return found
 
 
