@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -171,3 +172,15 @@ async def test_lines_logged_by_tasks_carry_task_worker_and_attempt(
     for name, task_id in ids.items():
         (line,) = [x for x in lines if x["msg"] == f"hello from {name}"]
         assert (line["task_id"], line["attempt"], line["worker_id"]) == (task_id, 1, worker_id), line
+
+
+async def test_a_taken_probe_port_is_a_clear_start_up_error(namespace: str, spawn: list) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = start_worker(spawn, worker_env(namespace, SHOAL_WORKER_PORT=str(port)))
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
+    assert proc.returncode == 2
+    assert f"cannot serve probes on port {port}" in stderr
+    assert "Traceback" not in stderr

@@ -1,7 +1,8 @@
 """`python -m services.worker`: run one worker process until SIGTERM/SIGINT.
 
-Exit codes: 0 after a graceful stop, 2 for a configuration or task-module error (with a
-one-line message, no traceback).
+Exit codes: 0 after a graceful stop; 2 when it cannot start (bad configuration, a task
+module that does not import, a taken probe port), with a one-line message and no
+traceback; 1 when a part of the worker crashed (its tasks were handed back first).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from services.core.logging import configure_logging
 from services.core.settings import Settings, get_settings
 from services.core.store import Store
 from services.worker.registry import TaskModuleError, import_task_modules
-from services.worker.runtime import Worker, WorkerCrashed
+from services.worker.runtime import Worker, WorkerCrashed, WorkerStartupError
 
 log = logging.getLogger("services.worker")
 
@@ -58,6 +59,9 @@ def main() -> int:
         return 2
     try:
         worker = asyncio.run(serve(settings))
+    except WorkerStartupError as exc:
+        log.error("%s", exc)
+        return 2
     except WorkerCrashed as exc:
         log.critical("%s; exiting", exc)
         return 1

@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import services.worker.builtins  # noqa: F401 - the built-in tasks are always registered
 from services import worker as worker_package
+from services.core.errors import ShoalError
 from services.core.logging import log_context
 from services.core.models import ClaimedTask, HeartbeatReply, WorkerInfo
 from services.core.settings import Settings
@@ -51,6 +52,10 @@ _SHUTDOWN_STEP_TIMEOUT_S = 5.0
 
 class WorkerCrashed(Exception):
     """A part of the worker failed in a way it cannot recover from; the process should restart."""
+
+
+class WorkerStartupError(ShoalError):
+    """The worker cannot start (its probe port is taken, ...); the message says why."""
 
 
 class Worker:
@@ -112,7 +117,13 @@ class Worker:
             await self._run()
 
     async def _run(self) -> None:
-        port = await self.probes.start()
+        try:
+            port = await self.probes.start()
+        except OSError as exc:
+            raise WorkerStartupError(
+                f"cannot serve probes on port {self.probes.port} ({exc.strerror or exc}); "
+                "set SHOAL_WORKER_PORT to a free port, or 0 for any"
+            ) from exc
         self.metrics_url = f"http://{_advertised_host()}:{port}/metrics"
         log.info("probes and metrics on port %d", port, extra={"worker_id": self.id})
         try:
