@@ -26,7 +26,7 @@ from services.scheduler.api.errors import install_error_handlers
 from services.scheduler.api.responses import JSONBytesResponse
 from services.scheduler.api.routes import events, health, queues, scaling, stats, tasks, workers
 from services.scheduler.loops import LeaderLoops
-from services.scheduler.schemas import BatchCreate, TaskCreate, ValidationLimits
+from services.scheduler.schemas import BatchCreate, ErrorPublic, TaskCreate, ValidationLimits
 from services.scheduler.submission import Submitter
 from services.scheduler.waiters import Waiters
 
@@ -85,7 +85,14 @@ def create_app(
     app.state.limits = ValidationLimits.from_settings(settings.api)
     install_error_handlers(app)
 
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_token)])
+    api = APIRouter(
+        prefix=API_PREFIX,
+        dependencies=[Depends(require_token)],
+        responses={
+            401: {"model": ErrorPublic, "description": "Bearer token missing or wrong."},
+            503: {"model": ErrorPublic, "description": "Redis is unreachable."},
+        },
+    )
     for module in (tasks, workers, queues, stats, events, scaling):
         api.include_router(module.router)
     app.include_router(api)

@@ -38,7 +38,6 @@ TaskId = Annotated[str, Path(pattern=NAME_PATTERN.pattern, description="Task id.
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorPublic, "description": "Malformed JSON or request."},
-    401: {"model": ErrorPublic, "description": "Bearer token missing or wrong."},
     413: {"model": ErrorPublic, "description": "Body larger than SHOAL_MAX_BODY_BYTES."},
     415: {"model": ErrorPublic, "description": "Body is not application/json."},
     422: {"model": ErrorPublic, "description": "Invalid task, unknown id or ref, or a dependency cycle."},
