@@ -283,3 +283,24 @@ def test_sigterm_ends_event_streams_so_uvicorn_exits_at_once(namespace: str, red
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+async def test_waits_survive_a_dropped_events_connection(
+    api: ApiServer, client: ShoalClient, store: Store
+) -> None:
+    waiters = api.app.state.waiters
+    task = client.submit("echo")
+    waiting = asyncio.create_task(asyncio.to_thread(client.wait, task["id"], 10))
+    await asyncio.sleep(0.3)
+    # Drop the one subscription's connection under the scheduler's feet (in its own loop).
+    dropped = asyncio.run_coroutine_threadsafe(waiters._pubsub.connection.disconnect(), waiters._loop)
+    await asyncio.wrap_future(dropped)
+    await work_once(store)
+    done = await asyncio.wait_for(waiting, 5)
+    assert done["state"] == "succeeded"
+    deadline = time.monotonic() + 5
+    while client.health()["status"] != "ready":
+        assert time.monotonic() < deadline, "the events subscription did not come back"
+        await asyncio.sleep(0.05)
+    channels = await store.redis.pubsub_numsub(store.keys.events_channel)
+    assert channels == [(store.keys.events_channel, 1)]

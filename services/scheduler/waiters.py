@@ -62,7 +62,7 @@ class Doorbell:
 
 
 class Waiters:
-    """Futures of tasks being waited on, and SSE feeds, all fed by one pub/sub subscription."""
+    """Futures of tasks being waited on, and SSE doorbells, all fed by one pub/sub subscription."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -87,7 +87,7 @@ class Waiters:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), confirm_timeout_s)
         if not self._subscribed.is_set():
-            log.warning("events channel not subscribed yet; waiting requests will poll on confirmation")
+            log.warning("events channel not subscribed yet; waiters re-read their task once it is")
 
     async def stop(self) -> None:
         self._closed = True
