@@ -266,10 +266,6 @@ async def test_name_cache_reads_redis_at_most_once_per_ttl(store: Store) -> None
     assert reads == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="submit.lua does not yet point in-batch dependencies of a repeated item at the existing task",
-)
 async def test_a_retried_batch_with_dependencies_and_keys_links_to_the_first_tasks(store: Store) -> None:
     s = submitter(store)
     items = batch(

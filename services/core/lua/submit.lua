@@ -56,12 +56,13 @@ for i = 0, n - 1 do
       'created_at', NOW_MS)
     redis.call('ZADD', P .. ':all', NOW_MS, id)
     redis.call('SADD', P .. ':queues', queue)
-    local left, dead, seen = 0, nil, {}
+    local left, dead, seen, resolved = 0, nil, {}, {}
     if deps ~= '' then
       for dep in string.gmatch(deps, '[^,]+') do
         dep = alias[dep] or dep
         if not seen[dep] then
           seen[dep] = true
+          resolved[#resolved + 1] = dep
           local st = redis.call('HGET', tkey(dep), 'state')
           if DEAD[st] then
             dead = dep
@@ -72,7 +73,7 @@ for i = 0, n - 1 do
         end
       end
     end
-    redis.call('HSET', tkey(id), 'deps_left', left)
+    redis.call('HSET', tkey(id), 'deps_left', left, 'depends_on', table.concat(resolved, ','))
     if dead then
       redis.call('HSET', tkey(id), 'error', 'dependency ' .. dead .. ' did not succeed', 'finished_at', NOW_MS)
       set_state(id, nil, 'upstream_failed')
