@@ -262,6 +262,15 @@ def test_throughput_and_failure_rate_frames() -> None:
     assert charts.failure_rate_frame(charts.throughput_frame({})).empty
 
 
+def test_idle_minutes_before_the_first_finish_are_trimmed_to_one_minute() -> None:
+    buckets = [{"ts": 1000 + 10 * i} for i in range(30)]
+    buckets[20]["succeeded"] = 4
+    frame = charts.throughput_frame({"throughput": {"series": buckets}})
+    assert frame["time"].nunique() == 10  # from the first busy bucket on
+    idle = [{"ts": 1000 + 10 * i} for i in range(30)]
+    assert charts.throughput_frame({"throughput": {"series": idle}})["time"].nunique() == 6
+
+
 def test_timeline_has_the_wait_every_attempt_and_the_current_run() -> None:
     task = {
         "created_at": 100.0,

@@ -10,7 +10,7 @@ import pandas as pd
 
 from services.dashboard.format import STATE_COLORS, STATE_ORDER
 
-HEIGHT = 220
+HEIGHT = 260  # the whole chart, legend and axes included (Streamlit fits it)
 FINISHED = ("succeeded", "failed", "upstream_failed", "cancelled")
 ACTIVE = ("pending", "scheduled", "queued", "running")
 
@@ -26,7 +26,10 @@ def _time_axis(title: str | None = None) -> alt.X:
 
 def throughput_frame(stats: Mapping[str, Any]) -> pd.DataFrame:
     """Finished tasks per second by state, per 10-second bucket, from the API's `throughput.series`."""
-    series = (stats.get("throughput") or {}).get("series") or []
+    series = list((stats.get("throughput") or {}).get("series") or [])
+    # Leading idle buckets only squeeze the interesting part; keep at least the last minute.
+    while len(series) > 6 and not any(series[0].get(state) for state in FINISHED):
+        series.pop(0)
     rows = []
     for bucket in series:
         time = pd.Timestamp.fromtimestamp(bucket["ts"])
@@ -166,7 +169,7 @@ def priority_bars(queues: list[dict[str, Any]]) -> alt.Chart:
             order=alt.Order("priority:O", sort="descending"),
             tooltip=["queue:N", "priority:O", "ready:Q"],
         )
-        .properties(height=max(80, 38 * max(1, len({r["queue"] for r in rows}))))
+        .properties(height=alt.Step(30))  # a fixed height collapses under a top legend
     )
 
 
@@ -285,7 +288,7 @@ def timeline_chart(frame: pd.DataFrame) -> alt.Chart:
             color=alt.Color("kind:N", scale=scale, legend=alt.Legend(orient="top", title=None)),
             tooltip=["lane:N", "kind:N", "detail:N", alt.Tooltip("seconds:Q", title="seconds")],
         )
-        .properties(height=max(70, 34 * frame["lane"].nunique()))
+        .properties(height=alt.Step(30))
     )
 
 
@@ -302,7 +305,7 @@ def slots_chart(workers: list[dict[str, Any]]) -> alt.Chart:
         .mark_bar(cornerRadiusEnd=3)
         .encode(
             y=alt.Y("worker:N", title=None),
-            x=alt.X("n:Q", title="slots", stack="zero"),
+            x=alt.X("n:Q", title="slots", stack="zero", axis=alt.Axis(tickMinStep=1, format="d")),
             color=alt.Color(
                 "slots:N",
                 scale=alt.Scale(domain=["busy", "free"], range=[STATE_COLORS["running"], "#cfd6e1"]),
@@ -311,7 +314,7 @@ def slots_chart(workers: list[dict[str, Any]]) -> alt.Chart:
             order=alt.Order("slots:N"),
             tooltip=["worker:N", "slots:N", "n:Q"],
         )
-        .properties(height=max(60, 28 * len(workers)))
+        .properties(height=alt.Step(26))
     )
 
 

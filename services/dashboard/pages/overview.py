@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -13,7 +16,9 @@ st.title("Overview")
 st.caption("Counts, throughput and latency of every task, refreshed live from the API.")
 
 
-def _state_metric(container: st.delta_generator.DeltaGenerator, state: str, counts: dict, samples) -> None:
+def _state_metric(
+    container: Any, state: str, counts: dict[str, int], samples: Iterable[dict[str, Any]]
+) -> None:
     container.metric(
         fmt.state_markdown(state),
         fmt.count(counts.get(state, 0)),
@@ -21,6 +26,17 @@ def _state_metric(container: st.delta_generator.DeltaGenerator, state: str, coun
         chart_data=column(samples, f"state:{state}")[-60:] or None,
         chart_type="area",
     )
+
+
+def _latency_frame(samples: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """p90 of queue wait and of run time over the session, in seconds."""
+    parts = []
+    for key, label in (("queue_wait_ms:p90", "queue wait p90"), ("run_time_ms:p90", "run time p90")):
+        part = frame(samples, key)
+        part["series"] = label
+        part["value"] = part["value"] / 1000.0
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 @st.fragment(run_every=live.interval_s())
@@ -37,28 +53,28 @@ def overview() -> None:
     cols = st.columns(6)
     for container, state in zip(cols[:4], ("queued", "running", "succeeded", "failed"), strict=True):
         _state_metric(container, state, counts, samples)
-    per_s = throughput.get("per_s_1m")
+    rates = [s["ok_per_s"] + s["failed_per_s"] for s in samples if "ok_per_s" in s]
     cols[4].metric(
         "Finished / s",
-        fmt.rate(per_s),
+        fmt.rate(rates[-1] if rates else throughput.get("per_s_1m")),
         border=True,
-        chart_data=[s.get("ok_per_s", 0) + s.get("failed_per_s", 0) for s in samples if "ok_per_s" in s][-60:]
-        or None,
-        help="Tasks finished per second, averaged over the last minute.",
+        chart_data=rates[-60:] or None,
+        help="Tasks that finished (succeeded or failed for good) per second since the last refresh.",
     )
     busy = sum(int(w.get("running", 0)) for w in live_workers)
     slots = sum(int(w.get("concurrency", 0)) for w in live_workers)
     cols[5].metric(
         "Workers up",
         len(live_workers) if snap.workers is not None else stats.get("workers", 0),
-        f"{busy} of {slots} slots busy" if slots else None,
-        delta_color="off",
-        delta_arrow="off",
         border=True,
         chart_data=column(samples, "workers")[-60:] or None,
+        help="Workers that are active or draining.",
     )
-    others = {s: counts.get(s, 0) for s in ("pending", "scheduled", "cancelled", "upstream_failed")}
-    st.markdown(" · ".join(f"{fmt.state_markdown(s)} **{fmt.count(n)}**" for s, n in others.items()))
+    others = [f"{fmt.state_markdown(s)} **{fmt.count(counts.get(s, 0))}**" for s in fmt.STATE_ORDER[:2]]
+    others += [f"{fmt.state_markdown(s)} **{fmt.count(counts.get(s, 0))}**" for s in fmt.STATE_ORDER[6:]]
+    if slots:
+        others.append(f":blue[:material/memory: busy slots] **{busy} of {slots}**")
+    st.markdown(" · ".join(others))
 
     left, right = st.columns([3, 2])
     with left.container(border=True):
@@ -88,15 +104,9 @@ def overview() -> None:
             hide_index=True,
             width="stretch",
         )
-        latency = frame(samples, "queue_wait_ms:p90")
-        latency["series"] = "queue wait p90"
-        runtime = frame(samples, "run_time_ms:p90")
-        runtime["series"] = "run time p90"
-        if len(latency) + len(runtime):
-            st.altair_chart(
-                charts.lines(pd.concat([latency, runtime]), "ms", ",.0f").properties(height=130),
-                width="stretch",
-            )
+        latency = _latency_frame(samples)
+        if not latency.empty:
+            st.altair_chart(charts.lines(latency, "seconds", ",.2f").properties(height=190), width="stretch")
     st.caption(f"Updated {fmt.clock(snap.at)}")
 
 

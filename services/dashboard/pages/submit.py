@@ -32,7 +32,8 @@ with form_col, st.form("submit_task", border=True):
     st.markdown("**A task**")
     top = st.columns([2, 1, 1])
     name = top[0].selectbox(
-        "Task name", names, index=0 if names else None, accept_new_options=True, key="s_name",
+        "Task name", names, index=names.index("echo") if "echo" in names else 0 if names else None,
+        accept_new_options=True, key="s_name",
         help="Names the live workers advertise; type another to submit it anyway.",
     )  # fmt: skip
     queue = top[1].selectbox(

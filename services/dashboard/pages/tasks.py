@@ -196,7 +196,10 @@ def _dependencies(task: dict[str, Any], related: dict[str, Any]) -> None:
     if len(related) <= 1:
         st.caption("No dependencies: this task does not wait on any other task.")
         return
-    st.graphviz_chart(graph.dependency_dot(task["id"], related), width="stretch")
+    # Small graphs at their natural size; big ones shrink to the page width.
+    st.graphviz_chart(
+        graph.dependency_dot(task["id"], related), width="stretch" if len(related) > 8 else "content"
+    )
     others = [i for i in related if i != task["id"]]
     choice = st.selectbox(
         "Open a related task",
