@@ -25,7 +25,7 @@ from services.scheduler.api.deps import require_token
 from services.scheduler.api.errors import install_error_handlers
 from services.scheduler.api.responses import JSONBytesResponse
 from services.scheduler.api.routes import events, health, queues, scaling, stats, tasks, workers
-from services.scheduler.loops import LeaderLoops
+from services.scheduler.operator import build_operator
 from services.scheduler.schemas import BatchCreate, ErrorPublic, TaskCreate, ValidationLimits
 from services.scheduler.submission import Submitter
 from services.scheduler.waiters import Waiters
@@ -55,21 +55,23 @@ def create_app(
         own_store = store is None
         active = store if store is not None else Store.from_settings(settings)
         waiters = Waiters(active)
-        loops = LeaderLoops(active, settings) if run_leader_loops else None
+        operator = build_operator(active, settings) if run_leader_loops else None
         app.state.store = active
         app.state.waiters = waiters
         app.state.submitter = Submitter(active, settings)
-        app.state.loops = loops
+        app.state.loops = operator.loops if operator is not None else None
+        if operator is not None:
+            app.state.scaling_settings = operator.scaling
         await waiters.start(getattr(app.state, "waiters_confirm_timeout_s", 5.0))
-        if loops is not None:
-            await loops.start()
+        if operator is not None:
+            await operator.start()
         restore_signals = _on_exit_signal(waiters.end_streams)
         try:
             yield
         finally:
             restore_signals()
-            if loops is not None:
-                await loops.stop()
+            if operator is not None:
+                await operator.stop()
             await waiters.stop()
             if own_store:
                 await active.close()
