@@ -37,9 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="run Redis, the scheduler, workers and the dashboard locally")
-    dev.add_argument("--workers", type=int, default=2)
-    dev.add_argument("--autoscale", action="store_true", help="let the scheduler start/stop workers")
-    dev.add_argument("--max-workers", type=int, default=4)
+    dev.add_argument("--workers", type=int, default=2, help="workers at start (the autoscaler's minimum)")
+    dev.add_argument("--max-workers", type=int, default=4, help="the local autoscaler's maximum")
+    dev.add_argument(
+        "--fixed-workers", action="store_true", help="start exactly --workers workers; no autoscaling"
+    )
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--dashboard-port", type=int, default=8501)
     dev.add_argument("--no-dashboard", action="store_true")
@@ -102,7 +104,7 @@ def _dev(args: argparse.Namespace) -> int:
         api_port=args.port,
         dashboard_port=args.dashboard_port,
         workers=args.workers,
-        autoscale=args.autoscale,
+        autoscale=not args.fixed_workers,
         max_workers=max(args.max_workers, args.workers),
         dashboard=not args.no_dashboard,
     )

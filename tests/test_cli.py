@@ -1,0 +1,92 @@
+"""The README's first command, for real: `python -m services dev` runs the scheduler and
+autoscaled local workers; the CLI submits, waits, inspects and reports bad input clearly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from services.core.keys import Keys
+from services.redis_local import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(api: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services", "--api", api, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_cli_reports_an_unreachable_scheduler_without_a_traceback() -> None:
+    result = cli(f"http://127.0.0.1:{free_port()}", "workers", timeout=30)
+    assert result.returncode == 1
+    assert "cannot reach the scheduler" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_dev_stack_runs_scheduler_and_workers_and_the_cli_drives_it(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SHOAL_REDIS_URL": redis_url,
+        "SHOAL_NAMESPACE": namespace,
+        "SHOAL_LOG_FORMAT": "text",
+    }
+    env.pop("SHOAL_API_TOKEN", None)
+    log = (tmp_path / "dev.log").open("wb")
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "services", "dev", "--port", str(port), "--no-dashboard", "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys(namespace)
+    try:
+        deadline = time.monotonic() + 60
+        while r.zcard(keys.workers) < 2:
+            assert dev.poll() is None, (tmp_path / "dev.log").read_text()
+            assert time.monotonic() < deadline, "the local autoscaler did not start two workers"
+            time.sleep(0.2)
+        assert "Shoal is running" in (tmp_path / "dev.log").read_text()
+
+        done = cli(api, "submit", "echo", "hello", "--wait")
+        assert done.returncode == 0, done.stderr
+        assert '"succeeded"' in done.stdout and '"hello"' in done.stdout
+
+        workers = cli(api, "workers")
+        assert workers.returncode == 0 and workers.stdout.count('"concurrency"') == 2
+
+        bad = cli(api, "submit", "echo", "--kwargs", "[1, 2]")
+        assert bad.returncode == 2 and "--kwargs must be a JSON object" in bad.stderr
+
+        missing = cli(api, "status", "0" * 32)
+        assert missing.returncode == 1 and "not found" in missing.stderr
+        assert "Traceback" not in missing.stderr + bad.stderr
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        code = dev.wait(40)
+        log.close()
+    assert code == 0, (tmp_path / "dev.log").read_text()[-3000:]
+    assert r.zcard(keys.workers) == 0  # the workers stopped gracefully and deregistered
+    r.close()
