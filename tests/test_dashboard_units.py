@@ -226,7 +226,8 @@ def test_a_good_form_becomes_a_task_body() -> None:
         "delay_s": 5.0,
         "max_retries": 2,
     }
-    assert build(args_text="  ", kwargs_text="")[0]["args"] == []
+    blank, _ = build(args_text="  ", kwargs_text="")
+    assert blank is not None and blank["args"] == [] and blank["kwargs"] == {}
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 # Every state in the order a task passes through them; charts and tables follow it.
 STATE_ORDER: tuple[str, ...] = (
@@ -31,8 +31,9 @@ STATE_COLORS: dict[str, str] = {
     "upstream_failed": "#f76808",
 }
 
-# st.badge accepts a fixed palette; the closest match to each state's colour.
-STATE_BADGE: dict[str, str] = {
+# st.badge and markdown colours come from a fixed palette; the closest match to each state's colour.
+BadgeColor = Literal["red", "orange", "yellow", "blue", "green", "violet", "gray", "grey", "primary"]
+STATE_BADGE: dict[str, BadgeColor] = {
     "pending": "gray",
     "scheduled": "violet",
     "queued": "orange",

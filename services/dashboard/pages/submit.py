@@ -71,7 +71,8 @@ if submitted:
         for error in errors:
             st.error(error.message, icon=":material/front_hand:")
         if body is not None:
-            task = api.attempt_or_banner(f"submitting {body['name']}", lambda c: c.submit(**body))
+            request: dict[str, Any] = body
+            task = api.attempt_or_banner(f"submitting {request['name']}", lambda c: c.submit(**request))
             if task is not None:
                 st.success(
                     f"Submitted **{task['name']}** as `{task['id']}` — it is {task['state']}.",

@@ -75,6 +75,14 @@ def _filter_args() -> dict[str, Any]:
 # ---------------------------------------------------------------- the table
 
 
+def _newer(cursors: list[str | None]) -> None:
+    cursors.pop()
+
+
+def _older(cursors: list[str | None], cursor: str | None) -> None:
+    cursors.append(cursor)
+
+
 @st.fragment(run_every=live.interval_s())
 def task_table() -> None:
     cursors: list[str | None] = st.session_state["_cursors"]
@@ -116,13 +124,13 @@ def task_table() -> None:
             _open(str(chosen))
             st.rerun()
     left, middle, right = st.columns([1, 2, 1], vertical_alignment="center")
-    left.button("← Newer", disabled=page == 0, key="newer", on_click=cursors.pop)
+    left.button("← Newer", disabled=page == 0, key="newer", on_click=_newer, args=(cursors,))
     middle.caption(
         f"Page {page + 1} · {len(tasks)} tasks · newest first · click a row to open it · "
         f"updated {fmt.clock(time.time())}"
     )
     right.button(
-        "Older →", disabled=next_cursor is None, key="older", on_click=cursors.append, args=(next_cursor,)
+        "Older →", disabled=next_cursor is None, key="older", on_click=_older, args=(cursors, next_cursor)
     )
 
 
