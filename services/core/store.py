@@ -222,7 +222,13 @@ class Store:
 
     # ------------------------------------------------------------------ worker side
 
-    async def register_worker(self, info: WorkerInfo) -> None:
+    async def register_worker(self, info: WorkerInfo) -> list[str]:
+        """Announce a worker. Tasks still held under its id belong to an earlier run of it that
+        died (a restarted container keeps its pod name): they queue again now, the attempt
+        counted. Returns their ids."""
+        leftovers = await self._release(
+            info.id, "an earlier run of this worker ended with the task unfinished", True, ""
+        )
         now_ms = int(time.time() * _MS)
         key = self.keys.worker(info.id)
         mapping = {
@@ -253,6 +259,7 @@ class Store:
                 pipe.sadd(self.keys.queues, *info.queues)
             await pipe.execute()
         await self.publish_event(event)
+        return leftovers
 
     async def heartbeat(
         self, worker_id: str, running_ids: list[str], processed: int = 0, failed: int = 0

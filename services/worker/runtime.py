@@ -190,7 +190,9 @@ class Worker:
             failed=self.failed,
             metrics_url=self.metrics_url,
         )
-        await self.store.register_worker(info)
+        leftovers = await self.store.register_worker(info)
+        if leftovers:
+            log.warning("queued again %d tasks an earlier run of this worker left unfinished", len(leftovers))
         self.liveness.redis_ok()
         if not self.registered:
             log.info(
