@@ -195,7 +195,7 @@ class Store:
         chunk = limit if not filtered else max(limit * 4, 100)
         budget = max(limit * 50, 2000)  # bound the work a sparse filter can cause
         while len(out) < limit and scanned - start < budget:
-            ids = await self.redis.zrevrange(index, scanned, scanned + chunk - 1)
+            ids = _strs(await self.redis.zrevrange(index, scanned, scanned + chunk - 1))
             if not ids:
                 return out, None
             tasks = await self.get_many(ids)
@@ -217,8 +217,8 @@ class Store:
         queue = await self.redis.hget(self.keys.task(task_id), "queue")
         if queue is None:
             return None
-        rank = await self.redis.zrank(self.keys.ready(queue), task_id)
-        return None if rank is None else int(rank)
+        rank = await self.redis.zrank(self.keys.ready(str(queue)), task_id)
+        return None if rank is None else int(str(rank))
 
     # ------------------------------------------------------------------ worker side
 
@@ -231,7 +231,7 @@ class Store:
         )
         now_ms = int(time.time() * _MS)
         key = self.keys.worker(info.id)
-        mapping = {
+        mapping: dict[Any, Any] = {
             "id": info.id,
             "host": info.host,
             "queues": ",".join(info.queues),
@@ -386,7 +386,7 @@ class Store:
         )
 
     async def list_workers(self) -> list[WorkerInfo]:
-        ids = await self.redis.zrange(self.keys.workers, 0, -1)
+        ids = _strs(await self.redis.zrange(self.keys.workers, 0, -1))
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -396,10 +396,10 @@ class Store:
         return [_worker_from_hash(h) for h in rows if h]
 
     async def known_task_names(self) -> set[str]:
-        return set(await self.redis.smembers(self.keys.names))
+        return set(_strs(await self.redis.smembers(self.keys.names)))
 
     async def queue_stats(self) -> list[dict[str, Any]]:
-        queues = sorted(await self.redis.smembers(self.keys.queues))
+        queues = sorted(_strs(await self.redis.smembers(self.keys.queues)))
         if not queues:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -437,7 +437,7 @@ class Store:
         """Recent (queue wait ms, run time ms) samples of finished attempts."""
         raw = await self.redis.lrange(self.keys.stats_samples, 0, -1)
         waits, runs = [], []
-        for item in raw:
+        for item in _strs(raw):
             wait, run = item.split(",")
             waits.append(int(wait))
             runs.append(int(run))
@@ -465,10 +465,10 @@ class Store:
     async def recent_events(self, count: int = 100, after: str | None = None) -> list[dict[str, Any]]:
         """Newest `count` events (oldest first), or those after stream id `after`."""
         if after:
-            rows = await self.redis.xrange(self.keys.events_stream, min=f"({after}", count=count)
+            rows: Any = await self.redis.xrange(self.keys.events_stream, min=f"({after}", count=count)
         else:
-            rows = list(reversed(await self.redis.xrevrange(self.keys.events_stream, count=count)))
-        return [{"id": event_id, **jsonutil.loads(fields["e"])} for event_id, fields in rows]
+            rows = list(reversed(await self.redis.xrevrange(self.keys.events_stream, count=count) or []))
+        return [{"id": event_id, **jsonutil.loads(fields["e"])} for event_id, fields in rows or []]
 
     async def publish_event(self, event: dict[str, Any]) -> None:
         data = jsonutil.dumps(event)
@@ -509,7 +509,7 @@ class Store:
         ttl_ms = int(self.settings.worker_ttl_s * _MS)
         cutoff = int(time.time() * _MS) - ttl_ms
         lost = []
-        for worker_id in await self.redis.zrangebyscore(self.keys.workers, "-inf", cutoff):
+        for worker_id in _strs(await self.redis.zrangebyscore(self.keys.workers, "-inf", cutoff)):
             raw = await self._scripts.release(
                 keys=self._k,
                 args=[worker_id, "worker lost: no heartbeat", 1, self._retention, "lost", ttl_ms],
@@ -527,7 +527,7 @@ class Store:
         removed = 0
         for state in TERMINAL:
             key = self.keys.state(state.value)
-            ids = await self.redis.zrangebyscore(key, "-inf", cutoff, start=0, num=5000)
+            ids = _strs(await self.redis.zrangebyscore(key, "-inf", cutoff, start=0, num=5000))
             if not ids:
                 continue
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -536,6 +536,11 @@ class Store:
                 await pipe.execute()
             removed += len(ids)
         return removed
+
+
+def _strs(values: Any) -> list[str]:
+    """Redis replies as str (the client decodes responses; this also satisfies the type checker)."""
+    return [str(v) for v in values]
 
 
 def percentiles(values: list[int]) -> dict[str, float | None]:

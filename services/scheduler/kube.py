@@ -100,7 +100,7 @@ class RetryPolicy:
         """Seconds to wait after the failed try number `attempt` (1-based)."""
         if retry_after_s is not None:
             return min(max(retry_after_s, 0.0), self.max_retry_after_s)
-        backoff = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        backoff = min(self.max_delay_s, self.base_delay_s * 2.0 ** (attempt - 1))
         # Half fixed, half random: spreads the retries of many clients but keeps growing.
         return backoff / 2 + random.uniform(0, backoff / 2)
 

@@ -12,7 +12,8 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -29,7 +30,7 @@ METRICS_EVERY_S = 5.0
 
 # Extra leader-only loops (autoscaler, pod watcher): each is started when leadership is
 # won and stopped through its event when it is lost.
-LeaderTask = Callable[[asyncio.Event], Awaitable[None]]
+LeaderTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def default_identity() -> str:

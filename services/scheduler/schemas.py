@@ -150,7 +150,7 @@ class AttemptPublic(BaseModel):
     finished_at: float | None
 
 
-class TaskPublic(BaseModel):
+class TaskPublic(BaseModel):  # type: ignore[no-redef]  # pydantic plugin vs. a field named kwargs
     """A task as the API shows it; times are float seconds since the epoch."""
 
     id: str
