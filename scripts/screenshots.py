@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/screenshots.py            # writes docs/img/*.png
 
-Starts a scheduler (with the local autoscaler), workers and the dashboard on free ports,
+Starts a scheduler (whose autoscaler runs local workers) and the dashboard on free ports,
 in a private Redis namespace it deletes afterwards; loads the demo work by clicking the
 Submit page's buttons in headless Chromium (Debian's /usr/bin/chromium, driven by
 Playwright), then visits each page in the same browser session, so the live charts have
@@ -12,13 +12,11 @@ history, and saves one PNG per page.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,22 +24,15 @@ from pathlib import Path
 
 import httpx
 import redis
-from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.client import ShoalClient  # noqa: E402 - after the path set-up above
 from services.core.keys import Keys  # noqa: E402
-from services.core.settings import TaskSettings  # noqa: E402
-from services.core.store import Store  # noqa: E402
 from services.redis_local import ensure_redis, free_port  # noqa: E402
-from services.scheduler.scaling.autoscaler import Autoscaler  # noqa: E402
-from services.scheduler.scaling.backends import LocalBackend  # noqa: E402
-from services.scheduler.scaling.settings import ScalingSettings  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-PAGES = ("Overview", "Tasks", "Submit", "Workers", "Queues", "Scaling")
 
 
 def log(message: str) -> None:
@@ -58,7 +49,6 @@ class Stack:
         self.api_url = f"http://127.0.0.1:{free_port()}"
         self.dashboard_url = f"http://127.0.0.1:{free_port()}"
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.autoscaler: InProcessAutoscaler | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -116,23 +106,15 @@ class Stack:
         )  # fmt: skip
         wait_for(f"{self.dashboard_url}/_stcore/health", "the dashboard")
 
-    def ensure_autoscaler(self, client: ShoalClient, timeout_s: float = 8.0) -> None:
-        """The scheduler's own autoscaler when it runs one; else the same Autoscaler, run here."""
+    def wait_for_workers(self, client: ShoalClient, timeout_s: float = 30.0) -> None:
+        """The scheduler's autoscaler (local backend) starts the first worker on its own."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if client.scaling().get("history"):
-                log("the scheduler's autoscaler is running")
-                return
-            time.sleep(0.5)
-        log("this scheduler runs no autoscaler: running one here (local backend)")
-        self.autoscaler = InProcessAutoscaler(self)
-        self.autoscaler.start()
         while not any(w["state"] == "active" for w in client.workers()):
+            if time.monotonic() > deadline:
+                raise SystemExit("no worker started: is the autoscaler running in the scheduler?")
             time.sleep(0.3)
 
     def stop(self) -> None:
-        if self.autoscaler is not None:
-            self.autoscaler.stop()  # stops the workers it started
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -141,44 +123,6 @@ class Stack:
                 proc.wait(timeout=25)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-class InProcessAutoscaler:
-    """The real Autoscaler and LocalBackend on their own event loop in a thread."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.loop = asyncio.new_event_loop()
-        self.stopping = asyncio.Event()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._run(),), daemon=True)
-
-    async def _run(self) -> None:
-        env = self.stack.env()
-        store = Store(
-            Redis.from_url(self.stack.redis_url, decode_responses=True), self.stack.namespace, TaskSettings()
-        )
-        settings = ScalingSettings(
-            scaler_backend="local",
-            scaler_min_replicas=int(env["SHOAL_SCALER_MIN_REPLICAS"]),
-            scaler_max_replicas=int(env["SHOAL_SCALER_MAX_REPLICAS"]),
-            scaler_interval_s=float(env["SHOAL_SCALER_INTERVAL_S"]),
-            scaler_scale_down_window_s=float(env["SHOAL_SCALER_SCALE_DOWN_WINDOW_S"]),
-            scaler_max_step_up=int(env["SHOAL_SCALER_MAX_STEP_UP"]),
-        )
-        backend = LocalBackend(env=env, stop_timeout_s=10)
-        scaler = Autoscaler(store, backend, settings, worker_concurrency=int(env["SHOAL_CONCURRENCY"]))
-        try:
-            await scaler.run(self.stopping)
-        finally:
-            await scaler.close()
-            await store.close()
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.stopping.set)
-        self.thread.join(timeout=30)
 
 
 def wait_for(url: str, what: str, timeout_s: float = 40.0) -> None:
@@ -242,15 +186,7 @@ def shoot(stack: Stack, out: Path, width: int, warmup_s: float) -> None:
         expect(page.get_by_text("Submitted the DAG: 50 tasks.")).to_be_visible(timeout=20_000)
         save("submit", settle_s=0.5)
 
-        go("Overview")
-        time.sleep(warmup_s)
-        save("overview", settle_s=0)
-        go("Queues")
-        save("queues", settle_s=1)
-        go("Workers")
-        save("workers", settle_s=1)
-
-        go("Tasks")
+        go("Tasks")  # first, while the DAG is at work
         with ShoalClient(stack.api_url, token="") as client:
             # The DAG's last task: it waits on the whole last layer, so its graph is the DAG.
             join = next(t for t in client.iter_tasks() if len(t["depends_on"]) > 2 and t["args"] == [0.1])
@@ -260,6 +196,13 @@ def shoot(stack: Stack, out: Path, width: int, warmup_s: float) -> None:
         page.get_by_role("tab", name="Dependencies").click()
         save("tasks", settle_s=1)
 
+        go("Overview")
+        time.sleep(warmup_s)
+        save("overview", settle_s=0)
+        go("Queues")
+        save("queues", settle_s=1)
+        go("Workers")
+        save("workers", settle_s=1)
         go("Scaling")
         save("scaling")
         browser.close()
@@ -271,7 +214,7 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img", help="where the PNGs go")
     parser.add_argument("--width", type=int, default=1440, help="browser width in pixels")
-    parser.add_argument("--warmup", type=float, default=12.0, help="seconds the overview collects samples")
+    parser.add_argument("--warmup", type=float, default=8.0, help="seconds on the overview before the shot")
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
         print(f"needs Chromium at {CHROMIUM}: apt-get install -y chromium", file=sys.stderr)
@@ -285,7 +228,7 @@ def main() -> int:
         try:
             stack.start()
             with ShoalClient(stack.api_url, token="") as client:
-                stack.ensure_autoscaler(client)
+                stack.wait_for_workers(client)
             shoot(stack, args.out, args.width, args.warmup)
         finally:
             stack.stop()

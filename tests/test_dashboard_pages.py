@@ -23,9 +23,7 @@ from redis.asyncio import Redis
 
 from services.client import ShoalClient
 from services.core.store import Store
-from services.scheduler.scaling.autoscaler import Autoscaler
-from services.scheduler.scaling.backends import NoneBackend
-from services.scheduler.scaling.settings import ScalingSettings
+from services.scheduler.scaling.settings import get_scaling_settings
 
 ALL_PAGES = ("overview", "tasks", "submit", "workers", "queues", "scaling")
 
@@ -124,7 +122,7 @@ def test_overview_counts_follow_the_system(
 
     with worker_process(shoal, redis_url, namespace, tmp_path / "worker.log"):
         wait_until(lambda: shoal.stats()["counts"]["succeeded"] == 3)
-        time.sleep(0.6)  # past the snapshot's reuse window
+        time.sleep(1.0)  # past the snapshot's reuse window (0.4 of the 2 s refresh)
         at.run()
         no_exceptions(at)
         shown = metrics(at)
@@ -358,36 +356,35 @@ def test_queues_page_shows_depth_by_queue_and_priority(shoal: ShoalClient) -> No
 # ---------------------------------------------------------------- scaling
 
 
+@pytest.fixture
+def fast_autoscaler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The scheduler's own autoscaler (backend none: it advises) deciding every 0.2 s."""
+    monkeypatch.setenv("SHOAL_SCALER_BACKEND", "none")
+    monkeypatch.setenv("SHOAL_SCALER_INTERVAL_S", "0.2")
+    monkeypatch.setenv("SHOAL_SCALER_MAX_REPLICAS", "6")
+    monkeypatch.setenv("SHOAL_SCALER_MAX_STEP_UP", "10")
+    monkeypatch.setenv("SHOAL_CONCURRENCY", "8")
+    get_scaling_settings.cache_clear()
+    yield
+    get_scaling_settings.cache_clear()
+
+
 def test_scaling_page_shows_the_autoscalers_decisions(
-    shoal: ShoalClient, namespace: str, redis_url: str
+    fast_autoscaler: None, api_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shoal.submit_batch([{"name": "sleep", "args": [1]} for _ in range(40)])
-
-    async def decide_once() -> None:
-        store = Store(Redis.from_url(redis_url, decode_responses=True), namespace, make_task_settings())
-        try:
-            # The real autoscaler on the "none" backend: it decides and records, applies nothing.
-            settings = ScalingSettings(scaler_max_replicas=6, scaler_max_step_up=10)
-            scaler = Autoscaler(store, _none_backend(store), settings, worker_concurrency=8)
-            await scaler.step(time.time())
-        finally:
-            await store.close()
-
-    asyncio.run(decide_once())
+    api = api_factory()
+    monkeypatch.setenv("SHOAL_API_URL", api.url)
+    with api.client() as shoal:
+        shoal.submit_batch([{"name": "sleep", "args": [1]} for _ in range(40)])
+        wait_until(lambda: shoal.scaling()["desired"] == 5)  # 40 ready tasks / 8 slots
     at = open_page("scaling")
     no_exceptions(at)
     shown = metrics(at)
-    assert shown["Desired"] == "5"  # 40 ready tasks / 8 slots
+    assert shown["Desired"] == "5"
     assert shown["Backend"] == "none"
+    assert shown["Limits"] == "0 to 6"
     decisions = at.dataframe[0].value
-    assert list(decisions["replicas"]) == ["0 → 5"]
+    assert decisions["replicas"][0] == "0 → 5"
     assert "40 ready" in decisions["reason"][0]
     assert "Latest decision" in at.info[0].value
     assert at.get("vega_lite_chart")
-
-
-def _none_backend(store: Store) -> NoneBackend:
-    async def live_workers() -> int:
-        return sum(1 for w in await store.list_workers() if w.state in ("active", "draining"))
-
-    return NoneBackend(live_workers)

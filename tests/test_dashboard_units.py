@@ -261,6 +261,8 @@ def test_throughput_and_failure_rate_frames() -> None:
     rates = charts.failure_rate_frame(frame)
     assert rates["failure_rate"].tolist() == [0.25]  # the empty bucket is left out
     assert charts.failure_rate_frame(charts.throughput_frame({})).empty
+    filling = charts.throughput_frame(data, now=1015.0)  # the bucket of 1010 is not complete yet
+    assert frame["time"].nunique() == 2 and filling["time"].nunique() == 1
 
 
 def test_idle_minutes_before_the_first_finish_are_trimmed_to_one_minute() -> None:

@@ -24,9 +24,17 @@ def _time_axis(title: str | None = None) -> alt.X:
     return alt.X("time:T", title=title, axis=alt.Axis(format="%H:%M:%S", labelAngle=0, tickCount=5))
 
 
-def throughput_frame(stats: Mapping[str, Any]) -> pd.DataFrame:
-    """Finished tasks per second by state, per 10-second bucket, from the API's `throughput.series`."""
+BUCKET_S = 10
+
+
+def throughput_frame(stats: Mapping[str, Any], now: float | None = None) -> pd.DataFrame:
+    """Finished tasks per second by state, per 10-second bucket, from the API's `throughput.series`.
+
+    With `now`, the bucket still filling is left out: drawn, it would look like a sudden drop.
+    """
     series = list((stats.get("throughput") or {}).get("series") or [])
+    if now is not None:
+        series = [bucket for bucket in series if bucket["ts"] + BUCKET_S <= now]
     # Leading idle buckets only squeeze the interesting part; keep at least the last minute.
     while len(series) > 6 and not any(series[0].get(state) for state in FINISHED):
         series.pop(0)
@@ -34,7 +42,7 @@ def throughput_frame(stats: Mapping[str, Any]) -> pd.DataFrame:
     for bucket in series:
         time = pd.Timestamp.fromtimestamp(bucket["ts"])
         for state in FINISHED:
-            rows.append({"time": time, "state": state, "per_s": bucket.get(state, 0) / 10.0})
+            rows.append({"time": time, "state": state, "per_s": bucket.get(state, 0) / BUCKET_S})
     return pd.DataFrame(rows, columns=["time", "state", "per_s"])
 
 

@@ -18,8 +18,9 @@ from services.dashboard.series import Snapshot, is_due, new_samples, record
 
 DEFAULT_INTERVAL_S = 2.0
 INTERVALS_S: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
-# Parts of one page run (filters, table, detail) share one look at the API.
-REUSE_S = 0.5
+# Parts of one page run (filters, table, detail, sidebar) share one look at the API:
+# a snapshot younger than this share of the refresh interval is reused.
+REUSE_SHARE = 0.4
 
 
 def interval_s() -> float | None:
@@ -68,7 +69,7 @@ def snapshot(force: bool = False) -> Snapshot:
     state = st.session_state
     current: Snapshot | None = state.get("_snapshot")
     now = time.time()
-    if force or current is None or now - current.at >= REUSE_S:
+    if force or current is None or now - current.at >= REUSE_SHARE * (interval_s() or DEFAULT_INTERVAL_S):
         current = take_snapshot()
         state["_snapshot"] = current
         if not current.errors.get("stats") and is_due(samples(), now, interval_s() or DEFAULT_INTERVAL_S):

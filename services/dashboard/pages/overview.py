@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -79,7 +80,7 @@ def overview() -> None:
     left, right = st.columns([3, 2])
     with left.container(border=True):
         st.markdown("**Finished per second** · by outcome, 10-second buckets")
-        tp = charts.throughput_frame(stats)
+        tp = charts.throughput_frame(stats, now=time.time())
         if tp.empty or tp["per_s"].sum() == 0:
             st.caption("Nothing has finished in the last 5 minutes.")
         st.altair_chart(charts.throughput_chart(tp), width="stretch")
