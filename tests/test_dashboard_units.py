@@ -28,6 +28,7 @@ def test_durations_and_times_read_naturally() -> None:
     assert fmt.rate(5.83) == "5.8/s"
     assert fmt.rate(1234.0) == "1 234/s"
     assert fmt.duration(10.0, 15.5) == "5.5 s"
+    assert fmt.duration(10.0, 10.004) == "4 ms"
 
 
 def test_every_state_has_a_colour_badge_and_icon() -> None:
@@ -274,7 +275,7 @@ def test_idle_minutes_before_the_first_finish_are_trimmed_to_one_minute() -> Non
     assert charts.throughput_frame({"throughput": {"series": idle}})["time"].nunique() == 6
 
 
-def test_timeline_has_the_wait_every_attempt_and_the_current_run() -> None:
+def test_timeline_has_each_attempt_with_the_wait_before_it() -> None:
     task = {
         "created_at": 100.0,
         "started_at": 110.0,
@@ -294,10 +295,24 @@ def test_timeline_has_the_wait_every_attempt_and_the_current_run() -> None:
         ],
     }
     frame = charts.timeline_frame(task, now=115.0)
-    assert frame["lane"].tolist() == ["waiting", "attempt 1", "attempt 2"]
-    assert frame["kind"].tolist() == ["waiting", "failed", "running"]
-    assert frame["seconds"].tolist() == [1.0, 1.0, 5.0]
+    assert frame["lane"].tolist() == ["attempt 1", "attempt 1", "attempt 2", "attempt 2"]
+    assert frame["kind"].tolist() == ["waiting", "failed", "waiting", "running"]
+    assert frame["seconds"].tolist() == [1.0, 1.0, 8.0, 5.0]  # the backoff between them is the 8 s
     assert frame["detail"].tolist()[1] == "w1: boom"
+    assert charts.timeline_chart(frame).to_dict()["layer"]
+
+
+def test_timeline_shows_the_backoff_a_retrying_task_is_in_now() -> None:
+    history = [{"attempt": 1, "worker_id": "w1", "state": "failed", "started_at": 11.0, "finished_at": 12.0}]
+    task = {"created_at": 10.0, "state": "scheduled", "attempts": 1, "started_at": 11.0, "history": history}
+    frame = charts.timeline_frame(task, now=20.0)
+    assert frame["lane"].tolist()[-1] == "attempt 2"
+    assert frame[["kind", "seconds"]].values.tolist()[-1] == ["waiting", 8.0]
+
+
+def test_timeline_of_a_task_that_never_ran_is_its_wait() -> None:
+    frame = charts.timeline_frame({"created_at": 10.0, "state": "queued", "history": []}, now=14.0)
+    assert frame[["lane", "kind", "seconds"]].values.tolist() == [["waiting", "waiting", 4.0]]
 
 
 def test_replicas_frame_carries_the_last_decision_to_now() -> None:

@@ -231,73 +231,86 @@ def replicas_chart(frame: pd.DataFrame) -> alt.Chart:
     )
 
 
+def _attempt_list(task: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Finished attempts from the history, then the current one if it started and is not listed."""
+    listed = [dict(a) for a in task.get("history") or []]
+    current = task.get("attempts") or 0
+    if task.get("started_at") and current and current not in {a.get("attempt") for a in listed}:
+        running = task.get("state") == "running"
+        listed.append(
+            {
+                "attempt": current,
+                "worker_id": task.get("worker_id"),
+                "state": "running" if running else task.get("state"),
+                "error": None if running else task.get("error"),
+                "started_at": task["started_at"],
+                "finished_at": None if running else task.get("finished_at"),
+            }
+        )
+    return sorted(listed, key=lambda a: a.get("attempt") or 0)
+
+
 def timeline_frame(task: Mapping[str, Any], now: float) -> pd.DataFrame:
-    """Spans of a task's life: waiting, each attempt (with its worker and outcome), the current run."""
+    """One lane per attempt: the wait before it (queue, or retry backoff), then its run coloured
+    by outcome; a task that never started gets one lane of waiting up to now (or its end)."""
     rows: list[dict[str, Any]] = []
 
-    def span(label: str, start: float | None, end: float | None, kind: str, detail: str = "") -> None:
+    def span(lane: str, start: float | None, end: float | None, kind: str, detail: str) -> None:
         if start is None:
             return
-        finish = end if end is not None else now
+        finish = max(end if end is not None else now, start)
         rows.append(
             {
-                "lane": label,
+                "lane": lane,
                 "start": pd.Timestamp.fromtimestamp(start),
-                "end": pd.Timestamp.fromtimestamp(max(finish, start + 0.001)),
+                "end": pd.Timestamp.fromtimestamp(finish),
                 "kind": kind,
                 "detail": detail,
                 "seconds": round(finish - start, 3),
             }
         )
 
-    history = list(task.get("history") or [])
-    first_start = min(
-        (a["started_at"] for a in history if a.get("started_at")), default=task.get("started_at")
-    )
-    waited_from = task.get("created_at")
-    if waited_from is not None:
-        span("waiting", waited_from, first_start or task.get("finished_at"), "waiting")
-    for attempt in history:
+    previous_end = task.get("created_at")
+    attempts = _attempt_list(task)
+    for attempt in attempts:
+        lane = f"attempt {attempt.get('attempt')}"
+        started = attempt.get("started_at")
+        first = attempt is attempts[0]
+        span(lane, previous_end, started, "waiting", "in the queue" if first else "retry backoff and queue")
+        outcome = attempt.get("state") or "failed"
+        worker = attempt.get("worker_id") or "?"
         span(
-            f"attempt {attempt['attempt']}",
-            attempt.get("started_at"),
-            attempt.get("finished_at"),
-            attempt.get("state") or "failed",
-            f"{attempt.get('worker_id') or '?'}: {attempt.get('error') or ''}".strip(": "),
+            lane, started, attempt.get("finished_at"), outcome, f"{worker}: {attempt.get('error') or outcome}"
         )
-    state = task.get("state")
-    if (
-        task.get("started_at")
-        and task.get("attempts")
-        and (not history or history[-1].get("attempt") != task.get("attempts"))
-    ):
-        end = task.get("finished_at") if state not in ("running",) else None
-        span(
-            f"attempt {task['attempts']}",
-            task["started_at"],
-            end,
-            state or "running",
-            task.get("worker_id") or "",
-        )
+        previous_end = attempt.get("finished_at") or previous_end
+    if not attempts:
+        span("waiting", task.get("created_at"), task.get("finished_at"), "waiting", task.get("state", ""))
+    elif task.get("state") in ("scheduled", "queued"):
+        # Waiting for the next attempt now: the retry backoff, then the queue.
+        next_attempt = (attempts[-1].get("attempt") or 0) + 1
+        span(f"attempt {next_attempt}", previous_end, None, "waiting", "retry backoff and queue")
     return pd.DataFrame(rows, columns=["lane", "start", "end", "kind", "detail", "seconds"])
 
 
-def timeline_chart(frame: pd.DataFrame) -> alt.Chart:
+def timeline_chart(frame: pd.DataFrame) -> alt.LayerChart:
     kinds = list(dict.fromkeys(frame["kind"]))
     colors = {**STATE_COLORS, "waiting": "#cbd5e1", "handed_back": "#f2b134", "reaped": "#f76808"}
     scale = alt.Scale(domain=kinds, range=[colors.get(k, "#9aa5b1") for k in kinds])
-    return (
-        alt.Chart(frame)
-        .mark_bar(cornerRadius=4, height=18)
-        .encode(
-            x=alt.X("start:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelAngle=0)),
-            x2="end:T",
-            y=alt.Y("lane:N", title=None, sort=None),
-            color=alt.Color("kind:N", scale=scale, legend=alt.Legend(orient="top", title=None)),
-            tooltip=["lane:N", "kind:N", "detail:N", alt.Tooltip("seconds:Q", title="seconds")],
-        )
-        .properties(height=alt.Step(30))
+    tooltip = ["lane:N", "kind:N", "detail:N", alt.Tooltip("seconds:Q", title="seconds")]
+    base = alt.Chart(frame).encode(
+        y=alt.Y("lane:N", title=None, sort=None),
+        color=alt.Color("kind:N", scale=scale, legend=alt.Legend(orient="top", title=None)),
+        tooltip=tooltip,
     )
+    bars = base.mark_bar(cornerRadius=4, height=16).encode(
+        x=alt.X("start:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelAngle=0)), x2="end:T"
+    )
+    # A run of a few milliseconds is too thin to see as a bar: mark where each run started.
+    starts = base.transform_filter(alt.datum.kind != "waiting").mark_point(
+        filled=True, size=90, shape="diamond"
+    )
+    starts = starts.encode(x="start:T")
+    return (bars + starts).properties(height=alt.Step(30))
 
 
 def slots_chart(workers: list[dict[str, Any]]) -> alt.Chart:

@@ -126,7 +126,8 @@ def clock(ts: float | None) -> str:
 def duration(start: float | None, end: float | None) -> str:
     if start is None or end is None:
         return "—"
-    return humanize_seconds(end - start)
+    seconds = end - start
+    return millis(seconds * 1000) if seconds < 1 else humanize_seconds(seconds)
 
 
 def millis(value: float | None) -> str:
