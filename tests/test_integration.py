@@ -164,7 +164,13 @@ def test_2000_tasks_survive_a_worker_sigkill_and_a_scheduler_restart(
         submitter.join(120)
         assert not submitter.is_alive(), "submission did not finish"
         assert len(submitted["ids"]) == TOTAL
-        wait_until(lambda: count_terminal(r, keys) >= TOTAL, 120, "every task to reach a terminal state")
+        try:
+            wait_until(lambda: count_terminal(r, keys) >= TOTAL, 120, "every task to reach a terminal state")
+        except AssertionError:
+            for state in ("pending", "scheduled", "queued", "running"):
+                for task_id in r.zrange(keys.state(state), 0, 20):
+                    print("unfinished:", state, r.hgetall(keys.task(task_id.decode())))
+            raise
         time.sleep(0.5)  # let the last events arrive
     except BaseException:
         print(stack.logs())

@@ -88,6 +88,7 @@ class Worker:
         self.processed = 0
         self.failed = 0
         self._running: dict[str, tuple[asyncio.Task[None], ClaimedTask]] = {}
+        self._beat_runs: dict[str, ClaimedTask] = {}  # what the heartbeat in flight asked about
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -261,12 +262,15 @@ class Worker:
 
     def _held(self) -> tuple[list[str], int, int]:
         """Ids whose leases the heartbeat renews: running ones and those not yet reported."""
+        self._beat_runs = {task_id: claimed for task_id, (_, claimed) in self._running.items()}
         return [*self._running, *self.flusher.pending_ids()], self.processed, self.failed
 
     async def _on_heartbeat(self, reply: HeartbeatReply) -> None:
         for task_id in reply.lost_task_ids:
             entry = self._running.get(task_id)
-            if entry is not None:
+            # Only the run the heartbeat asked about: while it was in flight, that attempt may have
+            # been reported and the task claimed again by us; the new attempt is ours.
+            if entry is not None and entry[1] is self._beat_runs.get(task_id):
                 entry[0].cancel()
                 log.warning(
                     "task %s (attempt %d) is no longer this worker's (cancelled, reaped or reassigned); "
