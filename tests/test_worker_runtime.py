@@ -300,3 +300,13 @@ async def test_a_crashed_component_stops_the_worker_and_gives_its_tasks_back(
             await asyncio.wait_for(worker.run_task, 5)  # type: ignore[attr-defined]
     assert (await must_get(store, task_id)).state == TaskState.QUEUED
     assert await store.list_workers() == []
+
+
+async def test_a_worker_serving_two_queues_does_not_starve_the_second(store: Store, namespace: str) -> None:
+    busy = [await submit(store, "sleep", 0.2, queue="bulk") for _ in range(12)]
+    urgent = await submit(store, "noop", queue="reports")
+    async with running_worker(namespace, concurrency=1, queues="bulk,reports"):
+        (done,) = await wait_terminal(store, [urgent], timeout_s=10)
+        assert done.state is TaskState.SUCCEEDED
+        still_queued = [t for t in await store.get_many(busy) if t and t.state is TaskState.QUEUED]
+        assert len(still_queued) >= 8, "the second queue waited for the first to drain"
