@@ -1,0 +1,166 @@
+"""Tasks that misbehave inside a healthy worker: hanging past their timeout, crashing their process.
+
+The worker must contain the fault: a hung attempt ends at its timeout (an async one is
+cancelled, a process one killed, a thread one abandoned with its slot counted busy), a
+crashed process costs only its own task's attempt; the worker stays up and the rest of
+the workload is unaffected.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import psutil
+import pytest
+
+from chaos.conftest import Scale
+from chaos.harness import ChaosRun
+from chaos.invariants import Stored, p50_max
+from chaos.report import Report, Row
+from chaos.workload import extra_items, mixed_workload
+from services.client import task_request
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+
+TIMEOUT_S = 0.5
+PROCESS_POOL = 2
+
+
+def timed_out_seconds(task: Stored) -> list[float]:
+    """How long each attempt that ended by timeout ran (every failed attempt is in the history)."""
+    return [
+        (h["finished_at"] - h["started_at"]) / 1000
+        for h in task.history
+        if str(h.get("error", "")).startswith("TimeoutError")
+    ]
+
+
+def retry_gaps(task: Stored) -> list[float]:
+    """Seconds from the end of each failed attempt to the start of the next."""
+    starts = task.started_ms()
+    return [
+        (starts[int(h["attempt"]) + 1] - h["finished_at"]) / 1000
+        for h in task.history
+        if int(h["attempt"]) + 1 in starts
+    ]
+
+
+def start(chaos: ChaosRun, batches: list[list]) -> list[str]:  # type: ignore[type-arg]
+    chaos.stack.start_scheduler()
+    workers = [chaos.start_worker(SHOAL_PROCESS_POOL_SIZE=str(PROCESS_POOL)) for _ in range(2)]
+    chaos.wait_workers(workers)
+    return workers
+
+
+def test_tasks_hanging_past_their_timeout(
+    chaos: ChaosRun, rng: random.Random, scale: Scale, report: Report, tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    batches = mixed_workload(rng, scale.tasks, scale.batch)
+    hangs = {
+        "async": ("sleep", {"seconds": 60}, 1, "failed"),
+        "thread": ("hang_thread", {"seconds": 4}, 0, "failed"),
+        "process": ("hang_process", {"seconds": 60}, 1, "failed"),
+    }
+    for b, items in enumerate(batches[:4]):
+        requests = [
+            (
+                task_request(name, kwargs=kw, ref=f"hang-{kind}-{b}", timeout_s=TIMEOUT_S, max_retries=r),
+                expect,
+            )
+            for kind, (name, kw, r, expect) in hangs.items()
+        ]
+        marker = str(markers / f"once-{b}")
+        once = task_request(
+            "hang_once", kwargs={"marker": marker, "seconds": 60}, ref=f"hang-once-{b}", timeout_s=TIMEOUT_S
+        )
+        items += extra_items([*requests, (once, "succeeded")])
+    workers = start(chaos, batches)
+    pids = {w: chaos.workers[w].pid for w in workers}
+    chaos.submit(batches, pace_s=scale.pace_s)
+    verdict = chaos.verify()
+
+    overrun, gaps = [], []
+    for ref, task in verdict.tasks.items():
+        if not ref.startswith("hang-"):
+            continue
+        kind = ref.split("-")[1]
+        durations = timed_out_seconds(task)
+        if kind == "once":
+            assert task.attempts == 2 and len(durations) == 1, task.fields
+        else:
+            assert task.attempts == len(durations) == hangs[kind][2] + 1, (task.fields, task.history)
+            assert task.fields["error"] == f"TimeoutError: task exceeded its {TIMEOUT_S:g}s timeout"
+        overrun += [d - TIMEOUT_S for d in durations]
+        gaps += retry_gaps(task)
+    # Each hung attempt ended at its timeout, whatever kind of task it was.
+    assert min(overrun) >= -0.01 and max(overrun) < 1.5, overrun
+    assert_workers_survived(chaos, pids)
+    report.add(
+        Row(
+            "test_tasks_hanging_past_their_timeout",
+            f"tasks hanging past a {TIMEOUT_S:g}s timeout (async, thread, process, and hang-once)",
+            verdict.acked,
+            len(verdict.lost),
+            len(verdict.duplicates),
+            {
+                "attempt end past its timeout": p50_max(overrun),
+                "timeout to the retry starting": p50_max(gaps),
+            },
+        )
+    )
+
+
+def test_cpu_task_process_crashes(
+    chaos: ChaosRun, rng: random.Random, scale: Scale, report: Report, tmp_path: Path
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    batches = mixed_workload(rng, scale.tasks, scale.batch)
+    for b, items in enumerate(batches):
+        once = task_request(
+            "crash_once", kwargs={"marker": str(markers / f"crash-{b}")}, ref=f"crash-once-{b}"
+        )
+        always = task_request("crash_always", kwargs={"code": 3}, ref=f"crash-always-{b}", max_retries=1)
+        items += extra_items([(once, "succeeded"), (always, "failed")])
+    workers = start(chaos, batches)
+    pids = {w: chaos.workers[w].pid for w in workers}
+    chaos.submit(batches, pace_s=scale.pace_s)
+    verdict = chaos.verify()
+
+    crash_error = "ProcessCrashed: the task's process exited with code 3 before returning"
+    gaps, crashes = [], 0
+    for ref, task in verdict.tasks.items():
+        name = task.fields["name"]
+        if name == "crash_once":
+            assert task.attempts == 2 and task.history[0]["error"] == crash_error, task.fields
+            gaps += retry_gaps(task)
+        elif name == "crash_always":
+            assert task.attempts == 2 and task.fields["error"] == crash_error, task.fields
+        elif name == "cpu":
+            # CPU tasks share the process pool with the crashing ones and never notice.
+            assert task.attempts == 1, (ref, task.history)
+        crashes += sum(1 for h in task.history if h.get("error") == crash_error)
+    assert_workers_survived(chaos, pids)
+    report.add(
+        Row(
+            "test_cpu_task_process_crashes",
+            "CPU tasks whose process dies (os._exit) mid-task, next to healthy CPU tasks",
+            verdict.acked,
+            len(verdict.lost),
+            len(verdict.duplicates),
+            {"process crashes contained": crashes, "crash to the retry starting": p50_max(gaps)},
+        )
+    )
+
+
+def assert_workers_survived(chaos: ChaosRun, pids: dict[str, int]) -> None:
+    assert not chaos.ledger.workers_with("lost"), "a worker was lost to a task's fault"
+    for worker_id, pid in pids.items():
+        assert chaos.workers[worker_id].poll() is None, f"{worker_id} died"
+        # Killed task processes were reaped, not left behind: at most the pool, the fork
+        # server and the resource tracker remain.
+        children = psutil.Process(pid).children(recursive=True)
+        assert len(children) <= PROCESS_POOL + 2, [c.cmdline() for c in children]

@@ -1,0 +1,116 @@
+"""Workers dying under load: SIGKILLed at random (no goodbye), and SIGTERMed (graceful drain)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from chaos.conftest import Scale
+from chaos.harness import ChaosRun, wait_for
+from chaos.invariants import p50_max, recovery_times
+from chaos.report import Report, Row
+from chaos.workload import long_sleepers, mixed_workload
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+
+
+def test_workers_sigkilled_at_random(
+    chaos: ChaosRun, rng: random.Random, scale: Scale, report: Report
+) -> None:
+    batches = mixed_workload(rng, scale.tasks, scale.batch)
+    for b, items in enumerate(batches):  # so a killed worker is always in the middle of something
+        items += long_sleepers(f"long-{b}", 1, 2.0)
+    chaos.stack.start_scheduler()
+    first = [chaos.start_worker() for _ in range(3)]
+    chaos.wait_workers(first)
+    sub = chaos.submit(batches, pace_s=scale.pace_s)
+
+    deaths: dict[str, float] = {}
+    for _ in range(scale.faults):
+        time.sleep(rng.uniform(0.5, 1.5) * scale.fault_every_s)
+        busy = [w for w in chaos.live_workers() if chaos.held_by(w)]
+        victim = rng.choice(busy or chaos.live_workers())
+        deaths[victim] = chaos.kill_worker(victim, signal.SIGKILL)
+        chaos.workers[victim].wait(10)
+        chaos.start_worker()  # the replacement a Deployment would start
+
+    verdict = chaos.verify()
+    tasks = list(verdict.tasks.values())
+    recovery = recovery_times(tasks, deaths)
+    assert recovery, "no killed worker held a task: the fault was not exercised"
+    wait_for(lambda: set(deaths) <= chaos.ledger.workers_with("lost"), 10, "the dead to be declared lost")
+    # A dead worker's tasks come back within lease + one reaper round (+ scheduling noise).
+    assert max(recovery) < 2.0 + 0.2 + 3.0
+    report.add(
+        Row(
+            "test_workers_sigkilled_at_random",
+            f"{len(deaths)} workers SIGKILLed at random (3 running)",
+            verdict.acked,
+            len(verdict.lost),
+            len(verdict.duplicates),
+            {"worker death to its tasks running again": p50_max(recovery), "submission retries": sub.retries},
+        )
+    )
+
+
+def test_workers_sigtermed_drain_gracefully(
+    chaos: ChaosRun, rng: random.Random, scale: Scale, report: Report
+) -> None:
+    grace_s = 2.0  # SHOAL_GRACE_S of the process stack
+    batches = mixed_workload(rng, scale.tasks, scale.batch)
+    for b, items in enumerate(batches):  # tasks longer than the grace: these get handed back
+        items += long_sleepers(f"long-{b}", 2, 3.0)
+    chaos.stack.start_scheduler()
+    first = [chaos.start_worker() for _ in range(3)]
+    chaos.wait_workers(first)
+    chaos.submit(batches, pace_s=scale.pace_s)
+
+    stops: dict[str, float] = {}
+    exit_s = []
+    for _ in range(scale.faults):
+        time.sleep(rng.uniform(0.5, 1.5) * scale.fault_every_s)
+        busy = [w for w in chaos.live_workers() if chaos.held_by(w)]
+        victim = rng.choice(busy or chaos.live_workers())
+        stops[victim] = chaos.kill_worker(victim, signal.SIGTERM)
+        chaos.start_worker()
+        code = chaos.workers[victim].wait(grace_s + 10)
+        exit_s.append(time.time() - stops[victim])
+        assert code == 0, f"{victim} exited with {code} after SIGTERM"
+
+    verdict = chaos.verify()
+    assert set(stops) <= chaos.ledger.workers_with("stopped"), "a drained worker did not deregister"
+    assert not set(stops) & chaos.ledger.workers_with("lost"), "a drained worker was declared lost"
+    signal_to_hand_back, hand_back_to_rerun = [], []
+    for task in verdict.tasks.values():
+        starts = task.started_ms()
+        for h in task.history:
+            stopped_at = stops.get(h.get("worker_id") or "")
+            if stopped_at is None:
+                continue
+            assert h["state"] != "lease_expired", "a task of a drained worker waited for its lease to expire"
+            if h["state"] == "released":
+                signal_to_hand_back.append(h["finished_at"] / 1000 - stopped_at)
+                hand_back_to_rerun.append((starts[int(h["attempt"]) + 1] - h["finished_at"]) / 1000)
+    assert signal_to_hand_back, "no task outlived the grace: the hand-back was not exercised"
+    # Unfinished tasks go back when the grace ends, and run again at once, not after a lease.
+    assert max(signal_to_hand_back) < grace_s + 3.0
+    assert max(hand_back_to_rerun) < 2.0
+    assert max(exit_s) < grace_s + 5.0
+    report.add(
+        Row(
+            "test_workers_sigtermed_drain_gracefully",
+            f"{len(stops)} workers SIGTERMed (grace {grace_s:g}s) during the run",
+            verdict.acked,
+            len(verdict.lost),
+            len(verdict.duplicates),
+            {
+                "tasks handed back": len(hand_back_to_rerun),
+                "SIGTERM to hand-back": p50_max(signal_to_hand_back),
+                "hand-back to running again": p50_max(hand_back_to_rerun),
+                "SIGTERM to process exit": p50_max(exit_s),
+            },
+        )
+    )
