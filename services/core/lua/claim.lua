@@ -12,23 +12,27 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':scheduled', '-inf', NOW_M
   redis.call('ZREM', P .. ':scheduled', id)
   if redis.call('HGET', tkey(id), 'state') == 'scheduled' then enqueue(id, 'scheduled', false) end
 end
+flush_ready()
 
 local out = {NOW_MS}
-local wkey = P .. ':wtasks:' .. worker
+local leases, mine = {}, {}
+local deadline = NOW_MS + lease
 for qi = 4, #ARGV do
   if n <= 0 then break end
   local popped = redis.call('ZPOPMIN', P .. ':ready:' .. ARGV[qi], n)
   for j = 1, #popped, 2 do
     local id = popped[j]
     local key = tkey(id)
-    local h = redis.call('HMGET', key, 'state', 'name', 'queue', 'attempts', 'args', 'kwargs', 'timeout_s', 'enqueued_at', 'priority')
+    local h = redis.call('HMGET', key, 'state', 'name', 'queue', 'attempts', 'args', 'kwargs', 'timeout_s',
+      'enqueued_at', 'priority')
     if h[1] == 'queued' then
-      redis.call('HINCRBY', P .. ':depth:' .. h[3], h[9], -1)
+      depth_add(h[3], h[9], -1)
       local attempt = tonumber(h[4]) + 1
-      redis.call('HSET', key, 'attempts', attempt, 'worker_id', worker, 'started_at', NOW_MS)
-      set_state(id, 'queued', 'running')
-      redis.call('ZADD', P .. ':leases', NOW_MS + lease, id)
-      redis.call('SADD', wkey, id)
+      redis.call('HSET', key, 'attempts', attempt, 'worker_id', worker, 'started_at', NOW_MS, 'state', 'running')
+      note_state(id, 'queued', 'running')
+      leases[#leases + 1] = deadline
+      leases[#leases + 1] = id
+      mine[#mine + 1] = id
       out[#out + 1] = id
       out[#out + 1] = h[2]
       out[#out + 1] = h[3]
@@ -41,5 +45,7 @@ for qi = 4, #ARGV do
     end
   end
 end
+call_chunked('ZADD', P .. ':leases', leases)
+call_chunked('SADD', P .. ':wtasks:' .. worker, mine)
 finish()
 return out

@@ -6,30 +6,32 @@
 -- Returns one 1/0 per outcome: 0 means refused (the attempt is no longer current).
 local worker, retention, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local F = 8
-local wkey = P .. ':wtasks:' .. worker
 local accepted = {}
 local samples = {}
+local done_leases, not_mine = {}, {}
 
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id, attempt = ARGV[b], tonumber(ARGV[b + 1])
   local key = tkey(id)
-  local h = redis.call('HMGET', key, 'state', 'attempts', 'attempt_limit', 'started_at', 'enqueued_at', 'worker_id')
+  local h = redis.call('HMGET', key, 'state', 'attempts', 'attempt_limit', 'started_at', 'enqueued_at',
+    'worker_id', 'idempotency_key', 'has_hist', 'has_dependents')
   if h[1] ~= 'running' or tonumber(h[2]) ~= attempt or h[6] ~= worker then
     -- Refused: a stale attempt. If this worker holds a newer attempt, it keeps it.
-    if h[1] ~= 'running' or h[6] ~= worker then redis.call('SREM', wkey, id) end
+    if h[1] ~= 'running' or h[6] ~= worker then not_mine[#not_mine + 1] = id end
     accepted[#accepted + 1] = 0
   else
     accepted[#accepted + 1] = 1
-    redis.call('SREM', wkey, id)
-    redis.call('ZREM', P .. ':leases', id)
+    not_mine[#not_mine + 1] = id
+    done_leases[#done_leases + 1] = id
     local started = tonumber(h[4])
     samples[#samples + 1] = string.format('%d,%d', started - tonumber(h[5]), NOW_MS - started)
     if ARGV[b + 2] == '1' then
-      redis.call('HSET', key, 'result', ARGV[b + 3], 'finished_at', NOW_MS, 'error', '', 'traceback', '')
-      set_state(id, 'running', 'succeeded')
-      expire_task(id, retention)
-      release_dependents(id)
+      redis.call('HSET', key, 'result', ARGV[b + 3], 'finished_at', NOW_MS, 'error', '', 'traceback', '',
+        'state', 'succeeded')
+      note_state(id, 'running', 'succeeded')
+      expire_task(id, retention, h[7], h[8])
+      if h[9] then release_dependents(id) end
     else
       local err, tb = ARGV[b + 4], ARGV[b + 5]
       push_history(id, attempt, worker, 'failed', err, started)
@@ -46,11 +48,9 @@ for i = 0, n - 1 do
     end
   end
 end
-if #samples > 0 then
-  for s = 1, #samples, 500 do
-    redis.call('LPUSH', P .. ':stats:samples', unpack(samples, s, math.min(s + 499, #samples)))
-  end
-  redis.call('LTRIM', P .. ':stats:samples', 0, 4999)
-end
+call_chunked('SREM', P .. ':wtasks:' .. worker, not_mine)
+call_chunked('ZREM', P .. ':leases', done_leases)
+call_chunked('LPUSH', P .. ':stats:samples', samples)
+if #samples > 0 then redis.call('LTRIM', P .. ':stats:samples', 0, 4999) end
 finish()
 return accepted

@@ -28,6 +28,8 @@ for i = 0, n - 1 do
 end
 
 local out = {}
+local created = {}   -- NOW_MS, id, ... for the listing index
+local queues = {}
 -- A batch item whose idempotency key matched an existing task is an alias of that task:
 -- later items that depend on it wait on the existing task instead.
 local alias = {}
@@ -45,17 +47,9 @@ for i = 0, n - 1 do
     out[#out + 1] = redis.call('HGET', tkey(existing), 'state')
     out[#out + 1] = 0
   else
-    local queue, deps = ARGV[b + 2], ARGV[b + 7]
+    local queue, priority, rank_offset, deps = ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 7]
     local max_retries = tonumber(ARGV[b + 8])
     local delay = tonumber(ARGV[b + 10])
-    redis.call('HSET', tkey(id),
-      'id', id, 'name', ARGV[b + 1], 'queue', queue, 'priority', ARGV[b + 3],
-      'rank_offset', ARGV[b + 4], 'args', ARGV[b + 5], 'kwargs', ARGV[b + 6],
-      'depends_on', deps, 'max_retries', max_retries, 'attempt_limit', max_retries + 1,
-      'attempts', 0, 'timeout_s', ARGV[b + 9], 'delay_ms', delay, 'idempotency_key', idem,
-      'created_at', NOW_MS)
-    redis.call('ZADD', P .. ':all', NOW_MS, id)
-    redis.call('SADD', P .. ':queues', queue)
     local left, dead, seen, resolved = 0, nil, {}, {}
     if deps ~= '' then
       for dep in string.gmatch(deps, '[^,]+') do
@@ -68,23 +62,44 @@ for i = 0, n - 1 do
             dead = dep
           elseif st ~= 'succeeded' then
             redis.call('SADD', P .. ':deps:' .. dep, id)
+            redis.call('HSET', tkey(dep), 'has_dependents', 1)
             left = left + 1
           end
         end
       end
     end
-    redis.call('HSET', tkey(id), 'deps_left', left, 'depends_on', table.concat(resolved, ','))
+    local state
+    local extra = {}
     if dead then
-      redis.call('HSET', tkey(id), 'error', 'dependency ' .. dead .. ' did not succeed', 'finished_at', NOW_MS)
-      set_state(id, nil, 'upstream_failed')
-      expire_task(id, retention)
+      state = 'upstream_failed'
+      note_state(id, nil, 'upstream_failed')
+      extra = {'error', 'dependency ' .. dead .. ' did not succeed', 'finished_at', NOW_MS}
     elseif left > 0 then
-      set_state(id, nil, 'pending')
+      state = 'pending'
+      note_state(id, nil, 'pending')
     elseif delay > 0 then
-      schedule(id, nil, delay)
+      state = 'scheduled'
+      note_state(id, nil, 'scheduled')
+      redis.call('ZADD', P .. ':scheduled', NOW_MS + delay, id)
+      extra = {'scheduled_for', NOW_MS + delay}
     else
-      enqueue(id, nil, false)
+      state = 'queued'
+      note_state(id, nil, 'queued')
+      local vseq = next_vseq()
+      add_ready(id, queue, vseq - rank_offset, priority)
+      extra = {'enqueued_at', NOW_MS, 'vseq', vseq}
     end
+    redis.call('HSET', tkey(id),
+      'id', id, 'name', ARGV[b + 1], 'queue', queue, 'priority', priority,
+      'rank_offset', rank_offset, 'args', ARGV[b + 5], 'kwargs', ARGV[b + 6],
+      'depends_on', table.concat(resolved, ','), 'deps_left', left,
+      'max_retries', max_retries, 'attempt_limit', max_retries + 1, 'attempts', 0,
+      'timeout_s', ARGV[b + 9], 'delay_ms', delay, 'idempotency_key', idem,
+      'created_at', NOW_MS, 'state', state, unpack(extra))
+    created[#created + 1] = NOW_MS
+    created[#created + 1] = id
+    queues[queue] = true
+    if dead then expire_task(id, retention, idem, false) end
     if idem ~= '' then
       if dead then
         redis.call('SET', P .. ':idem:' .. idem, id, 'EX', retention)
@@ -93,9 +108,11 @@ for i = 0, n - 1 do
       end
     end
     out[#out + 1] = id
-    out[#out + 1] = redis.call('HGET', tkey(id), 'state')
+    out[#out + 1] = state
     out[#out + 1] = 1
   end
 end
+call_chunked('ZADD', P .. ':all', created)
+for q, _ in pairs(queues) do redis.call('SADD', P .. ':queues', q) end
 finish()
 return out
