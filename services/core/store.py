@@ -32,6 +32,7 @@ from services.core.states import TERMINAL, TaskState
 
 _MS = 1000.0
 _SUBMIT_FIELDS = 12
+TRIM_CHUNK = 5000  # expired ids dropped from an index per round trip
 
 
 def _ms_to_s(value: str | None) -> float | None:
@@ -527,14 +528,14 @@ class Store:
         removed = 0
         for state in TERMINAL:
             key = self.keys.state(state.value)
-            ids = _strs(await self.redis.zrangebyscore(key, "-inf", cutoff, start=0, num=5000))
-            if not ids:
-                continue
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zrem(key, *ids)
-                pipe.zrem(self.keys.all_tasks, *ids)
-                await pipe.execute()
-            removed += len(ids)
+            # In chunks, until none is left: one chunk per call trims less than a busy system
+            # finishes between two calls, and the indexes would grow for ever.
+            while ids := _strs(await self.redis.zrangebyscore(key, "-inf", cutoff, start=0, num=TRIM_CHUNK)):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.zrem(key, *ids)
+                    pipe.zrem(self.keys.all_tasks, *ids)
+                    await pipe.execute()
+                removed += len(ids)
         return removed
 
 
