@@ -237,7 +237,7 @@ class LocalBackend:
                     log.warning("worker ignored SIGTERM, killing it", extra={"worker_id": worker.worker_id})
                     worker.process.kill()
                 alive.append(worker)
-            elif worker.stopping_since is None:
+            elif worker.stopping_since is None and not self._closed:
                 log.warning(
                     "worker process exited unasked; it will be replaced",
                     extra={"worker_id": worker.worker_id, "exit_code": code},
