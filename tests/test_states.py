@@ -103,7 +103,8 @@ def _script_moves() -> list[tuple[str, str, str]]:
 
 def test_every_transition_in_the_scripts_is_legal() -> None:
     moves = _script_moves()
-    assert len(moves) >= 24, "the parser found too few moves; were the helpers renamed?"
+    # 19 moves once the retry-or-fail logic became one helper; fewer means the parser broke.
+    assert len(moves) >= 19, "the parser found too few moves; were the helpers renamed?"
     states = {s.value for s in TaskState}
     for file, old, new in moves:
         assert new in states, (file, old, new)

@@ -7,6 +7,8 @@ import json
 from collections.abc import Callable
 from typing import Any, Literal
 
+from services.core.timefmt import humanize_seconds
+
 # Every state in the order a task passes through them; charts and tables follow it.
 STATE_ORDER: tuple[str, ...] = (
     "pending",
@@ -64,25 +66,7 @@ WORKER_STATE_COLORS: dict[str, str] = {
 }
 
 CANCELLABLE: frozenset[str] = frozenset({"pending", "scheduled", "queued", "running"})
-RETRYABLE: frozenset[str] = frozenset({"failed", "cancelled", "upstream_failed"})
-
-
-def humanize_seconds(seconds: float) -> str:
-    """Compact duration: '0.4 s', '42 s', '3 min 5 s', '2 h 10 min', '3 d 4 h' (as the API's explanations)."""
-    seconds = max(0.0, seconds)
-    if seconds < 10:
-        return f"{seconds:.1f} s".replace(".0 s", " s")
-    total = round(seconds)
-    if total < 60:
-        return f"{total} s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
+RETRYABLE: frozenset[str] = frozenset({"failed"})  # what POST /tasks/{id}/retry accepts
 
 
 def state_label(state: str) -> str:

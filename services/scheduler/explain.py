@@ -13,6 +13,7 @@ from typing import Any
 
 from services.core.models import Task, WorkerInfo
 from services.core.states import DEAD, TaskState
+from services.core.timefmt import humanize_seconds
 
 # How many dependency ids a sentence names before it says "and N more".
 _NAMED_IN_SENTENCE = 4
@@ -71,24 +72,6 @@ def explain_task(
     if state is TaskState.SCHEDULED:
         return _scheduled(task, now)
     return _queued(task, ahead, workers, scaling)
-
-
-def humanize_seconds(seconds: float) -> str:
-    """Compact duration for sentences: '0.4 s', '42 s', '3 min 5 s', '2 h 10 min', '3 d 4 h'."""
-    seconds = max(0.0, seconds)
-    if seconds < 10:
-        return f"{seconds:.1f} s".replace(".0 s", " s")
-    total = round(seconds)
-    if total < 60:
-        return f"{total} s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def _plural(n: int, word: str) -> str:

@@ -143,6 +143,19 @@ local function push_history(id, attempt, worker, state, err, started)
   redis.call('HSET', tkey(id), 'has_hist', 1)
 end
 
+-- An attempt ended without success: run again (after delay_ms, or at once — at the task's
+-- old place when keep_position) while attempts remain, else fail for good and cascade.
+local function retry_or_fail(id, attempt, limit, delay_ms, retention, keep_position)
+  if attempt < limit then
+    if delay_ms > 0 then schedule(id, 'running', delay_ms) else enqueue(id, 'running', keep_position) end
+  else
+    redis.call('HSET', tkey(id), 'finished_at', NOW_MS)
+    set_state(id, 'running', 'failed')
+    expire_task(id, retention)
+    cascade(id, retention)
+  end
+end
+
 local function backoff_ms(attempt, base_ms, max_ms, jitter)
   if base_ms <= 0 then return 0 end
   local cap = math.min(max_ms, base_ms * (2 ^ math.min(60, math.max(0, attempt - 1))))

@@ -36,15 +36,9 @@ for i = 0, n - 1 do
       local err, tb = ARGV[b + 4], ARGV[b + 5]
       push_history(id, attempt, worker, 'failed', err, started)
       redis.call('HSET', key, 'error', err, 'traceback', tb)
-      if ARGV[b + 6] == '1' and attempt < tonumber(h[3]) then
-        local delay = tonumber(ARGV[b + 7])
-        if delay > 0 then schedule(id, 'running', delay) else enqueue(id, 'running', false) end
-      else
-        redis.call('HSET', key, 'finished_at', NOW_MS)
-        set_state(id, 'running', 'failed')
-        expire_task(id, retention)
-        cascade(id, retention)
-      end
+      -- retry=0: the task raised Fail, so this attempt is its last whatever the budget says.
+      local limit = ARGV[b + 6] == '1' and tonumber(h[3]) or attempt
+      retry_or_fail(id, attempt, limit, tonumber(ARGV[b + 7]), retention, false)
     end
   end
 end

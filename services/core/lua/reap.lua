@@ -18,15 +18,7 @@ for _, id in ipairs(expired) do
     redis.call('SREM', P .. ':wtasks:' .. (h[2] or ''), id)
     push_history(id, attempt, h[2], 'lease_expired', err, tonumber(h[5]))
     redis.call('HSET', key, 'error', err)
-    if attempt < tonumber(h[4]) then
-      local delay = backoff_ms(attempt, base, max, math.random())
-      if delay > 0 then schedule(id, 'running', delay) else enqueue(id, 'running', false) end
-    else
-      redis.call('HSET', key, 'finished_at', NOW_MS)
-      set_state(id, 'running', 'failed')
-      expire_task(id, retention)
-      cascade(id, retention)
-    end
+    retry_or_fail(id, attempt, tonumber(h[4]), backoff_ms(attempt, base, max, math.random()), retention, false)
   end
 end
 finish()

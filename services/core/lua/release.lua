@@ -33,14 +33,9 @@ for _, id in ipairs(ids) do
     if not counts then
       redis.call('HINCRBY', key, 'attempt_limit', 1)
       enqueue(id, 'running', true)
-    elseif attempt < tonumber(h[4]) then
-      redis.call('HSET', key, 'error', reason)
-      enqueue(id, 'running', true)
     else
-      redis.call('HSET', key, 'error', reason, 'finished_at', NOW_MS)
-      set_state(id, 'running', 'failed')
-      expire_task(id, retention)
-      cascade(id, retention)
+      redis.call('HSET', key, 'error', reason)
+      retry_or_fail(id, attempt, tonumber(h[4]), 0, retention, true)
     end
     out[#out + 1] = id
   end
