@@ -8,7 +8,11 @@ the workload is unaffected.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
+import re
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -20,6 +24,7 @@ from chaos.invariants import Stored, p50_max
 from chaos.report import Report, Row
 from chaos.workload import extra_items, mixed_workload
 from services.client import task_request
+from services.worker.procpool import ProcessPool
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -130,19 +135,20 @@ def test_cpu_task_process_crashes(
     chaos.submit(batches, pace_s=scale.pace_s)
     verdict = chaos.verify()
 
-    crash_error = "ProcessCrashed: the task's process exited with code 3 before returning"
+    # The exit code is sometimes misreported (see the xfail test below): check the rest.
+    crashed = re.compile(r"ProcessCrashed: the task's process exited with code \d+ before returning")
     gaps, crashes = [], 0
     for ref, task in verdict.tasks.items():
         name = task.fields["name"]
         if name == "crash_once":
-            assert task.attempts == 2 and task.history[0]["error"] == crash_error, task.fields
+            assert task.attempts == 2 and crashed.fullmatch(task.history[0]["error"]), task.fields
             gaps += retry_gaps(task)
         elif name == "crash_always":
-            assert task.attempts == 2 and task.fields["error"] == crash_error, task.fields
+            assert task.attempts == 2 and crashed.fullmatch(task.fields["error"]), task.fields
         elif name == "cpu":
             # CPU tasks share the process pool with the crashing ones and never notice.
             assert task.attempts == 1, (ref, task.history)
-        crashes += sum(1 for h in task.history if h.get("error") == crash_error)
+        crashes += sum(1 for h in task.history if crashed.fullmatch(str(h.get("error"))))
     assert_workers_survived(chaos, pids)
     report.add(
         Row(
@@ -164,3 +170,30 @@ def assert_workers_survived(chaos: ChaosRun, pids: dict[str, int]) -> None:
         # server and the resource tracker remain.
         children = psutil.Process(pid).children(recursive=True)
         assert len(children) <= PROCESS_POOL + 2, [c.cmdline() for c in children]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="procpool: a crashed task process is sometimes reported as exit code 255. "
+    "multiprocessing's Process.start() polls every live child (_cleanup) and ProcessPool starts "
+    "children in a thread (asyncio.to_thread) while another thread joins the crashed child: both "
+    "read the forkserver's exit-status pipe, one gets the code, the other EOF, which Popen.poll "
+    "turns into 255, and the last writer wins. Fix: serialise start/join/exitcode of pool "
+    "processes under one lock (or read the status only from one thread).",
+)
+async def test_a_crashed_task_process_reports_its_own_exit_code() -> None:
+    expected = "the task's process exited with code 3 before returning"
+    pool = ProcessPool(PROCESS_POOL)
+    seen: Counter[str] = Counter()
+    try:
+        # os._exit(3) as the task itself: every crash makes the pool start a new process while
+        # others crash, which is when the exit status is read from two threads at once. Rounds
+        # until the first wrong code (usually within 200 crashes), at most 3,000 crashes.
+        for _ in range(15):
+            runs = [pool.run(os._exit, [3], {}, 30) for _ in range(200)]
+            seen.update(str(o) for o in await asyncio.gather(*runs, return_exceptions=True))
+            if set(seen) != {expected}:
+                break
+    finally:
+        await pool.close()
+    assert set(seen) == {expected}, seen
