@@ -143,7 +143,8 @@ class Soak:
         """Terminal transitions counted by the scripts in per-10-s buckets: each task's end, once."""
         out: dict[str, int] = {}
         for key in self.redis.scan_iter(match=f"{self.keys.stats_done}:*"):
-            for state, n in self.redis.hgetall(key).items():
+            counts: dict[bytes, bytes] = self.redis.hgetall(key)  # type: ignore[assignment]
+            for state, n in counts.items():
                 out[state.decode()] = out.get(state.decode(), 0) + int(n)
         return out
 
@@ -324,7 +325,7 @@ def redis_by_quarter(run: list[dict[str, Any]], tasks: int) -> list[float]:
 
 
 def rss_mb(pid: int) -> float:
-    return round(psutil.Process(pid).memory_info().rss / MB, 1)
+    return round(float(psutil.Process(pid).memory_info().rss) / MB, 1)
 
 
 def children_rss_mb(pid: int) -> float:

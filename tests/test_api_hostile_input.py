@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -115,7 +115,7 @@ def task(**fields: object) -> dict[str, object]:
     return {"name": "echo", **fields}
 
 
-def batch(*items: dict[str, object]) -> bytes:
+def batch(*items: Mapping[str, object]) -> bytes:
     return body({"tasks": list(items)})
 
 
@@ -209,12 +209,17 @@ CASES = [
 ]  # fmt: skip
 
 
+def raw_headers(case: Case) -> list[tuple[bytes, bytes]]:
+    """As bytes, so a header may carry bytes that are not ASCII."""
+    return [(k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in case.headers]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_a_hostile_request_gets_a_clear_4xx_and_changes_nothing(scheduler: Scheduler, case: Case) -> None:
     path = case.path.format(queued=scheduler.queued_id, worker=scheduler.worker_id, missing="0" * 32)
     before = snapshot(scheduler.keys)
     response = httpx.request(
-        case.method, scheduler.server.url + path, content=case.body, headers=list(case.headers), timeout=30
+        case.method, scheduler.server.url + path, content=case.body, headers=raw_headers(case), timeout=30
     )
     after = snapshot(scheduler.keys)
     assert response.status_code == case.status, response.text[:500]

@@ -92,7 +92,8 @@ class ChaosRun:
         return [w for w, proc in self.workers.items() if proc.poll() is None]
 
     def held_by(self, worker_id: str) -> set[str]:
-        return {m.decode() for m in self.redis.smembers(self.keys.worker_tasks(worker_id))}
+        members = self.redis.smembers(self.keys.worker_tasks(worker_id))
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
 
     # ------------------------------------------------------------------ workload
 

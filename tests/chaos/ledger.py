@@ -58,7 +58,7 @@ class Ledger:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                rows = self._client.xread({self._stream: self.last_id}, count=1000, block=100)
+                rows: Any = self._client.xread({self._stream: self.last_id}, count=1000, block=100)
                 if rows:
                     self._take(rows[0][1])
                 self._check_gap()
@@ -69,7 +69,7 @@ class Ledger:
     def _check_gap(self) -> None:
         if self.last_id == "0-0":
             return
-        first = self._client.xrange(self._stream, count=1)
+        first: Any = self._client.xrange(self._stream, count=1)
         if first and _id_tuple(first[0][0]) > _id_tuple(self.last_id):
             # Trimmed past us without our reading them (never expected at chaos-test rates).
             self.gap = True
@@ -93,7 +93,7 @@ class Ledger:
 
     def catch_up(self, timeout_s: float = 10.0) -> None:
         """Return once everything in the stream now has been read."""
-        newest = self._client.xrevrange(self._stream, count=1)
+        newest: Any = self._client.xrevrange(self._stream, count=1)
         if not newest:
             return
         target = _id_tuple(newest[0][0])

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -99,7 +100,7 @@ class RedisServer:
             raise RuntimeError(f"no incremental AOF file under {self.dir}")
         return files[-1]
 
-    def info(self, section: str) -> dict[str, object]:
+    def info(self, section: str) -> dict[str, Any]:
         client = redis.Redis(port=self.port)
         try:
             return dict(client.info(section))

@@ -71,7 +71,7 @@ class Outage:
         self.delayed_fsyncs = 0
 
     def kill(self) -> None:
-        self.delayed_fsyncs = int(self.server.info("persistence")["aof_delayed_fsync"])  # type: ignore[arg-type]
+        self.delayed_fsyncs = int(self.server.info("persistence")["aof_delayed_fsync"])
         self.killed_at = time.time()
         self.server.kill()
 

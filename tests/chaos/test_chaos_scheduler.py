@@ -114,7 +114,9 @@ def test_leader_sigkilled_the_other_scheduler_takes_over(
         failover_s.append(time.time() - killed_at)
         assert follower.scheduler is not None
         holder = chaos.redis.get(chaos.keys.leader) or b""
-        assert holder.decode().startswith(f"{socket.gethostname()}-{follower.scheduler.pid}:"), holder
+        assert isinstance(holder, bytes) and holder.decode().startswith(
+            f"{socket.gethostname()}-{follower.scheduler.pid}:"
+        ), holder
         leader.start_scheduler()  # it comes back as a follower
         chaos.start_worker()
         leader = follower

@@ -22,7 +22,7 @@ from chaos.conftest import Scale
 from chaos.harness import ChaosRun
 from chaos.invariants import Stored, p50_max
 from chaos.report import Report, Row
-from chaos.workload import extra_items, mixed_workload
+from chaos.workload import Item, extra_items, mixed_workload
 from services.client import task_request
 from services.worker.procpool import ProcessPool
 
@@ -51,7 +51,7 @@ def retry_gaps(task: Stored) -> list[float]:
     ]
 
 
-def start(chaos: ChaosRun, batches: list[list]) -> list[str]:  # type: ignore[type-arg]
+def start(chaos: ChaosRun, batches: list[list[Item]]) -> list[str]:
     chaos.stack.start_scheduler()
     workers = [chaos.start_worker(SHOAL_PROCESS_POOL_SIZE=str(PROCESS_POOL)) for _ in range(2)]
     chaos.wait_workers(workers)

@@ -43,7 +43,7 @@ class Item:
 def _plain(rng: random.Random, ref: str, priority: int) -> tuple[dict[str, Any], str]:
     """One independent task request and the state it must end in."""
     roll = rng.random()
-    common = {"ref": ref, "priority": priority, "idempotency_key": ref}
+    common: dict[str, Any] = {"ref": ref, "priority": priority, "idempotency_key": ref}
     if roll < 0.30:
         return task_request("noop", max_retries=SAFE_RETRIES, **common), SUCCEEDED
     if roll < 0.48:
