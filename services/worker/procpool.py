@@ -18,6 +18,8 @@ import logging
 import multiprocessing
 import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -133,7 +135,7 @@ class _Child:
             await readable
             answer = self.conn.recv()
         except (EOFError, ConnectionError, BrokenPipeError) as exc:
-            await asyncio.to_thread(self.process.join, 1.0)
+            await asyncio.to_thread(_wait_exit, self.process, 1.0)
             raise ProcessCrashed(_death_message(self.process)) from exc
         finally:
             loop.remove_reader(fd)
@@ -148,10 +150,34 @@ class _Child:
             self.conn.close()
 
     def reap(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), _STATUS_LOCK:
             self.process.join(timeout=0)
             if self.process.exitcode is not None:
                 self.process.close()
+
+
+# Starting a process polls every live child (multiprocessing's _cleanup), and a child's exit
+# status can be read once only: a start in one thread and a join in another could each take
+# half of it, and the loser reports exit code 255. Every start and status read holds this lock.
+_STATUS_LOCK = threading.Lock()
+
+
+def _start(process: multiprocessing.process.BaseProcess) -> None:
+    with _STATUS_LOCK:
+        process.start()
+
+
+def _wait_exit(process: multiprocessing.process.BaseProcess, timeout_s: float) -> None:
+    """join(timeout_s), holding the lock only for each non-blocking poll."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with _STATUS_LOCK:
+            process.join(timeout=0)
+            if process.exitcode is not None:
+                return
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
 
 
 def _death_message(process: multiprocessing.process.BaseProcess) -> str:
@@ -228,7 +254,7 @@ class ProcessPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(target=_child_main, args=(child_conn,), daemon=True, name="shoal-task")
         # Starting talks to the fork server (or spawns an interpreter): keep it off the loop.
-        starting = asyncio.ensure_future(asyncio.to_thread(process.start))
+        starting = asyncio.ensure_future(asyncio.to_thread(_start, process))
         try:
             await asyncio.wait_for(asyncio.shield(starting), _SPAWN_TIMEOUT_S)
         except BaseException:
@@ -248,7 +274,7 @@ class ProcessPool:
         for child in children:
             child.kill()
         for child in children:
-            await asyncio.to_thread(child.process.join, 5.0)
+            await asyncio.to_thread(_wait_exit, child.process, 5.0)
             child.reap()
 
     def pids(self) -> list[int]:
