@@ -42,6 +42,9 @@ bench: install ## throughput and latency benchmark (private Redis, scheduler, 2 
 chaos: install ## fault-injection suite (long variants: CHAOS_LONG=1)
 	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
 
+soak: install ## 200,000 tasks through two workers with memory sampled (several minutes)
+	$(PY) -m bench.soak --tasks 200000 --retention-s 30
+
 k8s: ## regenerate the plain manifests in k8s/ from the chart
 	sh scripts/render-k8s.sh
 

@@ -57,6 +57,9 @@ class TaskSettings(BaseSettings):
     """Upper bound of the retry backoff."""
     priority_aging_s: float = Field(60.0, gt=0)
     """One priority level is worth this many seconds of waiting: prevents starvation."""
+    leader_lock_s: float = Field(5.0, ge=0.5, le=600)
+    """Lifetime of the Redis leader lock (outside Kubernetes): when the leader dies, another
+    scheduler replica takes over the reaper and the other singleton loops within this."""
 
     @model_validator(mode="after")
     def _heartbeat_renews_in_time(self) -> TaskSettings:

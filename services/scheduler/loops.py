@@ -47,7 +47,9 @@ class LeaderLoops:
     ) -> None:
         self.store = store
         self.settings = settings
-        self.elector = elector or RedisLeaderElector(store.redis, store.keys, default_identity())
+        self.elector = elector or RedisLeaderElector(
+            store.redis, store.keys, default_identity(), ttl_s=settings.tasks.leader_lock_s
+        )
         self._extra = extra or []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
