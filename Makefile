@@ -35,6 +35,7 @@ lint: install ## ruff, formatting, import layers, types
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy services bench streamlit_app.py
 
 bench: install ## throughput and latency benchmark (private Redis, scheduler, 2 workers)
 	$(PY) -m bench.run

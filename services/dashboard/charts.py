@@ -296,7 +296,12 @@ def timeline_chart(frame: pd.DataFrame) -> alt.LayerChart:
     kinds = list(dict.fromkeys(frame["kind"]))
     colors = {**STATE_COLORS, "waiting": "#cbd5e1", "handed_back": "#f2b134", "reaped": "#f76808"}
     scale = alt.Scale(domain=kinds, range=[colors.get(k, "#9aa5b1") for k in kinds])
-    tooltip = ["lane:N", "kind:N", "detail:N", alt.Tooltip("seconds:Q", title="seconds")]
+    tooltip: list[str | alt.Tooltip] = [
+        "lane:N",
+        "kind:N",
+        "detail:N",
+        alt.Tooltip("seconds:Q", title="seconds"),
+    ]
     base = alt.Chart(frame).encode(
         y=alt.Y("lane:N", title=None, sort=None),
         color=alt.Color("kind:N", scale=scale, legend=alt.Legend(orient="top", title=None)),
