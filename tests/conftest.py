@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis as redis_sync
@@ -13,6 +15,9 @@ from redis.asyncio import Redis
 from services.core.keys import Keys
 from services.core.settings import TaskSettings
 from services.core.store import Store
+
+if TYPE_CHECKING:
+    from tests.k8s_fixture import KubeApi
 
 REDIS_URL = os.environ.get("SHOAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -51,3 +56,12 @@ async def store(namespace: str) -> AsyncIterator[Store]:
     s = Store(redis, namespace, make_task_settings())
     yield s
     await s.close()
+
+
+@pytest.fixture
+def kube_api(tmp_path: Path) -> Iterator[KubeApi]:
+    """An emulated Kubernetes API server over HTTP (tests/k8s_fixture.py), stopped afterwards."""
+    from tests.k8s_fixture import running_kube_api  # kmock is loaded only by the tests that use it
+
+    with running_kube_api(tmp_path) as api:
+        yield api

@@ -839,6 +839,26 @@ class KubeApi:
         )
 
 
+def write_kubeconfig(path: Path, server: str, namespace: str | None = None) -> Path:
+    """A kubeconfig whose only context points at `server` (with a dummy token)."""
+    context: dict[str, str] = {"cluster": "test", "user": "test"}
+    if namespace is not None:
+        context["namespace"] = namespace
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": server}}],
+                "users": [{"name": "test", "user": {"token": "test-token"}}],
+                "contexts": [{"name": "test", "context": context}],
+            }
+        )
+    )
+    return path
+
+
 @contextlib.contextmanager
 def running_kube_api(tmp_path: Path, namespace: str = "default") -> Iterator[KubeApi]:
     """Serve a KubeApiEmulator on 127.0.0.1 from its own thread and event loop."""
@@ -859,21 +879,7 @@ def running_kube_api(tmp_path: Path, namespace: str = "default") -> Iterator[Kub
     thread.start()
     if not ready.wait(10):
         raise RuntimeError("the Kubernetes API emulator did not start")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "test",
-                "clusters": [{"name": "test", "cluster": {"server": box["url"]}}],
-                "users": [{"name": "test", "user": {"token": "test-token"}}],
-                "contexts": [
-                    {"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}
-                ],
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", box["url"], namespace)
     try:
         yield KubeApi(emu=box["emu"], url=box["url"], kubeconfig=kubeconfig, namespace=namespace)
     finally:

@@ -23,9 +23,9 @@ from typing import Any
 
 import kmock
 import pytest
-import yaml
 
 from tests.helm_render import CHART, RELEASE, Render, run_helm
+from tests.k8s_fixture import write_kubeconfig
 
 KUBE_VERSION = {"major": "1", "minor": "35", "gitVersion": "v1.35.0", "platform": "linux/amd64"}
 # kmock 0.8 reports the core group as "/v1" and an old server version; a real API server says:
@@ -117,19 +117,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     assert ready.wait(10), "kmock did not start"
     if "error" in box:
         raise box["error"]
-    kubeconfig = tmp_path_factory.mktemp("kube") / "config"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "test",
-                "clusters": [{"name": "test", "cluster": {"server": box["url"]}}],
-                "users": [{"name": "test", "user": {"token": "test"}}],
-                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", box["url"])
     yield ApiServer(box["emulator"], kubeconfig)
     loop.call_soon_threadsafe(box["stop"].set)
     thread.join(10)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,14 +25,7 @@ from tests.k8s_fixture import (
     LabelSelector,
     deployment,
     pod,
-    running_kube_api,
 )
-
-
-@pytest.fixture
-def kube_api(tmp_path: Path) -> Iterator[KubeApi]:
-    with running_kube_api(tmp_path) as api:
-        yield api
 
 
 @pytest.fixture

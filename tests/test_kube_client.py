@@ -42,12 +42,6 @@ SELECTOR = "app.kubernetes.io/component=worker"
 
 
 @pytest.fixture
-def kube_api(tmp_path: Path) -> Iterator[KubeApi]:
-    with running_kube_api(tmp_path) as api:
-        yield api
-
-
-@pytest.fixture
 def kube(kube_api: KubeApi) -> Iterator[KubeClient]:
     client = kube_api.client()
     yield client

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from services.scheduler.kube import K8sUnavailable, KubeClient, LeaseRecord, RetryPolicy
 from services.scheduler.kube_settings import KubeSettings
 from services.scheduler.lease import KubernetesLeaseElector
-from tests.k8s_fixture import LEASES, KubeApi, running_kube_api
+from tests.k8s_fixture import LEASES, KubeApi
 
 LEASE = "shoal-scheduler-leader"
 
@@ -49,12 +48,6 @@ class RacingKube(KubeClient):
     async def replace_lease(self, name: str, record: LeaseRecord) -> LeaseRecord:
         await self._rival()
         return await super().replace_lease(name, record)
-
-
-@pytest.fixture
-def kube_api(tmp_path: Path) -> Iterator[KubeApi]:
-    with running_kube_api(tmp_path) as api:
-        yield api
 
 
 @pytest.fixture

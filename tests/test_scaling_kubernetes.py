@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from k8s_fixture import DEPLOYMENTS, PODS, KubeApi, deployment, pod, running_kube_api
+from k8s_fixture import DEPLOYMENTS, PODS, KubeApi, deployment, pod
 
 from services.core.models import TaskSpec, WorkerInfo
 from services.core.store import Store
@@ -21,12 +20,6 @@ from services.scheduler.scaling.backends import KubernetesBackend, ScaleInPlan
 from services.scheduler.scaling.settings import ScalingSettings
 
 SELECTOR = "app.kubernetes.io/component=worker"
-
-
-@pytest.fixture
-def kube_api(tmp_path: Path) -> Iterator[KubeApi]:
-    with running_kube_api(tmp_path) as api:
-        yield api
 
 
 @pytest.fixture
