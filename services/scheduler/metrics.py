@@ -14,6 +14,8 @@ QUEUE_DEPTH = Gauge("shoal_queue_depth", "Queued tasks by queue and priority", [
 WORKERS = Gauge("shoal_workers", "Live workers")
 LEADER = Gauge("shoal_leader", "1 when this scheduler replica is the elected leader")
 
+_depth_series: set[tuple[str, str]] = set()  # (queue, priority) series reported so far
+
 
 async def refresh(store: Store) -> None:
     """Read the gauges' values from Redis (cheap: a few pipelined reads)."""
@@ -24,7 +26,7 @@ async def refresh(store: Store) -> None:
         for priority, n in queue["by_priority"].items():
             QUEUE_DEPTH.labels(queue["name"], priority).set(n)
             seen.add((queue["name"], priority))
-    for labels in list(QUEUE_DEPTH._metrics):  # drop series of priorities that drained
-        if labels not in seen:
-            QUEUE_DEPTH.labels(*labels).set(0)
+    for queue_name, priority in _depth_series - seen:  # priorities that drained read 0
+        QUEUE_DEPTH.labels(queue_name, priority).set(0)
+    _depth_series.update(seen)
     WORKERS.set(len(await store.list_workers()))

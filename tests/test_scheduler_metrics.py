@@ -1,0 +1,24 @@
+"""The scheduler's gauges follow Redis: a queue priority that drains reads 0, not its last value."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+from store_helpers import claim_one, submit
+
+from services.core.store import Store
+from services.scheduler import metrics
+
+
+def depth(queue: str, priority: str) -> float | None:
+    return REGISTRY.get_sample_value("shoal_queue_depth", {"queue": queue, "priority": priority})
+
+
+async def test_queue_depth_gauge_rises_and_returns_to_zero(store: Store, namespace: str) -> None:
+    queue = f"q-{namespace}"
+    await submit(store, priority=5, queue=queue)
+    await metrics.refresh(store)
+    assert depth(queue, "5") == 1
+    assert REGISTRY.get_sample_value("shoal_tasks", {"state": "queued"}) == 1
+    await claim_one(store, queues=[queue])
+    await metrics.refresh(store)
+    assert depth(queue, "5") == 0
