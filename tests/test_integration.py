@@ -120,6 +120,13 @@ def count_terminal(r: redis.Redis, keys: Keys) -> int:
     return sum(int(r.zcard(keys.state(s))) for s in ("succeeded", "failed", "upstream_failed", "cancelled"))
 
 
+def victim_lease_count(r: redis.Redis, keys: Keys, pid: int) -> int:
+    """How many tasks the worker process `pid` holds right now (0 before it registered)."""
+    tag = f"-{pid}-"
+    ids = [w.decode() for w in r.zrange(keys.workers, 0, -1) if tag in w.decode()]
+    return sum(int(r.scard(keys.worker_tasks(worker_id))) for worker_id in ids)
+
+
 def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -152,8 +159,11 @@ def test_2000_tasks_survive_a_worker_sigkill_and_a_scheduler_restart(
         submitter.start()
 
         wait_until(lambda: count_terminal(r, keys) >= 300, 60, "300 tasks to finish")
+        # Kill only while the victim holds several leases, or the fault may hit an idle worker.
+        wait_until(lambda: victim_lease_count(r, keys, victim_pid) >= 3, 60, "the victim to hold 3 leases")
         victim.kill()  # SIGKILL mid-run: its leases must expire and its tasks run elsewhere
         victim.wait(10)
+        held_at_kill = victim_lease_count(r, keys, victim_pid)
         stack.start_worker()
 
         wait_until(lambda: count_terminal(r, keys) >= 800, 90, "800 tasks to finish")
@@ -209,6 +219,6 @@ def test_2000_tasks_survive_a_worker_sigkill_and_a_scheduler_restart(
         if victim_tag in jsonutil.loads(raw).get("worker_id", "")
         and jsonutil.loads(raw)["state"] in ("released", "lease_expired")
     ]
-    assert taken_back, "the SIGKILLed worker was running nothing: the fault was not exercised"
+    assert taken_back, f"nothing taken back from the SIGKILLed worker (it held {held_at_kill} at the kill)"
     r.close()
     print("final states:", dict(states), "batch retries:", submitted.get("retried_batches", 0))
