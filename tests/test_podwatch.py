@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_helpers import submit
 
+from services.core.models import WorkerInfo
+from services.core.states import TaskState
+from services.core.store import Store
 from services.scheduler.kube import KubeClient
-from services.scheduler.podwatch import PodWatcher
+from services.scheduler.podwatch import PodWatcher, WorkerGone
 from tests.k8s_fixture import PODS, KubeApi, KubeApiEmulator, pod, running_kube_api
 
 SELECTOR = "app.kubernetes.io/component=worker"
@@ -27,11 +31,19 @@ class Gone:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.started_before: dict[str, float | None] = {}
+        """The last `started_before` bound reported per worker."""
         self._arrived: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.fail_first = False
+        self.forward: WorkerGone | None = None
+        """Also pass each report on (to the real `Store.release_worker`) before it counts as arrived."""
+        self.released: dict[str, Any] = {}
 
-    async def __call__(self, worker_id: str, reason: str) -> None:
+    async def __call__(self, worker_id: str, reason: str, started_before: float | None) -> None:
         self.calls.append((worker_id, reason))
+        self.started_before[worker_id] = started_before
+        if self.forward is not None:
+            self.released[worker_id] = await self.forward(worker_id, reason, started_before)
         self._arrived.put_nowait((worker_id, reason))
         if self.fail_first and len(self.calls) == 1:
             raise RuntimeError("Redis is down")
@@ -108,21 +120,29 @@ def _set_container(
     terminated: str | None = None,
     last: str | None = None,
     exit_code: int = 1,
+    started: str = "2025-01-01T00:00:10Z",
+    finished: str = "2025-01-01T00:00:07Z",
 ) -> None:
     """Write a pod's container status as kubelet does (the whole list is replaced)."""
+    ended = {"reason": terminated or last, "exitCode": exit_code, "finishedAt": finished}
     status: dict[str, Any] = {
         "name": "worker",
         "image": "shoal:test",
         "imageID": "",
         "ready": terminated is None,
         "restartCount": restarts,
-        "state": {"terminated": {"reason": terminated, "exitCode": exit_code}}
-        if terminated
-        else {"running": {"startedAt": "2025-01-01T00:00:00Z"}},
+        "state": {"terminated": ended} if terminated else {"running": {"startedAt": started}},
     }
     if last:
-        status["lastState"] = {"terminated": {"reason": last, "exitCode": exit_code}}
+        status["lastState"] = {"terminated": ended}
     emu.patch(PODS, name, {"status": {"containerStatuses": [status]}}, subresource="status")
+
+
+def worker_info(worker_id: str, *, started_at: float) -> WorkerInfo:
+    return WorkerInfo(
+        id=worker_id, host=worker_id, queues=["default"], concurrency=4, task_names=["noop"],
+        version="test", pid=1, started_at=started_at,
+    )  # fmt: skip
 
 
 # ---- incidents ---------------------------------------------------------------------------------
@@ -267,3 +287,76 @@ async def test_stop_ends_the_watch_promptly(running: Any) -> None:
     await asyncio.wait_for(r.task, 2)
     assert asyncio.get_running_loop().time() - started < 1.0
     await r.until(lambda: r.emu.open_watches == 0)
+
+
+# ---- which run of a worker died ----------------------------------------------------------------
+
+STARTED_S = 1735689610.0  # 2025-01-01T00:00:10Z, the new run's start in _set_container
+FINISHED_S = 1735689607.0  # 2025-01-01T00:00:07Z, the dead run's end
+
+
+async def test_a_restart_is_bounded_by_the_new_runs_start(running: Any) -> None:
+    r = await running(pod("w-1"))
+    _set_container(r.emu, "w-1", 1, last="OOMKilled")
+    assert await r.gone.next() == ("w-1", "container worker restarted (after OOMKilled)")
+    assert r.gone.started_before["w-1"] == STARTED_S
+
+
+async def test_a_termination_is_bounded_by_its_end(running: Any) -> None:
+    r = await running(pod("w-1"))
+    _set_container(r.emu, "w-1", 0, terminated="Error")
+    assert await r.gone.next() == ("w-1", "container worker terminated (Error, exit code 1)")
+    assert r.gone.started_before["w-1"] == FINISHED_S
+
+
+async def test_a_pod_that_is_gone_releases_any_run(running: Any) -> None:
+    r = await running(pod("w-1"), pod("w-2"))
+    r.emu.delete(PODS, "w-1")
+    assert await r.gone.next() == ("w-1", "pod deleted")
+    r.emu.patch(PODS, "w-2", {"status": {"phase": "Failed"}}, subresource="status")
+    assert await r.gone.next() == ("w-2", "pod Failed")
+    assert r.gone.started_before == {"w-1": None, "w-2": None}
+
+
+async def test_a_restart_spares_the_new_run_that_registered_first(running: Any, store: Store) -> None:
+    """The race this bound exists for, on real Redis: kubelet restarts the container, the new run
+    registers and claims under the pod name, and only then does the watcher hear of the crash."""
+    old_task, new_task = await submit(store), await submit(store)
+    await store.register_worker(worker_info("w-1", started_at=STARTED_S - 60))
+    (held_by_dead_run,) = await store.claim("w-1", ["default"], 1)
+    assert held_by_dead_run.id == old_task
+    # The new run registers (handing back what the dead run held) and claims again.
+    assert await store.register_worker(worker_info("w-1", started_at=STARTED_S + 2)) == [old_task]
+    claims = await store.claim("w-1", ["default"], 2)
+    assert {c.id for c in claims} == {old_task, new_task}
+
+    gone = Gone()
+    gone.forward = store.release_worker
+    r = await running(pod("w-1"), gone=gone)
+    _set_container(r.emu, "w-1", 1, last="Error")
+    assert await gone.next() == ("w-1", "container worker restarted (after Error)")
+    assert gone.released == {"w-1": []}
+
+    for claim in claims:  # neither was taken from the new run
+        task = await store.get(claim.id)
+        assert task is not None and task.state is TaskState.RUNNING and task.attempts == claim.attempt
+    assert (await store.heartbeat("w-1", [c.id for c in claims])).lost_task_ids == []
+
+
+async def test_a_restart_releases_the_dead_run_that_had_not_registered_again(
+    running: Any, store: Store
+) -> None:
+    task_id = await submit(store)
+    await store.register_worker(worker_info("w-1", started_at=STARTED_S - 60))
+    (claim,) = await store.claim("w-1", ["default"], 1)
+
+    gone = Gone()
+    gone.forward = store.release_worker
+    r = await running(pod("w-1"), gone=gone)
+    _set_container(r.emu, "w-1", 1, last="Error")
+    assert await gone.next() == ("w-1", "container worker restarted (after Error)")
+
+    assert gone.released == {"w-1": [task_id]}
+    task = await store.get(task_id)
+    assert task is not None and task.state is TaskState.QUEUED and task.attempts == claim.attempt
+    assert task.history[-1].state == "released"

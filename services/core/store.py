@@ -334,9 +334,18 @@ class Store:
         """The worker is leaving; anything it still holds goes back to the queue."""
         return await self._release(worker_id, reason, counts=False, worker_state="stopped")
 
-    async def release_worker(self, worker_id: str, reason: str) -> list[str]:
-        """The worker is known dead (pod gone or failed): requeue its tasks now; the attempt counts."""
-        return await self._release(worker_id, reason, counts=True, worker_state="lost")
+    async def release_worker(
+        self, worker_id: str, reason: str, started_before: float | None = None
+    ) -> list[str]:
+        """The worker is known dead (pod gone or failed): requeue its tasks now; the attempt counts.
+
+        `started_before` (epoch seconds) limits this to a run of the worker that started
+        earlier: a restarted container's new run, registered under the same id, is spared.
+        """
+        born_ms = 0 if started_before is None else max(1, int(started_before * _MS))
+        return await self._release(
+            worker_id, reason, counts=True, worker_state="lost", started_before_ms=born_ms
+        )
 
     async def _release(
         self,
@@ -346,12 +355,16 @@ class Store:
         worker_state: str,
         ids: list[str] | None = None,
         silent_ms: int = 0,
+        started_before_ms: int = 0,
     ) -> list[str]:
         raw = await self._scripts.release(
             keys=self._k,
-            args=[worker_id, reason, int(counts), self._retention, worker_state, silent_ms, *(ids or [])],
-        )
-        return [] if raw == ["alive"] else list(raw)
+            args=[
+                worker_id, reason, int(counts), self._retention, worker_state, silent_ms,
+                started_before_ms, *(ids or []),
+            ],
+        )  # fmt: skip
+        return [] if raw in (["alive"], ["newer"]) else list(raw)
 
     # ------------------------------------------------------------------ operator side
 
@@ -513,7 +526,7 @@ class Store:
         for worker_id in _strs(await self.redis.zrangebyscore(self.keys.workers, "-inf", cutoff)):
             raw = await self._scripts.release(
                 keys=self._k,
-                args=[worker_id, "worker lost: no heartbeat", 1, self._retention, "lost", ttl_ms],
+                args=[worker_id, "worker lost: no heartbeat", 1, self._retention, "lost", ttl_ms, 0],
             )
             if raw != ["alive"]:
                 lost.append(worker_id)

@@ -129,6 +129,10 @@ class ContainerInfo:
     """Exit code of the current termination, when terminated."""
     last_terminated_reason: str | None = None
     """Why the previous instance ended, after a restart."""
+    started_at: float | None = None
+    """When the running instance started (epoch seconds, whole seconds as Kubernetes reports)."""
+    finished_at: float | None = None
+    """When the current termination, or else the previous instance's, happened (epoch seconds)."""
 
 
 @dataclass(frozen=True)
@@ -230,12 +234,24 @@ def _microtime(moment: datetime | None) -> datetime | None:
     return moment.replace(microsecond=1) if moment.microsecond == 0 else moment
 
 
+def _epoch_s(stamp: Any) -> float | None:
+    """An RFC 3339 time from a raw API object (`2025-01-01T00:00:00Z`) in epoch seconds."""
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
 def _pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
     containers = []
     for cs in status.get("containerStatuses") or []:
         terminated = (cs.get("state") or {}).get("terminated") or {}
+        running = (cs.get("state") or {}).get("running") or {}
         last_terminated = (cs.get("lastState") or {}).get("terminated") or {}
         containers.append(
             ContainerInfo(
@@ -246,6 +262,8 @@ def _pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
                 last_terminated_reason=(last_terminated.get("reason") or "Terminated")
                 if last_terminated
                 else None,
+                started_at=_epoch_s(running.get("startedAt")),
+                finished_at=_epoch_s((terminated or last_terminated).get("finishedAt")),
             )
         )
     return PodInfo(

@@ -3,10 +3,15 @@ for their leases to run out.
 
 It lists the worker pods by label, then watches them from the list's resourceVersion. An
 incident -- the pod was deleted, went Failed/Succeeded, or a container terminated or
-restarted -- calls `on_worker_gone(pod_name, reason)` once (the worker id is the pod name);
-the leader wires it to `Store.release_worker`. A watch that ends or drops is resumed from the
-last resourceVersion seen; when that is too old (410 Gone) the pods are listed again and
-compared with what was known, so a pod that vanished meanwhile is still reported.
+restarted -- calls `on_worker_gone(pod_name, reason, started_before)` once (the worker id is
+the pod name); the leader wires it to `Store.release_worker`. A restarted container keeps its
+pod name, so its new run may register and claim before the watcher hears of the crash: for a
+container incident `started_before` is when the dead run ended or the new one started, and only
+a registered run that started earlier is released (None, for a pod that is gone: any run).
+
+A watch that ends or drops is resumed from the last resourceVersion seen; when that is too old
+(410 Gone) the pods are listed again and compared with what was known, so a pod that vanished
+meanwhile is still reported.
 
 A pod that is being deleted (deletionTimestamp set) is draining: its worker hands its tasks
 back itself within the grace period, so only its final disappearance counts. Restarts that
@@ -27,7 +32,7 @@ from services.scheduler.kube import K8sError, K8sGone, KubeClient, PodEvent, Pod
 
 log = logging.getLogger(__name__)
 
-WorkerGone = Callable[[str, str], Awaitable[Any]]
+WorkerGone = Callable[[str, str, float | None], Awaitable[Any]]
 
 
 @dataclass
@@ -138,9 +143,11 @@ class PodWatcher:
             return
         draining = pod.deletion_timestamp is not None
         reasons = []
-        if pod.phase in ("Failed", "Succeeded") and not draining:
+        pod_ended = pod.phase in ("Failed", "Succeeded") and not draining
+        if pod_ended:
             known.finished = True
             reasons.append(f"pod {pod.phase}" + (f" ({pod.status_reason})" if pod.status_reason else ""))
+        boundaries: list[float | None] = []
         for c in pod.containers:
             crashes = c.restart_count + (1 if c.terminated_reason else 0)
             if crashes <= known.crashes.get(c.name, 0):
@@ -152,17 +159,26 @@ class PodWatcher:
                 reasons.append(
                     f"container {c.name} terminated ({c.terminated_reason}, exit code {c.exit_code})"
                 )
+                boundaries.append(c.finished_at)
             else:
                 reasons.append(
                     f"container {c.name} restarted (after {c.last_terminated_reason or 'a crash'})"
                 )
+                boundaries.append(c.started_at if c.started_at is not None else c.finished_at)
         if reasons:
-            await self._report(pod.name, "; ".join(reasons))
+            # The earliest boundary errs towards sparing a run: a spared dead run's tasks still
+            # come back, when its lease runs out or its next run registers.
+            bounded = not pod_ended and boundaries and None not in boundaries
+            started_before = min(b for b in boundaries if b is not None) if bounded else None
+            await self._report(pod.name, "; ".join(reasons), started_before)
 
-    async def _report(self, worker_id: str, reason: str) -> None:
-        log.warning("worker pod gone", extra={"worker_id": worker_id, "reason": reason})
+    async def _report(self, worker_id: str, reason: str, started_before: float | None = None) -> None:
+        log.warning(
+            "worker pod gone",
+            extra={"worker_id": worker_id, "reason": reason, "started_before": started_before},
+        )
         try:
-            await self.on_worker_gone(worker_id, reason)
+            await self.on_worker_gone(worker_id, reason, started_before)
         except Exception:
             # The task leases expire anyway; one failed release must not stop the watch.
             log.exception("releasing the tasks of a gone worker failed", extra={"worker_id": worker_id})

@@ -6,18 +6,26 @@
 -- ARGV[1] worker_id, ARGV[2] reason, ARGV[3] counts (1/0), ARGV[4] retention_s,
 -- ARGV[5] worker state to set ('' keeps it), ARGV[6] silent_ms: when > 0, act only if the
 -- worker's last heartbeat is older than that (so a worker that just came back is left alone),
--- ARGV[7..] ids (none = every task of the worker)
--- Returns the ids released, or {'alive'} when silent_ms spared the worker.
+-- ARGV[7] started_before_ms: when > 0, act only if the run of the worker registered under this
+-- id started before that (a restarted container's new run keeps the id and is spared),
+-- ARGV[8..] ids (none = every task of the worker)
+-- Returns the ids released, {'alive'} when silent_ms spared the worker, {'newer'} when
+-- started_before_ms did.
 local worker, reason, counts, retention, wstate = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4]), ARGV[5]
 local silent = tonumber(ARGV[6])
 if silent > 0 then
   local last = tonumber(redis.call('ZSCORE', P .. ':workers', worker) or '0')
   if last > NOW_MS - silent then return {'alive'} end
 end
+local born_before = tonumber(ARGV[7])
+if born_before > 0 then
+  local started = tonumber(redis.call('HGET', P .. ':worker:' .. worker, 'started_at') or '0')
+  if started >= born_before then return {'newer'} end
+end
 local tasks = P .. ':wtasks:' .. worker
 local ids = {}
-if #ARGV >= 7 then
-  for i = 7, #ARGV do ids[#ids + 1] = ARGV[i] end
+if #ARGV >= 8 then
+  for i = 8, #ARGV do ids[#ids + 1] = ARGV[i] end
 else
   ids = redis.call('SMEMBERS', tasks)
 end
