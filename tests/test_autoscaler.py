@@ -177,6 +177,8 @@ async def test_get_scaling_shows_the_latest_decision_and_history(
     store: Store,
     api_factory: Callable[..., ApiServer],  # noqa: F811 - the fixture
 ) -> None:
+    # The scheduler must not lead: its own autoscaler would record decisions beside the test's.
+    await store.redis.set(store.keys.leader, "the-test:token", px=60_000)
     server = api_factory(api_token=TOKEN)
     server.app.state.scaling_settings = scaling(scaler_backend="local", scaler_max_replicas=7)
     with server.client() as shoal:
