@@ -106,6 +106,7 @@ async def test_observe_reads_ready_running_rate_and_run_time_of_the_served_queue
     await flood(store, 2, "c")
     scaler = Autoscaler(store, NoneBackend(), scaling(), worker_concurrency=4, queues=["a", "b"])
     claimed = await store.claim("w-1", ["a"], 4)
+    await store.claim("w-2", ["c"], 2)  # running, but on a queue these workers do not serve
     await asyncio.sleep(0.3)
     now = time.time()
     outcomes = [
@@ -115,7 +116,7 @@ async def test_observe_reads_ready_running_rate_and_run_time_of_the_served_queue
     assert await store.complete("w-1", outcomes) == [True, True]
     load = await scaler.observe()
     assert load.ready_by_queue == {"a": 1, "b": 3}  # queue c is not served by these workers
-    assert load.running == 2
+    assert load.running == 2  # nor do its running tasks count
     assert load.arrival_rate_per_s == pytest.approx(2 / 60)
     assert 0.3 <= load.mean_run_time_s < 2.0
 

@@ -342,10 +342,12 @@ def test_workers_page_without_workers_says_how_to_start_one(shoal: ShoalClient) 
 def test_queues_page_shows_depth_by_queue_and_priority(shoal: ShoalClient) -> None:
     shoal.submit_batch([{"name": "echo", "queue": "reports", "priority": p} for p in (0, 0, 5, 9, 9, 9)])
     shoal.submit("echo", queue="default")
+    shoal.submit("echo", queue="reports", delay_s=600)
     at = open_page("queues")
     no_exceptions(at)
     table = at.dataframe[0].value.set_index("queue")
     assert table.loc["reports", "ready"] == 6
+    assert (table.loc["reports", "scheduled"], table.loc["reports", "running"]) == (1, 0)
     assert table.loc["reports", "by priority"] == "p9: 3, p5: 1, p0: 2"
     assert table.loc["default", "ready"] == 1
     assert metrics(at)["Ready"] == "7"

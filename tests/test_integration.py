@@ -208,6 +208,8 @@ def test_2000_tasks_survive_a_worker_sigkill_and_a_scheduler_restart(
             assert int(h[b"started_at"]) >= int(parent[b"finished_at"])
     assert r.zcard(keys.state("running")) == 0 and r.zcard(keys.state("queued")) == 0
     assert r.zcard(keys.leases) == 0
+    per_queue = {k.decode(): int(v) for k, v in r.hgetall(keys.queue_counts("default")).items()}
+    assert per_queue.get("running") == 0 and per_queue.get("scheduled", 0) == 0, per_queue
     # the killed worker was detected, and tasks it was running were taken back and ran again
     lost = [e for e in r.xrange(keys.events_stream) if b'"lost"' in e[1][b"e"]]
     assert lost, "the SIGKILLed worker was never declared lost"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from itertools import pairwise
 
 import pytest
@@ -192,6 +192,25 @@ async def test_scripts_only_make_legal_transitions(store: Store, namespace: str)
     every_edge = {(old, new) for old, targets in TRANSITIONS.items() for new in targets}
     missing = every_edge - moves
     assert missing == set(), f"the workload never made these transitions: {sorted(missing)}"
+
+
+async def test_per_queue_counts_follow_every_transition(store: Store, namespace: str) -> None:
+    """The running/scheduled counts the scripts keep per queue equal the state indexes."""
+    await _mixed_workload(store, namespace)
+    await submit(store, queue="mail", delay_s=60)
+    await submit(store, queue="mail")
+    await claim_one(store, queues=["mail"])
+    truth: dict[str, Counter[str]] = defaultdict(Counter)
+    for state in ("running", "scheduled"):
+        for task_id in await store.redis.zrange(store.keys.state(state), 0, -1):
+            truth[await store.redis.hget(store.keys.task(task_id), "queue")][state] += 1
+    counted = {
+        q["name"]: {"running": q["running"], "scheduled": q["scheduled"]} for q in await store.queue_stats()
+    }
+    assert counted == {
+        q: {"running": truth[q]["running"], "scheduled": truth[q]["scheduled"]} for q in counted
+    }
+    assert counted["mail"] == {"running": 1, "scheduled": 1} and sum(truth["default"].values()) > 0
 
 
 @pytest.mark.parametrize("state", sorted(TERMINAL))

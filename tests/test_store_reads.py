@@ -144,6 +144,22 @@ async def test_queue_stats_by_priority_go_up_and_down(store: Store) -> None:
     assert [(q["ready"], q["by_priority"]) for q in await store.queue_stats()] == [(0, {}), (0, {})]
 
 
+async def test_queue_stats_count_running_and_scheduled_per_queue(store: Store) -> None:
+    await submit_specs(store, [spec() for _ in range(3)] + [spec(queue="mail", delay_s=60)])
+    await submit(store, queue="mail")
+    (one,) = await store.claim("w1", ["mail"], 1)
+    two = await store.claim("w1", ["default"], 2)
+
+    def per_queue(stats: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
+        return {q["name"]: (q["ready"], q["running"], q["scheduled"]) for q in stats}
+
+    assert per_queue(await store.queue_stats()) == {"default": (1, 2, 0), "mail": (0, 1, 1)}
+    await store.complete("w1", [ok(one), ok(two[0])])
+    async with other_store(store.keys.namespace, backoff_base_s=100.0) as slow:
+        await slow.complete("w1", [failed(two[1])])  # backs off: running -> scheduled
+    assert per_queue(await store.queue_stats()) == {"default": (1, 0, 1), "mail": (0, 0, 1)}
+
+
 async def test_counts_by_state(store: Store) -> None:
     parent = spec(max_retries=0)
     await submit_specs(store, [parent, spec(depends_on=[parent.id]), spec(), spec(delay_s=60)])  # type: ignore[list-item]

@@ -53,6 +53,10 @@ class Keys:
     def depth(self, queue: str) -> str:
         return f"{self.prefix}:depth:{queue}"
 
+    def queue_counts(self, queue: str) -> str:
+        """Hash of the queue's running and scheduled task counts (kept by the scripts)."""
+        return f"{self.prefix}:qcount:{queue}"
+
     def stats_bucket(self, bucket: int) -> str:
         return f"{self.prefix}:stats:done:{bucket}"
 

@@ -419,12 +419,21 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
                 pipe.zcard(self.keys.ready(q))
+                pipe.hmget(self.keys.queue_counts(q), "running", "scheduled")
                 pipe.hgetall(self.keys.depth(q))
             rows = await pipe.execute()
         out = []
         for i, q in enumerate(queues):
-            by_priority = {p: int(n) for p, n in rows[2 * i + 1].items() if int(n) > 0}
-            out.append({"name": q, "ready": int(rows[2 * i]), "by_priority": by_priority})
+            ready, (running, scheduled), depth = rows[3 * i : 3 * i + 3]
+            out.append(
+                {
+                    "name": q,
+                    "ready": int(ready),
+                    "running": int(running or 0),
+                    "scheduled": int(scheduled or 0),
+                    "by_priority": {p: int(n) for p, n in depth.items() if int(n) > 0},
+                }
+            )
         return out
 
     async def counts_by_state(self) -> dict[str, int]:

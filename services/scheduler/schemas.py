@@ -210,8 +210,8 @@ class WorkerList(BaseModel):
 class QueuePublic(BaseModel):
     name: str
     ready: int
-    scheduled: int | None = Field(None, description="Delayed or backing-off tasks (when counted).")
-    running: int | None = Field(None, description="Running tasks (when counted).")
+    running: int = Field(description="Tasks of this queue running on a worker now.")
+    scheduled: int = Field(description="Tasks of this queue waiting for a delay or a retry backoff.")
     by_priority: dict[str, int] = Field(description="Ready tasks by priority (keys are priorities).")
 
 

@@ -74,6 +74,10 @@ def _s(value: bytes | str) -> str:
 def live_counts(r: redis.Redis, keys: Keys) -> dict[str, int]:
     counts = {state: int(r.zcard(keys.state(state))) for state in LIVE_STATES}
     counts["leases"] = int(r.zcard(keys.leases))
+    # The per-queue counters the scripts keep must come back to zero with the indexes.
+    for queue in sorted(_s(q) for q in r.smembers(keys.queues)):
+        for state, n in r.hgetall(keys.queue_counts(queue)).items():
+            counts[f"{queue}:{_s(state)} (per-queue count)"] = int(n)
     return counts
 
 

@@ -31,18 +31,22 @@ end
 local CHANGES = {}  -- {id, new state} per transition, published as one event
 local WOKEN = {}    -- queues that got work: idle workers are signalled
 local DONE = {}     -- terminal transitions by state, for throughput stats
-local MOVES = {}    -- id -> {state before this script, state now}: index moves, coalesced
+local MOVES = {}    -- id -> {state before this script, state now, queue if known}: coalesced
 local MOVED = {}    -- ids in MOVES, in order
 local READY = {}    -- queue -> {score, id, ...} to add to its ready set
 local DEPTH = {}    -- queue -> priority -> change of the queue depth counter
+-- Non-terminal states also counted per queue (the ready ones are the queue's sorted set).
+local PER_QUEUE = {running = true, scheduled = true}
 
 -- Record a transition whose 'state' field the caller writes itself (in its own HSET).
-local function note_state(id, old, new)
+-- A caller that has the task's queue at hand passes it, saving a lookup at finish().
+local function note_state(id, old, new, queue)
   local m = MOVES[id]
   if m then
     m[2] = new
+    m[3] = m[3] or queue
   else
-    MOVES[id] = {old or '', new}
+    MOVES[id] = {old or '', new, queue}
     MOVED[#MOVED + 1] = id
   end
   CHANGES[#CHANGES + 1] = {id, new}
@@ -94,7 +98,7 @@ local function enqueue(id, old, keep_position)
   if not keep_position or vseq == nil then vseq = next_vseq() end
   add_ready(id, h[1], vseq - tonumber(h[2]), h[4])
   redis.call('HSET', tkey(id), 'state', 'queued', 'enqueued_at', NOW_MS, 'vseq', vseq, 'scheduled_for', '')
-  note_state(id, old, 'queued')
+  note_state(id, old, 'queued', h[1])
 end
 
 local function schedule(id, old, delay_ms)
@@ -168,8 +172,17 @@ local function flush_ready()
   READY = {}
 end
 
+local function count_per_queue(counts, id, m)
+  local queue = m[3] or redis.call('HGET', tkey(id), 'queue')
+  if not queue then return end
+  local c = counts[queue]
+  if not c then c = {}; counts[queue] = c end
+  if PER_QUEUE[m[1]] then c[m[1]] = (c[m[1]] or 0) - 1 end
+  if PER_QUEUE[m[2]] then c[m[2]] = (c[m[2]] or 0) + 1 end
+end
+
 local function flush_batched_writes()
-  local rem, add = {}, {}
+  local rem, add, per_queue = {}, {}, {}
   for _, id in ipairs(MOVED) do
     local m = MOVES[id]
     if m[1] ~= m[2] then
@@ -182,10 +195,16 @@ local function flush_batched_writes()
       if not a then a = {}; add[m[2]] = a end
       a[#a + 1] = NOW_MS
       a[#a + 1] = id
+      if PER_QUEUE[m[1]] or PER_QUEUE[m[2]] then count_per_queue(per_queue, id, m) end
     end
   end
   for state, ids in pairs(rem) do call_chunked('ZREM', P .. ':state:' .. state, ids) end
   for state, flat in pairs(add) do call_chunked('ZADD', P .. ':state:' .. state, flat) end
+  for queue, by_state in pairs(per_queue) do
+    for state, n in pairs(by_state) do
+      if n ~= 0 then redis.call('HINCRBY', P .. ':qcount:' .. queue, state, n) end
+    end
+  end
   flush_ready()
   for queue, by_priority in pairs(DEPTH) do
     for priority, n in pairs(by_priority) do

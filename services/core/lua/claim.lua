@@ -29,7 +29,7 @@ for qi = 4, #ARGV do
       depth_add(h[3], h[9], -1)
       local attempt = tonumber(h[4]) + 1
       redis.call('HSET', key, 'attempts', attempt, 'worker_id', worker, 'started_at', NOW_MS, 'state', 'running')
-      note_state(id, 'queued', 'running')
+      note_state(id, 'queued', 'running', h[3])
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
       mine[#mine + 1] = id

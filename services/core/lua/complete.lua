@@ -15,7 +15,7 @@ for i = 0, n - 1 do
   local id, attempt = ARGV[b], tonumber(ARGV[b + 1])
   local key = tkey(id)
   local h = redis.call('HMGET', key, 'state', 'attempts', 'attempt_limit', 'started_at', 'enqueued_at',
-    'worker_id', 'idempotency_key', 'has_hist', 'has_dependents')
+    'worker_id', 'idempotency_key', 'has_hist', 'has_dependents', 'queue')
   if h[1] ~= 'running' or tonumber(h[2]) ~= attempt or h[6] ~= worker then
     -- Refused: a stale attempt. If this worker holds a newer attempt, it keeps it.
     if h[1] ~= 'running' or h[6] ~= worker then not_mine[#not_mine + 1] = id end
@@ -29,7 +29,7 @@ for i = 0, n - 1 do
     if ARGV[b + 2] == '1' then
       redis.call('HSET', key, 'result', ARGV[b + 3], 'finished_at', NOW_MS, 'error', '', 'traceback', '',
         'state', 'succeeded')
-      note_state(id, 'running', 'succeeded')
+      note_state(id, 'running', 'succeeded', h[10])
       expire_task(id, retention, h[7], h[8])
       if h[9] then release_dependents(id) end
     else

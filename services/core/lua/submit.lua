@@ -79,7 +79,7 @@ for i = 0, n - 1 do
       note_state(id, nil, 'pending')
     elseif delay > 0 then
       state = 'scheduled'
-      note_state(id, nil, 'scheduled')
+      note_state(id, nil, 'scheduled', queue)
       redis.call('ZADD', P .. ':scheduled', NOW_MS + delay, id)
       extra = {'scheduled_for', NOW_MS + delay}
     else

@@ -73,10 +73,12 @@ def queues_page() -> None:
 
 
 def _row(queue: dict[str, Any], workers: list[dict[str, Any]]) -> dict[str, Any]:
-    row: dict[str, Any] = {"queue": queue["name"], "ready": queue.get("ready", 0)}
-    for optional in ("scheduled", "running"):  # per-queue figures, when the API gives them
-        if optional in queue:
-            row[optional] = queue[optional]
+    row: dict[str, Any] = {
+        "queue": queue["name"],
+        "ready": queue.get("ready", 0),
+        "running": queue.get("running", 0),
+        "scheduled": queue.get("scheduled", 0),
+    }
     row["workers serving"] = sum(1 for w in workers if queue["name"] in w.get("queues", []))
     by_priority = sorted((queue.get("by_priority") or {}).items(), key=lambda item: -int(item[0]))
     row["by priority"] = ", ".join(f"p{p}: {n}" for p, n in by_priority)

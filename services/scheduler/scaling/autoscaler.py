@@ -141,19 +141,17 @@ class Autoscaler:
 
     async def observe(self) -> Load:
         """The load on the queues the workers serve, from the Store."""
-        queue_stats = await self.store.queue_stats()
-        counts = await self.store.counts_by_state()
+        served = [
+            q for q in await self.store.queue_stats() if self.queues is None or q["name"] in self.queues
+        ]
         series = await self.store.throughput(RATE_WINDOW_S)
         _, run_ms = await self.store.samples()
-        ready = {
-            q["name"]: int(q["ready"]) for q in queue_stats if self.queues is None or q["name"] in self.queues
-        }
         finished = sum(n for row in series for key, n in row.items() if key != "ts")
         # Finished per second stands in for arrivals: equal under a steady load, and a growing
         # backlog shows up in `ready` anyway.
         return Load(
-            ready_by_queue=ready,
-            running=int(counts.get("running", 0)),
+            ready_by_queue={q["name"]: int(q["ready"]) for q in served},
+            running=sum(int(q["running"]) for q in served),
             arrival_rate_per_s=finished / RATE_WINDOW_S,
             mean_run_time_s=(sum(run_ms) / len(run_ms) / 1000.0) if run_ms else 0.0,
         )
