@@ -22,3 +22,17 @@ async def test_queue_depth_gauge_rises_and_returns_to_zero(store: Store, namespa
     await claim_one(store, queues=[queue])
     await metrics.refresh(store)
     assert depth(queue, "5") == 0
+
+
+async def test_queue_task_gauges_count_ready_running_and_scheduled(store: Store, namespace: str) -> None:
+    queue = f"q-{namespace}"
+    await submit(store, queue=queue)
+    await submit(store, queue=queue)
+    await submit(store, queue=queue, delay_s=600)
+    await claim_one(store, queues=[queue])
+    await metrics.refresh(store)
+
+    def tasks(state: str) -> float | None:
+        return REGISTRY.get_sample_value("shoal_queue_tasks", {"queue": queue, "state": state})
+
+    assert (tasks("ready"), tasks("running"), tasks("scheduled")) == (1, 1, 1)

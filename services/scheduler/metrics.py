@@ -11,6 +11,7 @@ TASKS_REAPED = Counter("shoal_tasks_reaped_total", "Running tasks whose lease ex
 WORKERS_LOST = Counter("shoal_workers_lost_total", "Workers declared lost (no heartbeat or pod gone)")
 TASKS_BY_STATE = Gauge("shoal_tasks", "Tasks by state", ["state"])
 QUEUE_DEPTH = Gauge("shoal_queue_depth", "Queued tasks by queue and priority", ["queue", "priority"])
+QUEUE_TASKS = Gauge("shoal_queue_tasks", "Ready, running and scheduled tasks by queue", ["queue", "state"])
 WORKERS = Gauge("shoal_workers", "Live workers")
 LEADER = Gauge("shoal_leader", "1 when this scheduler replica is the elected leader")
 
@@ -23,6 +24,8 @@ async def refresh(store: Store) -> None:
         TASKS_BY_STATE.labels(state).set(n)
     seen: set[tuple[str, str]] = set()
     for queue in await store.queue_stats():
+        for state in ("ready", "running", "scheduled"):
+            QUEUE_TASKS.labels(queue["name"], state).set(queue[state])
         for priority, n in queue["by_priority"].items():
             QUEUE_DEPTH.labels(queue["name"], priority).set(n)
             seen.add((queue["name"], priority))
