@@ -218,6 +218,14 @@ def test_percentiles() -> None:
 # --------------------------------------------------------------------- events
 
 
+async def test_a_big_batch_is_published_in_events_of_at_most_100_changes(store: Store) -> None:
+    specs = [spec() for _ in range(250)]
+    await submit_specs(store, specs)
+    events = await store.recent_events()
+    assert [len(e["changes"]) for e in events] == [100, 100, 50]
+    assert [change for e in events for change in e["changes"]] == [[s.id, "queued"] for s in specs]
+
+
 async def test_one_event_per_script_call_listing_its_changes(store: Store) -> None:
     a, b, c = spec(), spec(), spec()
     c.depends_on = [a.id]  # type: ignore[list-item]

@@ -1,8 +1,9 @@
 """A record of every transition Shoal commits, read from the namespace's events stream.
 
-Every transition script appends one event to the capped stream `{ns}:events` in the same
-atomic call that makes the change, so counting the `(task id, state)` pairs in the stream
-counts committed transitions: a result recorded twice shows up as two `succeeded`.
+Every transition script appends its events (one per 100 changes) to the capped stream
+`{ns}:events` in the same atomic call that makes the change, so counting the
+`(task id, state)` pairs in the stream counts committed transitions: a result recorded
+twice shows up as two `succeeded`.
 
 Unlike a pub/sub subscription, a stream reader that loses its connection (Redis was
 restarted) resumes after the last entry it saw and misses nothing. The stream is capped

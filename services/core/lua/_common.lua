@@ -214,11 +214,14 @@ local function flush_batched_writes()
   if VCLOCK ~= nil then redis.call('SET', P .. ':vclock', string.format('%.0f', VCLOCK)) end
 end
 
--- One event per script call, however many tasks it moved; then wake idle workers.
+-- One event per script call and per EVENT_CHANGES tasks it moved (so the stream, capped by
+-- entries, stays bounded in bytes too: about 2,000 x 100 changes); then wake idle workers.
+local EVENT_CHANGES = 100
 local function finish()
   flush_batched_writes()
-  if #CHANGES > 0 then
-    local ev = cjson.encode({kind = 'task', ts = NOW_MS / 1000, changes = CHANGES})
+  for i = 1, #CHANGES, EVENT_CHANGES do
+    local part = {unpack(CHANGES, i, math.min(i + EVENT_CHANGES - 1, #CHANGES))}
+    local ev = cjson.encode({kind = 'task', ts = NOW_MS / 1000, changes = part})
     redis.call('PUBLISH', P .. ':events', ev)
     redis.call('XADD', P .. ':events', 'MAXLEN', '~', 2000, '*', 'e', ev)
   end
