@@ -350,7 +350,7 @@ def test_queues_page_shows_depth_by_queue_and_priority(shoal: ShoalClient) -> No
     assert (table.loc["reports", "scheduled"], table.loc["reports", "running"]) == (1, 0)
     assert table.loc["reports", "by priority"] == "p9: 3, p5: 1, p0: 2"
     assert table.loc["default", "ready"] == 1
-    assert metrics(at)["Ready"] == "7"
+    assert (metrics(at)["Ready"], metrics(at)["Scheduled"], metrics(at)["Running"]) == ("7", "1", "0")
     assert "No live worker serves 'default', 'reports'" in at.warning[0].value
     assert len(at.get("vega_lite_chart")) == 3
 

@@ -27,15 +27,14 @@ def queues_page() -> None:
         st.info("No task has been submitted to any queue yet.", icon=":material/inbox:")
         return
 
-    counts = (snap.stats or {}).get("counts", {})
+    def total(field: str) -> str:  # from the same answer as the table, so they always agree
+        return fmt.count(sum(q.get(field, 0) for q in queues))
+
     cols = st.columns(4)
     cols[0].metric("Queues", len(queues), border=True)
-    cols[1].metric("Ready", fmt.count(sum(q.get("ready", 0) for q in queues)), border=True,
-                   chart_data=_total_ready() or None, chart_type="area")  # fmt: skip
-    cols[2].metric(
-        "Scheduled", fmt.count(counts.get("scheduled")), border=True, help="Delayed or in retry backoff."
-    )
-    cols[3].metric("Running", fmt.count(counts.get("running")), border=True)
+    cols[1].metric("Ready", total("ready"), border=True, chart_data=_total_ready() or None, chart_type="area")
+    cols[2].metric("Scheduled", total("scheduled"), border=True, help="Delayed or in retry backoff.")
+    cols[3].metric("Running", total("running"), border=True)
 
     st.dataframe([_row(q, workers) for q in queues], hide_index=True, width="stretch")
     unserved = [
