@@ -357,6 +357,23 @@ class Store:
         silent_ms: int = 0,
         started_before_ms: int = 0,
     ) -> list[str]:
+        released = await self._release_unless_spared(
+            worker_id, reason, counts, worker_state, ids, silent_ms, started_before_ms
+        )
+        return released or []
+
+    async def _release_unless_spared(
+        self,
+        worker_id: str,
+        reason: str,
+        counts: bool,
+        worker_state: str,
+        ids: list[str] | None = None,
+        silent_ms: int = 0,
+        started_before_ms: int = 0,
+    ) -> list[str] | None:
+        """release.lua: the ids released, or None when a guard (silent_ms, started_before_ms)
+        spared the worker."""
         raw = await self._scripts.release(
             keys=self._k,
             args=[
@@ -364,7 +381,7 @@ class Store:
                 started_before_ms, *(ids or []),
             ],
         )  # fmt: skip
-        return [] if raw in (["alive"], ["newer"]) else list(raw)
+        return None if raw in (["alive"], ["newer"]) else list(raw)
 
     # ------------------------------------------------------------------ operator side
 
@@ -533,11 +550,10 @@ class Store:
         cutoff = int(time.time() * _MS) - ttl_ms
         lost = []
         for worker_id in _strs(await self.redis.zrangebyscore(self.keys.workers, "-inf", cutoff)):
-            raw = await self._scripts.release(
-                keys=self._k,
-                args=[worker_id, "worker lost: no heartbeat", 1, self._retention, "lost", ttl_ms, 0],
+            released = await self._release_unless_spared(
+                worker_id, "worker lost: no heartbeat", counts=True, worker_state="lost", silent_ms=ttl_ms
             )
-            if raw != ["alive"]:
+            if released is not None:  # None: it heartbeated after all
                 lost.append(worker_id)
         return lost
 
