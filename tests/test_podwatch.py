@@ -289,6 +289,19 @@ async def test_stop_ends_the_watch_promptly(running: Any) -> None:
     await r.until(lambda: r.emu.open_watches == 0)
 
 
+async def test_stop_while_the_watch_request_is_in_flight_leaves_no_watch_open(running: Any) -> None:
+    r = await running(pod("w-1"))
+    r.emu.inject_delay(0.5, watch=True)  # the watcher's next watch is answered late
+    r.emu.drop_watches()
+    await r.until(lambda: len(r.requests(watch=True)) == 2)
+    r.stop.set()
+    await asyncio.wait_for(r.task, 2)
+    # The server then answers the abandoned request; the watch it opens must close at once,
+    # not linger until its next event or its timeout (30 s here).
+    await asyncio.sleep(0.5)
+    await r.until(lambda: r.emu.open_watches == 0, within_s=1.0)
+
+
 # ---- which run of a worker died ----------------------------------------------------------------
 
 STARTED_S = 1735689610.0  # 2025-01-01T00:00:10Z, the new run's start in _set_container

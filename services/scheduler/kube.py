@@ -516,6 +516,10 @@ class KubeClient:
                 return
             response.put(resp)
             try:
+                if stopping.is_set():
+                    # The caller left while the request was in flight and found no response to
+                    # shut down; reading on would hold the watch open until its next event.
+                    return
                 for line in iter_resp_lines(resp):
                     if stopping.is_set():
                         break
