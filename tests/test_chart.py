@@ -595,6 +595,8 @@ def test_notes_tell_how_to_get_the_token_and_reach_the_api() -> None:
         ({"ingress.apiPath": "api"}, "/ingress/apiPath"),
         ({"config.extra.PATH": "/evil"}, "'PATH' does not match pattern"),
         ({"worker.queues[0]": "bad queue"}, "/worker/queues/0"),
+        ({"worker.queues[0]": "bulk=0"}, "/worker/queues/0"),
+        ({"worker.queues[0]": "bulk=1001"}, "/worker/queues/0"),
         ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
         ({"monitoring.prometheusRule.failureRatio": "2"}, "failureRatio"),
     ],

@@ -106,7 +106,7 @@ def test_scheduler_settings_load_and_point_at_the_right_objects(
 
 
 def test_worker_settings_load_with_the_pod_name_as_worker_id(
-    rendered: Render, environment: pytest.MonkeyPatch
+    rendered: Render, values: dict[str, Any], environment: pytest.MonkeyPatch
 ) -> None:
     pod = "shoal-worker-7c9d8f6b5-abcde"
     _apply(environment, _env_of(rendered, "worker", pod))
@@ -115,6 +115,8 @@ def test_worker_settings_load_with_the_pod_name_as_worker_id(
     LogSettings()
     container = rendered.container("worker")
     assert worker.worker_id == pod
+    queues = values.get("worker", {}).get("queues", ["default"])
+    assert [f"{q}={w}" if w != 1 else q for q, w in worker.queue_weights.items()] == queues
     assert worker.worker_port == container["ports"][0]["containerPort"]
     assert (
         worker.grace_s

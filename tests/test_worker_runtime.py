@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -310,3 +311,15 @@ async def test_a_worker_serving_two_queues_does_not_starve_the_second(store: Sto
         assert done.state is TaskState.SUCCEEDED
         still_queued = [t for t in await store.get_many(busy) if t and t.state is TaskState.QUEUED]
         assert len(still_queued) >= 8, "the second queue waited for the first to drain"
+
+
+async def test_weighted_queues_share_the_claims_by_weight(store: Store, namespace: str) -> None:
+    bulk = [await submit(store, "sleep", 0.01, queue="bulk") for _ in range(12)]
+    urgent = [await submit(store, "sleep", 0.01, queue="urgent") for _ in range(12)]
+    async with running_worker(namespace, concurrency=1, queues="bulk=1,urgent=3"):
+        done = await wait_terminal(store, bulk + urgent, timeout_s=20)
+    # One slot, both queues backlogged: each claim takes one task, and per 4 claims urgent
+    # comes first 3 times. Start times are >= 10 ms apart, so they order the claims.
+    by_start = sorted(done, key=lambda t: t.started_at or 0)
+    first_eight = Counter(t.queue for t in by_start[:8])
+    assert first_eight == {"urgent": 6, "bulk": 2}

@@ -34,6 +34,7 @@ from services.core.models import ClaimedTask, HeartbeatReply, WorkerInfo
 from services.core.settings import Settings
 from services.core.store import Store
 from services.worker import metrics
+from services.worker.claim_order import ClaimOrder
 from services.worker.executor import Executor
 from services.worker.flusher import CompletionFlusher
 from services.worker.heartbeat import Heartbeat
@@ -65,7 +66,7 @@ class Worker:
         self.store = store
         self.id = ws.worker_id
         self.queues = ws.queue_list
-        self._rotation = 0
+        self._claim_order = ClaimOrder(ws.queue_weights)
         self.concurrency = ws.concurrency
         self.registry = registry if registry is not None else default_registry
         self.executor = Executor(
@@ -220,7 +221,7 @@ class Worker:
                 continue
             self.wake.clear()
             try:
-                claimed = await self.store.claim(self.id, self._claim_order(), free)
+                claimed = await self.store.claim(self.id, self._claim_order.next(), free)
             except _TRANSIENT as exc:
                 log.warning("claim failed (%s); retrying in %.2fs", exc, delay, extra={"worker_id": self.id})
                 await _wait(self._stopping, delay)
@@ -238,11 +239,6 @@ class Worker:
                 continue
             for task in claimed:
                 self._start(task)
-
-    def _claim_order(self) -> list[str]:
-        """Queues in the order to claim from, rotated each call so no queue starves another."""
-        self._rotation = (self._rotation + 1) % len(self.queues)
-        return self.queues[self._rotation :] + self.queues[: self._rotation]
 
     def _start(self, claimed: ClaimedTask) -> None:
         earlier = self._running.get(claimed.id)
