@@ -227,9 +227,8 @@ class Store:
         """Announce a worker. Tasks still held under its id belong to an earlier run of it that
         died (a restarted container keeps its pod name): they queue again now, the attempt
         counted. Returns their ids."""
-        leftovers = await self._release(
-            info.id, "an earlier run of this worker ended with the task unfinished", True, ""
-        )
+        reason = "an earlier run of this worker ended with the task unfinished"
+        leftovers = await self._release(info.id, reason, counts=True, worker_state="") or []
         now_ms = int(time.time() * _MS)
         key = self.keys.worker(info.id)
         mapping: dict[Any, Any] = {
@@ -328,11 +327,11 @@ class Store:
         at their old place, and the attempt does not count against max_retries."""
         if not task_ids:
             return []
-        return await self._release(worker_id, reason, counts=False, worker_state="", ids=task_ids)
+        return await self._release(worker_id, reason, counts=False, worker_state="", ids=task_ids) or []
 
     async def deregister_worker(self, worker_id: str, reason: str = "stopped") -> list[str]:
         """The worker is leaving; anything it still holds goes back to the queue."""
-        return await self._release(worker_id, reason, counts=False, worker_state="stopped")
+        return await self._release(worker_id, reason, counts=False, worker_state="stopped") or []
 
     async def release_worker(
         self, worker_id: str, reason: str, started_before: float | None = None
@@ -343,26 +342,12 @@ class Store:
         earlier: a restarted container's new run, registered under the same id, is spared.
         """
         born_ms = 0 if started_before is None else max(1, int(started_before * _MS))
-        return await self._release(
+        released = await self._release(
             worker_id, reason, counts=True, worker_state="lost", started_before_ms=born_ms
-        )
-
-    async def _release(
-        self,
-        worker_id: str,
-        reason: str,
-        counts: bool,
-        worker_state: str,
-        ids: list[str] | None = None,
-        silent_ms: int = 0,
-        started_before_ms: int = 0,
-    ) -> list[str]:
-        released = await self._release_unless_spared(
-            worker_id, reason, counts, worker_state, ids, silent_ms, started_before_ms
         )
         return released or []
 
-    async def _release_unless_spared(
+    async def _release(
         self,
         worker_id: str,
         reason: str,
@@ -550,7 +535,7 @@ class Store:
         cutoff = int(time.time() * _MS) - ttl_ms
         lost = []
         for worker_id in _strs(await self.redis.zrangebyscore(self.keys.workers, "-inf", cutoff)):
-            released = await self._release_unless_spared(
+            released = await self._release(
                 worker_id, "worker lost: no heartbeat", counts=True, worker_state="lost", silent_ms=ttl_ms
             )
             if released is not None:  # None: it heartbeated after all
