@@ -168,8 +168,9 @@ class PodWatcher:
         if reasons:
             # The earliest boundary errs towards sparing a run: a spared dead run's tasks still
             # come back, when its lease runs out or its next run registers.
-            bounded = not pod_ended and boundaries and None not in boundaries
-            started_before = min(b for b in boundaries if b is not None) if bounded else None
+            known_bounds = [b for b in boundaries if b is not None]
+            bounded = not pod_ended and known_bounds and len(known_bounds) == len(boundaries)
+            started_before = min(known_bounds) if bounded else None
             await self._report(pod.name, "; ".join(reasons), started_before)
 
     async def _report(self, worker_id: str, reason: str, started_before: float | None = None) -> None:

@@ -28,7 +28,7 @@ local function next_vseq()
   return VCLOCK
 end
 
-local CHANGES = {}  -- {id, new state} per transition, published as one event
+local CHANGES = {}  -- {id, new state} per transition, published by finish() in events of 100
 local WOKEN = {}    -- queues that got work: idle workers are signalled
 local DONE = {}     -- terminal transitions by state, for throughput stats
 local MOVES = {}    -- id -> {state before this script, state now, queue if known}: coalesced
