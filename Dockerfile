@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for the three Shoal services; the command picks the service:
-#   scheduler  uvicorn services.scheduler.main:app --host 0.0.0.0 --port 8000   (the default)
-#   worker     python -m services.worker                                       (probes/metrics on 9100)
+#   scheduler  uvicorn shoal.scheduler.main:app --host 0.0.0.0 --port 8000   (the default)
+#   worker     python -m shoal.worker                                       (probes/metrics on 9100)
 #   dashboard  streamlit run streamlit_app.py --server.port 8501 --server.address 0.0.0.0 --server.headless true
 # Build: docker build -t shoal:0.1.0 .
 
@@ -18,10 +18,12 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY requirements.txt /tmp/requirements.txt
 RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt
 WORKDIR /app
+COPY pyproject.toml ./
 COPY services/ services/
+RUN pip install --no-cache-dir --no-deps . && rm -rf /app/services /app/pyproject.toml
 COPY streamlit_app.py ./
 COPY .streamlit/config.toml .streamlit/config.toml
-RUN python -m compileall -q /app/services /app/streamlit_app.py
+RUN python -m compileall -q /app/streamlit_app.py
 
 # Final stage: the slim base, the virtualenv and the app; no compilers, no pip cache, not root.
 FROM ${PYTHON_IMAGE}
@@ -37,4 +39,4 @@ COPY --from=build /app /app
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8000 8501 9100
-CMD ["uvicorn", "services.scheduler.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "shoal.scheduler.main:app", "--host", "0.0.0.0", "--port", "8000"]

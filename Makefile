@@ -14,20 +14,21 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
 install: $(VENV)/.installed ## create the virtualenv and install everything
 
 up: install ## run Redis (or a private one), the scheduler, workers and the dashboard
-	$(PY) -m services dev
+	$(PY) -m shoal dev
 
 test: install ## run the whole test suite (installs helm, promtool, chromium when missing)
 	@sh scripts/install-test-tools.sh
-	@url=$$($(PY) -m services redis --url "$(SHOAL_TEST_REDIS_URL)" --private-port 6391) && \
+	@url=$$($(PY) -m shoal redis --url "$(SHOAL_TEST_REDIS_URL)" --private-port 6391) && \
 	  . scripts/helm-on-path.sh && \
 	  SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -35,7 +36,7 @@ lint: install ## ruff, formatting, import layers, types
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy services bench streamlit_app.py
+	$(VENV)/bin/mypy services/shoal bench streamlit_app.py
 
 bench: install ## throughput and latency benchmark (private Redis, scheduler, 2 workers)
 	$(PY) -m bench.run

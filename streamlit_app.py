@@ -1,16 +1,17 @@
 """Shoal's dashboard: `streamlit run streamlit_app.py`.
 
 Tasks, queues, workers and scaling, live, through the scheduler's HTTP API only
-(SHOAL_API_URL, SHOAL_API_TOKEN). The pages live in services/dashboard/pages/.
+(SHOAL_API_URL, SHOAL_API_TOKEN). The pages live in shoal/dashboard/pages/.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from services.dashboard.sidebar import render_sidebar
+from shoal.dashboard import PAGES_DIR
+from shoal.dashboard.sidebar import render_sidebar
 
-PAGES = "services/dashboard/pages"
+PAGES = PAGES_DIR.as_posix()
 
 st.set_page_config(page_title="Shoal", page_icon="🐟", layout="wide")
 

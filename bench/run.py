@@ -26,8 +26,8 @@ from pathlib import Path
 import orjson
 import redis
 
-from services.core.keys import Keys
-from services.redis_local import free_port, start_private_redis
+from shoal.core.keys import Keys
+from shoal.redis_local import free_port, start_private_redis
 
 BATCH = 1000
 
@@ -63,7 +63,7 @@ class Stack:
         }
         self.env.pop("SHOAL_API_TOKEN", None)
         self.scheduler = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "services.scheduler.main:app", "--port", str(self.api_port),
+            [sys.executable, "-m", "uvicorn", "shoal.scheduler.main:app", "--port", str(self.api_port),
              "--no-access-log", "--log-level", "warning"],
             env=self.env,
         )  # fmt: skip
@@ -87,7 +87,7 @@ class Stack:
 
     def start_workers(self, n: int = 2) -> None:
         for _ in range(n):
-            self.workers.append(subprocess.Popen([sys.executable, "-m", "services.worker"], env=self.env))
+            self.workers.append(subprocess.Popen([sys.executable, "-m", "shoal.worker"], env=self.env))
 
     def stop_workers(self) -> None:
         for w in self.workers:

@@ -43,14 +43,14 @@ import orjson
 import psutil
 import redis
 
-from services.core.keys import Keys
-from services.redis_local import free_port, start_private_redis
+from shoal.core.keys import Keys
+from shoal.redis_local import free_port, start_private_redis
 
 QUEUE = "soak"
 LIVE = ("pending", "scheduled", "queued", "running")
 TERMINAL = ("succeeded", "failed", "upstream_failed", "cancelled")
 MB = 1024 * 1024
-TRIM_EVERY_S = 60.0  # services.scheduler.loops.TRIM_EVERY_S
+TRIM_EVERY_S = 60.0  # shoal.scheduler.loops.TRIM_EVERY_S
 JSON = {"Content-Type": "application/json"}
 
 
@@ -104,13 +104,13 @@ class Soak:
         logs = open(workdir / "processes.log", "wb")  # noqa: SIM115 - lives as long as the processes
         self._logs = logs
         self.scheduler = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "services.scheduler.main:app", "--port", str(self.api_port),
+            [sys.executable, "-m", "uvicorn", "shoal.scheduler.main:app", "--port", str(self.api_port),
              "--no-access-log", "--log-level", "warning"],
             env=self.env, stdout=logs, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.workers = [
             subprocess.Popen(
-                [sys.executable, "-m", "services.worker"], env=self.env, stdout=logs, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "shoal.worker"], env=self.env, stdout=logs, stderr=subprocess.STDOUT
             )
             for _ in range(args.workers)
         ]

@@ -16,9 +16,9 @@ import uuid
 
 from redis.asyncio import Redis
 
-from services.core.models import Outcome, TaskSpec
-from services.core.settings import TaskSettings
-from services.core.store import Store
+from shoal.core.models import Outcome, TaskSpec
+from shoal.core.settings import TaskSettings
+from shoal.core.store import Store
 
 
 async def _evalsha_usec(redis: Redis) -> int:

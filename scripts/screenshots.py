@@ -28,9 +28,9 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.client import ShoalClient  # noqa: E402 - after the path set-up above
-from services.core.keys import Keys  # noqa: E402
-from services.redis_local import ensure_redis, free_port  # noqa: E402
+from shoal.client import ShoalClient  # noqa: E402 - after the path set-up above
+from shoal.core.keys import Keys  # noqa: E402
+from shoal.redis_local import ensure_redis, free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -88,7 +88,7 @@ class Stack:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "services.scheduler.main:app",
+                "shoal.scheduler.main:app",
                 "--port",
                 port,
                 "--no-access-log",

@@ -18,11 +18,11 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from services.client import ShoalClient
-from services.core.models import Outcome
-from services.core.settings import ApiSettings, RedisSettings, Settings
-from services.core.store import Store
-from services.scheduler.main import create_app
+from shoal.client import ShoalClient
+from shoal.core.models import Outcome
+from shoal.core.settings import ApiSettings, RedisSettings, Settings
+from shoal.core.store import Store
+from shoal.scheduler.main import create_app
 
 __all__ = ["ApiServer", "api", "api_factory", "client", "make_settings", "work_once"]
 

@@ -12,9 +12,9 @@ import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
 
-from services.core.keys import Keys
-from services.core.settings import TaskSettings
-from services.core.store import Store
+from shoal.core.keys import Keys
+from shoal.core.settings import TaskSettings
+from shoal.core.store import Store
 
 if TYPE_CHECKING:
     from tests.k8s_fixture import KubeApi

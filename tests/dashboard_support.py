@@ -21,17 +21,18 @@ from typing import Any, TypeVar
 import httpx
 from streamlit.testing.v1 import AppTest
 
-from services.client import ShoalClient
+from shoal.client import ShoalClient
+from shoal.dashboard import PAGES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "streamlit_app.py"
 PAGES = {
     "overview": None,
-    "tasks": "services/dashboard/pages/tasks.py",
-    "submit": "services/dashboard/pages/submit.py",
-    "workers": "services/dashboard/pages/workers.py",
-    "queues": "services/dashboard/pages/queues.py",
-    "scaling": "services/dashboard/pages/scaling.py",
+    "tasks": (PAGES_DIR / "tasks.py").as_posix(),
+    "submit": (PAGES_DIR / "submit.py").as_posix(),
+    "workers": (PAGES_DIR / "workers.py").as_posix(),
+    "queues": (PAGES_DIR / "queues.py").as_posix(),
+    "scaling": (PAGES_DIR / "scaling.py").as_posix(),
 }
 
 T = TypeVar("T")
@@ -87,7 +88,7 @@ def worker_process(
     queues: str = "default",
     concurrency: int = 4,
 ) -> Iterator[dict[str, Any]]:
-    """A real `python -m services.worker` on the test's namespace; yields it as /workers lists it."""
+    """A real `python -m shoal.worker` on the test's namespace; yields it as /workers lists it."""
     env = child_env(
         SHOAL_REDIS_URL=redis_url,
         SHOAL_NAMESPACE=namespace,
@@ -102,7 +103,7 @@ def worker_process(
     env.pop("SHOAL_WORKER_ID", None)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.worker"], env=env, stdout=log, stderr=log, cwd=ROOT
+            [sys.executable, "-m", "shoal.worker"], env=env, stdout=log, stderr=log, cwd=ROOT
         )
         try:
 

@@ -57,7 +57,7 @@ import kmock
 import orjson
 import yaml
 
-from services.scheduler.kube import KubeClient, RetryPolicy
+from shoal.scheduler.kube import KubeClient, RetryPolicy
 
 PODS = "v1/pods"
 DEPLOYMENTS = "apps/v1/deployments"

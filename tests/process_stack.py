@@ -1,4 +1,4 @@
-"""Real processes for integration tests: a uvicorn scheduler and `python -m services.worker`s.
+"""Real processes for integration tests: a uvicorn scheduler and `python -m shoal.worker`s.
 
 Each runs with the test's own namespace on the test Redis and short leases, so failures
 are detected in seconds. Logs go to files under the test's tmp_path (shown on failure).
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from services.redis_local import free_port
+from shoal.redis_local import free_port
 
 FAST_FAILURE_ENV = {
     "SHOAL_LEASE_S": "2",
@@ -57,7 +57,7 @@ class ProcessStack:
     def start_scheduler(self, timeout_s: float = 30.0) -> None:
         self.scheduler = self._spawn(
             "scheduler",
-            [sys.executable, "-m", "uvicorn", "services.scheduler.main:app", "--port", str(self.port),
+            [sys.executable, "-m", "uvicorn", "shoal.scheduler.main:app", "--port", str(self.port),
              "--no-access-log"],
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
@@ -80,7 +80,7 @@ class ProcessStack:
         self.scheduler.wait(10)
 
     def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
-        proc = self._spawn("worker", [sys.executable, "-m", "services.worker"], **env)
+        proc = self._spawn("worker", [sys.executable, "-m", "shoal.worker"], **env)
         self.workers.append(proc)
         return proc
 

@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from conftest import REDIS_URL, make_task_settings
 from redis.asyncio import Redis
 
-from services.core.models import ClaimedTask, Outcome, Task, TaskSpec, WorkerInfo
-from services.core.states import TaskState
-from services.core.store import Store
+from conftest import REDIS_URL, make_task_settings
+from shoal.core.models import ClaimedTask, Outcome, Task, TaskSpec, WorkerInfo
+from shoal.core.states import TaskState
+from shoal.core.store import Store
 
 
 def new_id() -> str:

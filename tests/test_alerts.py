@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TEAM = {"team": "platform"}  # monitoring-values.yaml adds it to every alert
 SEL = f'namespace="{NAMESPACE}"'
 METRIC_MODULES = (
-    "services.scheduler.metrics",
-    "services.scheduler.scaling.autoscaler",
-    "services.worker.metrics",
+    "shoal.scheduler.metrics",
+    "shoal.scheduler.scaling.autoscaler",
+    "shoal.worker.metrics",
 )
 
 
@@ -95,7 +95,7 @@ def _exported_metrics() -> set[str]:
     default registry, the worker in its own), read from the `# TYPE` lines."""
     for name in METRIC_MODULES:
         importlib.import_module(name)
-    worker = importlib.import_module("services.worker.metrics")
+    worker = importlib.import_module("shoal.worker.metrics")
     text = (generate_latest(REGISTRY) + generate_latest(worker.REGISTRY)).decode()
     return set(re.findall(r"^# TYPE (shoal_\w+) ", text, flags=re.MULTILINE))
 

@@ -23,15 +23,15 @@ import httpx
 import orjson
 import pytest
 import redis as redis_sync
-from api_fixtures import ApiServer, make_settings
-from conftest import REDIS_URL, _wipe
 from redis.asyncio import Redis
 
-from services.core.keys import Keys
-from services.core.models import TaskSpec, WorkerInfo
-from services.core.settings import TaskSettings
-from services.core.store import Store
-from services.scheduler.main import create_app
+from api_fixtures import ApiServer, make_settings
+from conftest import REDIS_URL, _wipe
+from shoal.core.keys import Keys
+from shoal.core.models import TaskSpec, WorkerInfo
+from shoal.core.settings import TaskSettings
+from shoal.core.store import Store
+from shoal.scheduler.main import create_app
 
 TOKEN = "hostile-input-token-0123"
 MAX_BODY = 64 * 1024

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 import httpx
 import orjson
 import pytest
+
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer
-
-from services.client import ShoalApiError
+from shoal.client import ShoalApiError
 
 TOKEN = "s3cret-token-for-tests"
 API_ROUTES = [

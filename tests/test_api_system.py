@@ -16,14 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer, make_settings, work_once
-
-from services.client import ShoalApiError, ShoalClient, task_request
-from services.core.models import WorkerInfo
-from services.core.store import Store
-from services.scheduler.main import create_app
-from services.scheduler.schemas import QueuePublic, StatsPublic, WorkerPublic
+from shoal.client import ShoalApiError, ShoalClient, task_request
+from shoal.core.models import WorkerInfo
+from shoal.core.store import Store
+from shoal.scheduler.main import create_app
+from shoal.scheduler.schemas import QueuePublic, StatsPublic, WorkerPublic
 
 
 def worker_info(worker_id: str = "w1", **overrides: Any) -> WorkerInfo:
@@ -262,7 +262,7 @@ def test_sigterm_ends_event_streams_so_uvicorn_exits_at_once(namespace: str, red
         port = probe.getsockname()[1]
     env = {**os.environ, "SHOAL_NAMESPACE": namespace, "SHOAL_REDIS_URL": redis_url}
     env.pop("SHOAL_API_TOKEN", None)
-    command = [sys.executable, "-m", "uvicorn", "services.scheduler.main:app", "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", "shoal.scheduler.main:app", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer, work_once
-
-from services.client import ShoalApiError, ShoalClient, task_request
-from services.core.models import WorkerInfo
-from services.core.store import Store
-from services.scheduler.schemas import TaskPublic
+from shoal.client import ShoalApiError, ShoalClient, task_request
+from shoal.core.models import WorkerInfo
+from shoal.core.store import Store
+from shoal.scheduler.schemas import TaskPublic
 
 # ---------------------------------------------------------------- submit and read
 

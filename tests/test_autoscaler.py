@@ -13,19 +13,19 @@ from typing import Any
 
 import psutil
 import pytest
-from api_fixtures import TOKEN, ApiServer, api_factory, work_once  # noqa: F401 - a fixture
-from conftest import REDIS_URL
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from services.client import ShoalApiError
-from services.core.models import Outcome, TaskSpec
-from services.core.settings import WorkerSettings
-from services.core.states import TaskState
-from services.core.store import Store
-from services.scheduler.scaling.autoscaler import Autoscaler
-from services.scheduler.scaling.backends import LocalBackend, NoneBackend
-from services.scheduler.scaling.settings import ScalingSettings
+from api_fixtures import TOKEN, ApiServer, api_factory, work_once  # noqa: F401 - a fixture
+from conftest import REDIS_URL
+from shoal.client import ShoalApiError
+from shoal.core.models import Outcome, TaskSpec
+from shoal.core.settings import WorkerSettings
+from shoal.core.states import TaskState
+from shoal.core.store import Store
+from shoal.scheduler.scaling.autoscaler import Autoscaler
+from shoal.scheduler.scaling.backends import LocalBackend, NoneBackend
+from shoal.scheduler.scaling.settings import ScalingSettings
 
 
 def scaling(**overrides: Any) -> ScalingSettings:

@@ -222,13 +222,13 @@ def test_fullname_override_renames_everything_consistently() -> None:
 def test_containers_run_the_documented_commands(default: Render) -> None:
     assert default.container("scheduler")["command"] == [
         "uvicorn",
-        "services.scheduler.main:app",
+        "shoal.scheduler.main:app",
         "--host",
         "0.0.0.0",
         "--port",
         "8000",
     ]
-    assert default.container("worker")["command"] == ["python", "-m", "services.worker"]
+    assert default.container("worker")["command"] == ["python", "-m", "shoal.worker"]
     dashboard = default.container("dashboard")["command"]
     assert dashboard[:3] == ["streamlit", "run", "streamlit_app.py"]
     flags = dict(zip(dashboard[3::2], dashboard[4::2], strict=True))

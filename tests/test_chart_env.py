@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from services.core.settings import ApiSettings, LogSettings, RedisSettings, TaskSettings, WorkerSettings
-from services.scheduler.kube_settings import KubeSettings
-from services.scheduler.scaling.settings import ScalingSettings
+from shoal.core.settings import ApiSettings, LogSettings, RedisSettings, TaskSettings, WorkerSettings
+from shoal.scheduler.kube_settings import KubeSettings
+from shoal.scheduler.scaling.settings import ScalingSettings
 from tests.helm_render import (
     CI_VALUES,
     NAMESPACE,

@@ -1,4 +1,4 @@
-"""The README's first command, for real: `python -m services dev` runs the scheduler and
+"""The README's first command, for real: `python -m shoal dev` runs the scheduler and
 autoscaled local workers; the CLI submits, waits, inspects and reports bad input clearly."""
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from services.core.keys import Keys
-from services.redis_local import free_port
+from shoal.core.keys import Keys
+from shoal.redis_local import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(api: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services", "--api", api, *args],
+        [sys.executable, "-m", "shoal", "--api", api, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -54,7 +54,7 @@ def test_dev_stack_runs_scheduler_and_workers_and_the_cli_drives_it(
     env.pop("SHOAL_API_TOKEN", None)
     log = (tmp_path / "dev.log").open("wb")
     dev = subprocess.Popen(
-        [sys.executable, "-m", "services", "dev", "--port", str(port), "--no-dashboard", "--workers", "2"],
+        [sys.executable, "-m", "shoal", "dev", "--port", str(port), "--no-dashboard", "--workers", "2"],
         cwd=ROOT,
         env=env,
         stdout=log,

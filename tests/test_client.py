@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable
 
 import pytest
+
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer
-
-from services.client import ShoalApiError, ShoalClient, ShoalConnectionError, _parse_sse, task_request
+from shoal.client import ShoalApiError, ShoalClient, ShoalConnectionError, _parse_sse, task_request
 
 
 def test_api_errors_carry_the_servers_status_and_message(client: ShoalClient) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from api_fixtures import *  # noqa: F403 - the api / api_factory fixtures
 from api_fixtures import ApiServer
 from dashboard_support import dashboard_process

@@ -1,7 +1,7 @@
 """Every dashboard page under Streamlit's AppTest, against a real scheduler and Redis.
 
 The scheduler is the real app served by uvicorn (api_fixtures) on this test's private
-namespace; workers, where a page needs them, are real `python -m services.worker`
+namespace; workers, where a page needs them, are real `python -m shoal.worker`
 processes. Assertions read what the page shows and check the effect of its buttons
 through the API.
 """
@@ -15,15 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
+
 from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtures
 from api_fixtures import ApiServer, work_once
 from conftest import make_task_settings
 from dashboard_support import no_exceptions, open_page, silent_server, wait_until, worker_process
-from redis.asyncio import Redis
-
-from services.client import ShoalClient
-from services.core.store import Store
-from services.scheduler.scaling.settings import get_scaling_settings
+from shoal.client import ShoalClient
+from shoal.core.store import Store
+from shoal.scheduler.scaling.settings import get_scaling_settings
 
 ALL_PAGES = ("overview", "tasks", "submit", "workers", "queues", "scaling")
 
@@ -333,7 +333,7 @@ def test_workers_page_shows_live_load_and_drain_really_drains(shoal: ShoalClient
 def test_workers_page_without_workers_says_how_to_start_one(shoal: ShoalClient) -> None:
     at = open_page("workers")
     no_exceptions(at)
-    assert "python -m services.worker" in at.info[0].value
+    assert "python -m shoal.worker" in at.info[0].value
 
 
 # ---------------------------------------------------------------- queues

@@ -6,13 +6,13 @@ import socket
 
 import httpx
 import pytest
-from dashboard_support import silent_server
 
-from services.client import ShoalApiError, ShoalClient
-from services.dashboard import charts, demo, forms, graph, series
-from services.dashboard import format as fmt
-from services.dashboard.api import ApiTarget, describe, target_from_env
-from services.scheduler.schemas import BatchCreate
+from dashboard_support import silent_server
+from shoal.client import ShoalApiError, ShoalClient
+from shoal.dashboard import charts, demo, forms, graph, series
+from shoal.dashboard import format as fmt
+from shoal.dashboard.api import ApiTarget, describe, target_from_env
+from shoal.scheduler.schemas import BatchCreate
 
 # ---------------------------------------------------------------- format
 

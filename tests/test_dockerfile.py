@@ -101,7 +101,7 @@ def _dockerignore_lets_through(path: str) -> bool:
 def test_copied_sources_exist_and_pass_dockerignore() -> None:
     copies = [value.split() for kind, value in _stages()[0] if kind == "COPY"]
     sources = [src for parts in copies for src in parts[:-1] if not src.startswith("--")]
-    assert {"requirements.txt", "services/", "streamlit_app.py"} <= set(sources)
+    assert {"requirements.txt", "pyproject.toml", "services/", "streamlit_app.py"} <= set(sources)
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: missing from the repository"
         probe = source + "__init__.py" if source.endswith("/") else source
@@ -120,7 +120,7 @@ def test_default_command_is_the_scheduler() -> None:
     (cmd,) = [value for kind, value in _stages()[-1] if kind == "CMD"]
     assert json.loads(cmd) == [
         "uvicorn",
-        "services.scheduler.main:app",
+        "shoal.scheduler.main:app",
         "--host",
         "0.0.0.0",
         "--port",

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from services.core.models import Attempt, Task, WorkerInfo
-from services.core.states import TaskState
-from services.scheduler.explain import ScalingView, explain_task, humanize_seconds
+from shoal.core.models import Attempt, Task, WorkerInfo
+from shoal.core.states import TaskState
+from shoal.scheduler.explain import ScalingView, explain_task, humanize_seconds
 
 NOW = 1_764_230_000.0
 

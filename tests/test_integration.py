@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 import redis
-from process_stack import ProcessStack
 
-from services.client import ShoalClient, ShoalConnectionError, task_request
-from services.core import jsonutil
-from services.core.keys import Keys
+from process_stack import ProcessStack
+from shoal.client import ShoalClient, ShoalConnectionError, task_request
+from shoal.core import jsonutil
+from shoal.core.keys import Keys
 
 pytestmark = pytest.mark.timeout(240)
 

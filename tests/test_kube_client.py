@@ -1,4 +1,4 @@
-"""KubeClient (services/scheduler/kube.py) over real HTTP against the API emulator, and KubeSettings.
+"""KubeClient (services/shoal/scheduler/kube.py) over real HTTP against the API emulator, and KubeSettings.
 
 The client is the official `kubernetes` client underneath, configured from a kubeconfig that
 points at tests/k8s_fixture.py's emulator; errors, delays and dropped watches are injected
@@ -19,8 +19,8 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from services.scheduler import kube_settings
-from services.scheduler.kube import (
+from shoal.scheduler import kube_settings
+from shoal.scheduler.kube import (
     POD_DELETION_COST,
     RBAC_RULES,
     K8sConflict,
@@ -35,7 +35,7 @@ from services.scheduler.kube import (
     RetryPolicy,
     ScaleState,
 )
-from services.scheduler.kube_settings import KubeSettings, in_cluster
+from shoal.scheduler.kube_settings import KubeSettings, in_cluster
 from tests.k8s_fixture import DEPLOYMENTS, PODS, KubeApi, deployment, pod, running_kube_api
 
 SELECTOR = "app.kubernetes.io/component=worker"

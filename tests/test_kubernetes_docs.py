@@ -1,6 +1,6 @@
 """docs/kubernetes.md's worked scaling example is what the real policy does.
 
-The table is parsed and replayed through `services.scheduler.scaling.policy.decide` with the
+The table is parsed and replayed through `shoal.scheduler.scaling.policy.decide` with the
 chart's default autoscaling values, one decision every `intervalSeconds`, the load staying as in
 the last row shown between rows.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from services.scheduler.scaling.policy import ScalingInput, decide
+from shoal.scheduler.scaling.policy import ScalingInput, decide
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,15 +9,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from conftest import REDIS_URL
 from redis.asyncio import Redis
-from store_helpers import claim_one, eventually, other_store, state_of, submit
 
-from services.core.keys import Keys
-from services.core.settings import Settings
-from services.core.states import TaskState
-from services.scheduler.leader import RedisLeaderElector
-from services.scheduler.loops import LeaderLoops
+from conftest import REDIS_URL
+from shoal.core.keys import Keys
+from shoal.core.settings import Settings
+from shoal.core.states import TaskState
+from shoal.scheduler.leader import RedisLeaderElector
+from shoal.scheduler.loops import LeaderLoops
+from store_helpers import claim_one, eventually, other_store, state_of, submit
 
 TTL_S = 1.0
 

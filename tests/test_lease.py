@@ -1,4 +1,4 @@
-"""KubernetesLeaseElector (services/scheduler/lease.py) against the API emulator over real HTTP.
+"""KubernetesLeaseElector (services/shoal/scheduler/lease.py) against the API emulator over real HTTP.
 
 Expiry is driven by an injectable clock, so the 15 s lease takes no time; the concurrent
 tests run the real loops with short timings. Races are forced, not hoped for: a KubeClient
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from services.scheduler.kube import K8sUnavailable, KubeClient, LeaseRecord, RetryPolicy
-from services.scheduler.kube_settings import KubeSettings
-from services.scheduler.lease import KubernetesLeaseElector
+from shoal.scheduler.kube import K8sUnavailable, KubeClient, LeaseRecord, RetryPolicy
+from shoal.scheduler.kube_settings import KubeSettings
+from shoal.scheduler.lease import KubernetesLeaseElector
 from tests.k8s_fixture import LEASES, KubeApi
 
 LEASE = "shoal-scheduler-leader"

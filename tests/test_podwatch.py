@@ -1,4 +1,4 @@
-"""PodWatcher (services/scheduler/podwatch.py) against the API emulator over real HTTP.
+"""PodWatcher (services/shoal/scheduler/podwatch.py) against the API emulator over real HTTP.
 
 The test plays kubelet and kubectl on the emulator (deleting pods, writing pod status) while
 the watcher lists and watches through the official client. No duplicate callbacks is checked
@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import submit
 
-from services.core.models import WorkerInfo
-from services.core.states import TaskState
-from services.core.store import Store
-from services.scheduler.kube import KubeClient
-from services.scheduler.podwatch import PodWatcher, WorkerGone
+from shoal.core.models import WorkerInfo
+from shoal.core.states import TaskState
+from shoal.core.store import Store
+from shoal.scheduler.kube import KubeClient
+from shoal.scheduler.podwatch import PodWatcher, WorkerGone
+from store_helpers import submit
 from tests.k8s_fixture import PODS, KubeApi, KubeApiEmulator, pod, running_kube_api
 
 SELECTOR = "app.kubernetes.io/component=worker"

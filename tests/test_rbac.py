@@ -1,6 +1,6 @@
 """The chart's RBAC grants exactly the Kubernetes API calls the scheduler makes, and nothing more.
 
-Two links are checked: the code's calls (found by reading services/scheduler/kube.py, the only
+Two links are checked: the code's calls (found by reading services/shoal/scheduler/kube.py, the only
 module that imports the client) equal `kube.RBAC_RULES`, and the rendered Role equals
 `RBAC_RULES`, namespaced, with the fixed-name objects pinned by resourceNames.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.scheduler import kube
+from shoal.scheduler import kube
 from tests.helm_render import CI_VALUES, NAMESPACE, RELEASE, ROOT, Render, render
 
 Triple = tuple[str, str, str]

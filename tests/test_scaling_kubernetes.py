@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from k8s_fixture import DEPLOYMENTS, PODS, KubeApi, deployment, pod
 
-from services.core.models import TaskSpec, WorkerInfo
-from services.core.store import Store
-from services.scheduler.kube import POD_DELETION_COST, K8sForbidden, K8sNotFound
-from services.scheduler.scaling.autoscaler import Autoscaler
-from services.scheduler.scaling.backends import KubernetesBackend, ScaleInPlan
-from services.scheduler.scaling.settings import ScalingSettings
+from k8s_fixture import DEPLOYMENTS, PODS, KubeApi, deployment, pod
+from shoal.core.models import TaskSpec, WorkerInfo
+from shoal.core.store import Store
+from shoal.scheduler.kube import POD_DELETION_COST, K8sForbidden, K8sNotFound
+from shoal.scheduler.scaling.autoscaler import Autoscaler
+from shoal.scheduler.scaling.backends import KubernetesBackend, ScaleInPlan
+from shoal.scheduler.scaling.settings import ScalingSettings
 
 SELECTOR = "app.kubernetes.io/component=worker"
 

@@ -2,7 +2,7 @@
 
 These tests run a small stand-in worker program (real processes, real signals) so that the
 process handling is checked on its own, quickly. The end-to-end run with the real
-`python -m services.worker` against Redis is in tests/test_autoscaler.py.
+`python -m shoal.worker` against Redis is in tests/test_autoscaler.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.scheduler.scaling.backends import LocalBackend, ScaleInPlan, ScalingBackendError
+from shoal.scheduler.scaling.backends import LocalBackend, ScaleInPlan, ScalingBackendError
 
 # Records its environment, then waits; on SIGTERM notes that it was asked to stop and exits
 # (or, with STANDIN_IGNORE_TERM=1, ignores SIGTERM like a hung worker).
@@ -41,7 +41,7 @@ STANDIN = textwrap.dedent(
 )
 
 
-PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+PROJECT_ROOT = str(Path(__file__).resolve().parents[1] / "services")  # the directory holding shoal
 
 
 def make_backend(tmp_path: Path, **env: str) -> LocalBackend:

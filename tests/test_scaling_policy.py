@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scheduler.scaling.policy import Recommendation, ScalingDecision, ScalingInput, decide
+from shoal.scheduler.scaling.policy import Recommendation, ScalingDecision, ScalingInput, decide
 
 
 def load(ready: int = 0, running: int = 0, current: int = 0, **kw: object) -> ScalingInput:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from prometheus_client import REGISTRY
-from store_helpers import claim_one, submit
 
-from services.core.store import Store
-from services.scheduler import metrics
+from shoal.core.store import Store
+from shoal.scheduler import metrics
+from store_helpers import claim_one, submit
 
 
 def depth(queue: str, priority: str) -> float | None:

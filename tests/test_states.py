@@ -13,6 +13,10 @@ from collections import Counter, defaultdict
 from itertools import pairwise
 
 import pytest
+
+from shoal.core.scripts import LUA_DIR
+from shoal.core.states import DEAD, TERMINAL, TRANSITIONS, TaskState, can_transition
+from shoal.core.store import Store
 from store_helpers import (
     claim_one,
     failed,
@@ -23,10 +27,6 @@ from store_helpers import (
     submit,
     submit_specs,
 )
-
-from services.core.scripts import LUA_DIR
-from services.core.states import DEAD, TERMINAL, TRANSITIONS, TaskState, can_transition
-from services.core.store import Store
 
 S = TaskState
 INITIAL = {S.PENDING, S.SCHEDULED, S.QUEUED, S.UPSTREAM_FAILED}

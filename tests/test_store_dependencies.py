@@ -7,6 +7,11 @@ import asyncio
 from itertools import pairwise
 
 import pytest
+
+from shoal.core.errors import InvalidSubmission
+from shoal.core.models import TaskSpec
+from shoal.core.states import TaskState
+from shoal.core.store import Store
 from store_helpers import (
     claim_all,
     claim_one,
@@ -22,11 +27,6 @@ from store_helpers import (
     submit,
     submit_specs,
 )
-
-from services.core.errors import InvalidSubmission
-from services.core.models import TaskSpec
-from services.core.states import TaskState
-from services.core.store import Store
 
 S = TaskState
 

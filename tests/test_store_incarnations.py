@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import time
 
+from shoal.core.models import WorkerInfo
+from shoal.core.states import TaskState
+from shoal.core.store import Store
 from store_helpers import claim_one, ok, submit
-
-from services.core.models import WorkerInfo
-from services.core.states import TaskState
-from services.core.store import Store
 
 
 def info(worker_id: str) -> WorkerInfo:

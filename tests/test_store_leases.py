@@ -6,6 +6,10 @@ import asyncio
 import time
 
 import pytest
+
+from shoal.core.errors import NotFound
+from shoal.core.states import TaskState
+from shoal.core.store import Store
 from store_helpers import (
     claim_one,
     failed,
@@ -18,10 +22,6 @@ from store_helpers import (
     submit,
     submit_specs,
 )
-
-from services.core.errors import NotFound
-from services.core.states import TaskState
-from services.core.store import Store
 
 S = TaskState
 SHORT_LEASE = {"lease_s": 0.3, "heartbeat_s": 0.1}

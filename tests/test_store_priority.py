@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+from shoal.core.store import Store
 from store_helpers import claim_all, claim_one, failed, other_store, spec, submit, submit_specs
-
-from services.core.store import Store
 
 
 async def test_a_thousand_mixed_priorities_drain_highest_first_then_fifo(store: Store) -> None:

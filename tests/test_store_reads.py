@@ -8,6 +8,10 @@ import time
 from typing import Any
 
 import pytest
+
+from shoal.core.events import EventSubscriber
+from shoal.core.states import TaskState
+from shoal.core.store import Store, percentiles
 from store_helpers import (
     claim_all,
     claim_one,
@@ -22,10 +26,6 @@ from store_helpers import (
     submit_specs,
     worker_info,
 )
-
-from services.core.events import EventSubscriber
-from services.core.states import TaskState
-from services.core.store import Store, percentiles
 
 S = TaskState
 

@@ -14,8 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REDIS_URL, make_task_settings
 from redis.asyncio import Redis
+
+from conftest import REDIS_URL, make_task_settings
+from shoal.core.errors import Conflict, NotFound
+from shoal.core.models import Outcome
+from shoal.core.states import TaskState
+from shoal.core.store import Store, backoff_delay_ms
 from store_helpers import (
     claim_one,
     failed,
@@ -28,11 +33,6 @@ from store_helpers import (
     submit,
     submit_specs,
 )
-
-from services.core.errors import Conflict, NotFound
-from services.core.models import Outcome
-from services.core.states import TaskState
-from services.core.store import Store, backoff_delay_ms
 
 S = TaskState
 RETENTION = 86400  # TaskSettings default, which the fixture keeps

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from store_helpers import failed, ok, other_store, spec, submit_specs
 
-from services.core import store as store_module
+from shoal.core import store as store_module
+from store_helpers import failed, ok, other_store, spec, submit_specs
 
 
 async def test_one_trim_drops_every_expired_id_however_many_chunks(

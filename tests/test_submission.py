@@ -8,19 +8,19 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.core.errors import InvalidSubmission
-from services.core.models import WorkerInfo
-from services.core.settings import ApiSettings, Settings
-from services.core.states import TaskState
-from services.core.store import Store
-from services.scheduler.schemas import (
+from shoal.core.errors import InvalidSubmission
+from shoal.core.models import WorkerInfo
+from shoal.core.settings import ApiSettings, Settings
+from shoal.core.states import TaskState
+from shoal.core.store import Store
+from shoal.scheduler.schemas import (
     BatchCreate,
     TaskCreate,
     TaskPublic,
     ValidationLimits,
     task_public,
 )
-from services.scheduler.submission import Submitter, TaskNameCache
+from shoal.scheduler.submission import Submitter, TaskNameCache
 
 
 def batch(*items: dict[str, Any], limits: ValidationLimits | None = None) -> BatchCreate:

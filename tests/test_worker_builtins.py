@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from test_worker_executor import claimed
 
-from services.worker import builtins
-from services.worker.executor import Executor
-from services.worker.registry import default_registry
+from shoal.worker import builtins
+from shoal.worker.executor import Executor
+from shoal.worker.registry import default_registry
+from test_worker_executor import claimed
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Weighted queues: SHOAL_QUEUES parsing and the claim order (services/worker/claim_order.py)."""
+"""Weighted queues: SHOAL_QUEUES parsing and the claim order (services/shoal/worker/claim_order.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from services.core.settings import WorkerSettings, parse_queue_weights
-from services.worker.claim_order import ClaimOrder
+from shoal.core.settings import WorkerSettings, parse_queue_weights
+from shoal.worker.claim_order import ClaimOrder
 
 
 def test_weights_default_to_one_and_keep_the_configured_order() -> None:

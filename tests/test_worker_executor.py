@@ -17,14 +17,14 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import pytest
-import worker_tasks  # noqa: F401 - registers the test tasks
 
-import services.worker.builtins
-from services.core.models import ClaimedTask, Outcome
-from services.worker import metrics
-from services.worker.deadlines import DeadlineExceeded, Deadlines
-from services.worker.executor import Executor
-from services.worker.registry import default_registry
+import shoal.worker.builtins
+import worker_tasks  # noqa: F401 - registers the test tasks
+from shoal.core.models import ClaimedTask, Outcome
+from shoal.worker import metrics
+from shoal.worker.deadlines import DeadlineExceeded, Deadlines
+from shoal.worker.executor import Executor
+from shoal.worker.registry import default_registry
 
 
 def claimed(name: str, *args: Any, timeout_s: float = 30.0, queue: str = "q", **kwargs: Any) -> ClaimedTask:
@@ -145,7 +145,7 @@ async def test_a_crashing_process_fails_only_its_own_attempt(executor: Executor)
     assert crashed.error == "ProcessCrashed: the task's process exited with code 3 before returning"
     assert (await neighbour).ok, "a crash must not break the other tasks in the pool"
     after = await executor.run(claimed("cpu", 1000))
-    assert after.ok and after.result == services.worker.builtins.cpu(1000)
+    assert after.ok and after.result == shoal.worker.builtins.cpu(1000)
     assert executor.processes.replaced == 1
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from services.worker.probes import Liveness, ProbeServer, verdict
+from shoal.worker.probes import Liveness, ProbeServer, verdict
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Real `python -m services.worker` processes: probes over HTTP, SIGTERM, start-up errors."""
+"""Real `python -m shoal.worker` processes: probes over HTTP, SIGTERM, start-up errors."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import REDIS_URL
+from shoal.core.states import TaskState
+from shoal.core.store import Store
 from store_helpers import eventually, must_get
 from test_worker_runtime import submit, wait_state, wait_terminal
-
-from services.core.states import TaskState
-from services.core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,7 @@ def spawn() -> Iterator[list[subprocess.Popen[str]]]:
 
 def start_worker(spawn: list[subprocess.Popen[str]], env: dict[str, str]) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.worker"],
+        [sys.executable, "-m", "shoal.worker"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

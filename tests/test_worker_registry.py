@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.worker import Fail, Retry, TaskRegistry, task
-from services.worker.registry import (
+from shoal.worker import Fail, Retry, TaskRegistry, task
+from shoal.worker.registry import (
     TaskModuleError,
     TaskRegistrationError,
     default_registry,
@@ -48,9 +48,8 @@ def test_decorator_options() -> None:
 
 
 def test_module_level_decorator_registers_in_the_default_registry() -> None:
+    import shoal.worker.builtins  # noqa: F401 - the worker imports them at start
     import worker_tasks
-
-    import services.worker.builtins  # noqa: F401 - the worker imports them at start
 
     assert default_registry.get("span_process").kind == "process"  # type: ignore[union-attr]
     assert default_registry.get("custom.name").func is worker_tasks.renamed  # type: ignore[union-attr]
@@ -124,7 +123,7 @@ def test_import_task_modules_loads_tasks(module_dir: Path) -> None:
     (module_dir / f"{name}.py").write_text(
         textwrap.dedent(
             f"""
-            from services.worker import task
+            from shoal.worker import task
 
             @task(name="{name}.hello")
             async def hello() -> str:

@@ -16,16 +16,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
+
 import worker_tasks  # noqa: F401 - registers the test tasks
 from conftest import REDIS_URL, make_task_settings
-from redis.asyncio import Redis
+from shoal.core.settings import RedisSettings, Settings, WorkerSettings
+from shoal.core.states import TERMINAL, TaskState
+from shoal.core.store import Store
+from shoal.worker import builtins
+from shoal.worker.runtime import Worker, WorkerCrashed
 from store_helpers import eventually, must_get, spec
-
-from services.core.settings import RedisSettings, Settings, WorkerSettings
-from services.core.states import TERMINAL, TaskState
-from services.core.store import Store
-from services.worker import builtins
-from services.worker.runtime import Worker, WorkerCrashed
 
 
 def make_settings(namespace: str, tasks: dict[str, float] | None = None, **worker: Any) -> Settings:
@@ -172,7 +172,7 @@ async def test_heartbeats_renew_the_leases_of_running_tasks(store: Store, namesp
 async def test_a_task_taken_away_is_stopped_and_not_reported(
     store: Store, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="services.worker")
+    caplog.set_level(logging.WARNING, logger="shoal.worker")
     async with running_worker(namespace) as worker:
         task_id = await submit(store, "span_async", 30)
         await wait_state(store, task_id, TaskState.RUNNING)
@@ -191,7 +191,7 @@ async def test_a_task_taken_away_is_stopped_and_not_reported(
 async def test_a_late_completion_is_refused_and_logged(
     store: Store, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="services.worker")
+    caplog.set_level(logging.WARNING, logger="shoal.worker")
     # Heartbeats far apart, so the worker cannot learn it lost the task before it finishes.
     async with running_worker(namespace, tasks={"lease_s": 60, "heartbeat_s": 30}, concurrency=1):
         task_id = await submit(store, "span_async", 0.5)

@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from services.worker import task
+from shoal.worker import task
 
 
 def _first_time(marker: str) -> bool:

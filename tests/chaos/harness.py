@@ -18,13 +18,13 @@ from typing import Any
 
 import httpx
 import redis
-from process_stack import ProcessStack
 
 from chaos.invariants import Verdict, check, wait_quiet
 from chaos.ledger import Ledger
 from chaos.workload import Item, Submitter
-from services.core import jsonutil
-from services.core.keys import Keys
+from process_stack import ProcessStack
+from shoal.core import jsonutil
+from shoal.core.keys import Keys
 
 TASK_MODULES = "tests.chaos.chaos_tasks"
 _LEADER_GAUGE = re.compile(r"^shoal_leader (\S+)$", re.MULTILINE)

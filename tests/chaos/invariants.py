@@ -21,8 +21,8 @@ import redis
 
 from chaos.ledger import Ledger
 from chaos.workload import Item
-from services.core import jsonutil
-from services.core.keys import Keys
+from shoal.core import jsonutil
+from shoal.core.keys import Keys
 
 LIVE_STATES = ("pending", "scheduled", "queued", "running")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled", "upstream_failed")

@@ -20,8 +20,8 @@ from typing import Any
 
 import redis
 
-from services.core import jsonutil
-from services.core.keys import Keys
+from shoal.core import jsonutil
+from shoal.core.keys import Keys
 
 _TERMINAL = frozenset({"succeeded", "failed", "cancelled", "upstream_failed"})
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from services.redis_local import find_redis_server, free_port
+from shoal.redis_local import find_redis_server, free_port
 
 
 class RedisServer:

@@ -20,8 +20,8 @@ from chaos.invariants import p50_max, read_tasks, recovery_times, worker_ids_of
 from chaos.report import Report, Row
 from chaos.tcp_proxy import TcpProxy
 from chaos.workload import extra_items, mixed_workload
-from services.client import task_request
-from services.core import jsonutil
+from shoal.client import task_request
+from shoal.core import jsonutil
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 

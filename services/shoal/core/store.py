@@ -1,0 +1,597 @@
+"""The Redis store: one typed async method per Lua transition script, plus the reads.
+
+Nothing else in Shoal builds Redis key names (they come from `Keys`) or changes task
+state: every transition is one atomic script call, so a crash between two Python
+statements can never leave a task half-moved.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shoal.core import jsonutil
+from shoal.core.errors import Conflict, InvalidSubmission, NotFound
+from shoal.core.keys import Keys
+from shoal.core.models import (
+    Attempt,
+    ClaimedTask,
+    HeartbeatReply,
+    Outcome,
+    SubmitResult,
+    Task,
+    TaskSpec,
+    WorkerInfo,
+)
+from shoal.core.scripts import Scripts
+from shoal.core.settings import Settings, TaskSettings, get_settings
+from shoal.core.states import TERMINAL, TaskState
+
+_MS = 1000.0
+_SUBMIT_FIELDS = 12
+TRIM_CHUNK = 5000  # expired ids dropped from an index per round trip
+
+
+def _ms_to_s(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    return float(value) / _MS
+
+
+def _opt(value: str | None) -> str | None:
+    return value if value else None
+
+
+def task_from_hash(h: dict[str, str], history: list[str] | None = None) -> Task:
+    result = h.get("result")
+    deps = h.get("depends_on") or ""
+    return Task(
+        id=h["id"],
+        name=h["name"],
+        state=TaskState(h["state"]),
+        queue=h["queue"],
+        priority=int(h["priority"]),
+        args=jsonutil.loads(h["args"]),
+        kwargs=jsonutil.loads(h["kwargs"]),
+        depends_on=deps.split(",") if deps else [],
+        deps_left=int(h.get("deps_left") or 0),
+        attempts=int(h.get("attempts") or 0),
+        max_retries=int(h["max_retries"]),
+        timeout_s=float(h["timeout_s"]),
+        result=jsonutil.loads(result) if result else None,
+        error=_opt(h.get("error")),
+        traceback=_opt(h.get("traceback")),
+        worker_id=_opt(h.get("worker_id")),
+        idempotency_key=_opt(h.get("idempotency_key")),
+        created_at=_ms_to_s(h.get("created_at")),
+        enqueued_at=_ms_to_s(h.get("enqueued_at")),
+        started_at=_ms_to_s(h.get("started_at")),
+        finished_at=_ms_to_s(h.get("finished_at")),
+        scheduled_for=_ms_to_s(h.get("scheduled_for")),
+        history=[_attempt_from_json(item) for item in history or []],
+    )
+
+
+def _attempt_from_json(raw: str) -> Attempt:
+    d = jsonutil.loads(raw)
+    return Attempt(
+        attempt=int(d.get("attempt") or 0),
+        worker_id=d.get("worker_id"),
+        state=d.get("state", ""),
+        error=d.get("error"),
+        started_at=d["started_at"] / _MS if d.get("started_at") else None,
+        finished_at=d["finished_at"] / _MS if d.get("finished_at") else None,
+    )
+
+
+def backoff_delay_ms(attempt: int, base_s: float, max_s: float, jitter: float) -> int:
+    """Exponential backoff with full jitter: uniform in [0, min(max, base * 2**(attempt-1))]."""
+    if base_s <= 0:
+        return 0
+    # Bounding the exponent keeps the float finite; past 2**60 the cap is max_s anyway.
+    cap = min(max_s, base_s * 2.0 ** min(60, max(0, attempt - 1)))
+    return int(cap * jitter * _MS)
+
+
+class Store:
+    def __init__(self, redis: Redis, namespace: str, tasks: TaskSettings) -> None:
+        self.redis = redis
+        self.keys = Keys(namespace)
+        self.settings = tasks
+        self._scripts = Scripts(redis)
+        self._k = [self.keys.prefix]
+        self._lease_ms = int(tasks.lease_s * _MS)
+        self._retention = int(tasks.retention_s)
+        self._aging_us = int(tasks.priority_aging_s * 1_000_000)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Store:
+        settings = settings or get_settings()
+        redis = Redis.from_url(settings.redis.redis_url, decode_responses=True, health_check_interval=30)
+        return cls(redis, settings.redis.namespace, settings.tasks)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # ------------------------------------------------------------------ submission and reads
+
+    async def submit(self, specs: list[TaskSpec]) -> list[SubmitResult]:
+        """Create tasks in one atomic call. Each spec needs an id; dependencies come first."""
+        if not specs:
+            return []
+        args: list[Any] = [self._retention, len(specs)]
+        for spec in specs:
+            if not spec.id:
+                raise ValueError("TaskSpec.id must be assigned before submit")
+            args += [
+                spec.id,
+                spec.name,
+                spec.queue,
+                spec.priority,
+                spec.priority * self._aging_us,
+                jsonutil.dumps(spec.args),
+                jsonutil.dumps(spec.kwargs),
+                ",".join(spec.depends_on),
+                spec.max_retries,
+                spec.timeout_s,
+                int(spec.delay_s * _MS),
+                spec.idempotency_key or "",
+            ]
+        raw = await self._scripts.submit(keys=self._k, args=args)
+        if raw and raw[0] == "err":
+            raise InvalidSubmission(raw[1])
+        return [
+            SubmitResult(id=raw[i], state=TaskState(raw[i + 1]), created=bool(int(raw[i + 2])))
+            for i in range(0, len(raw), 3)
+        ]
+
+    async def get(self, task_id: str, with_history: bool = True) -> Task | None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.task(task_id))
+            pipe.lrange(self.keys.history(task_id), 0, -1)
+            h, hist = await pipe.execute()
+        if not h:
+            return None
+        return task_from_hash(h, hist if with_history else None)
+
+    async def get_many(self, ids: list[str]) -> list[Task | None]:
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hgetall(self.keys.task(task_id))
+            rows = await pipe.execute()
+        return [task_from_hash(h) if h else None for h in rows]
+
+    async def exists_all(self, ids: list[str]) -> list[str]:
+        """The ids among `ids` that name no stored task."""
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.exists(self.keys.task(task_id))
+            found = await pipe.execute()
+        return [task_id for task_id, ok in zip(ids, found, strict=True) if not ok]
+
+    async def list_tasks(
+        self,
+        state: TaskState | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Task], str | None]:
+        """Newest first. The cursor is an opaque rank offset into the index."""
+        index = self.keys.state(state.value) if state else self.keys.all_tasks
+        start = int(cursor) if cursor and cursor.isdigit() else 0
+        filtered = queue is not None or name is not None
+        out: list[Task] = []
+        scanned = start
+        chunk = limit if not filtered else max(limit * 4, 100)
+        budget = max(limit * 50, 2000)  # bound the work a sparse filter can cause
+        while len(out) < limit and scanned - start < budget:
+            ids = _strs(await self.redis.zrevrange(index, scanned, scanned + chunk - 1))
+            if not ids:
+                return out, None
+            tasks = await self.get_many(ids)
+            for i, task in enumerate(tasks):
+                if task is None:
+                    continue
+                if (queue is None or task.queue == queue) and (name is None or task.name == name):
+                    out.append(task)
+                    if len(out) == limit:
+                        scanned += i + 1
+                        more = await self.redis.zcard(index) > scanned
+                        return out, str(scanned) if more else None
+            scanned += len(ids)
+        more = await self.redis.zcard(index) > scanned
+        return out, str(scanned) if more else None
+
+    async def queue_position(self, task_id: str) -> int | None:
+        """How many queued tasks of its queue run before this one (None if it is not queued)."""
+        queue = await self.redis.hget(self.keys.task(task_id), "queue")
+        if queue is None:
+            return None
+        rank = await self.redis.zrank(self.keys.ready(str(queue)), task_id)
+        return None if rank is None else int(str(rank))
+
+    # ------------------------------------------------------------------ worker side
+
+    async def register_worker(self, info: WorkerInfo) -> list[str]:
+        """Announce a worker. Tasks still held under its id belong to an earlier run of it that
+        died (a restarted container keeps its pod name): they queue again now, the attempt
+        counted. Returns their ids."""
+        reason = "an earlier run of this worker ended with the task unfinished"
+        leftovers = await self._release(info.id, reason, counts=True, worker_state="") or []
+        now_ms = int(time.time() * _MS)
+        key = self.keys.worker(info.id)
+        mapping: dict[Any, Any] = {
+            "id": info.id,
+            "host": info.host,
+            "queues": ",".join(info.queues),
+            "concurrency": info.concurrency,
+            "task_names": ",".join(info.task_names),
+            "version": info.version,
+            "pid": info.pid,
+            "started_at": int(info.started_at * _MS),
+            "state": "active",
+            "last_heartbeat": now_ms,
+            "running": 0,
+            "processed": info.processed,
+            "failed": info.failed,
+            "metrics_url": info.metrics_url or "",
+            "drain": "0",
+        }
+        event = {"kind": "worker", "ts": time.time(), "worker_id": info.id, "event": "registered"}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=mapping)
+            pipe.zadd(self.keys.workers, {info.id: now_ms})
+            if info.task_names:
+                pipe.sadd(self.keys.names, *info.task_names)
+            if info.queues:
+                pipe.sadd(self.keys.queues, *info.queues)
+            await pipe.execute()
+        await self.publish_event(event)
+        return leftovers
+
+    async def heartbeat(
+        self, worker_id: str, running_ids: list[str], processed: int = 0, failed: int = 0
+    ) -> HeartbeatReply:
+        """Renew the leases of every task the worker still runs, in one call."""
+        raw = await self._scripts.heartbeat(
+            keys=self._k,
+            args=[worker_id, self._lease_ms, len(running_ids), processed, failed, *running_ids],
+        )
+        return HeartbeatReply(
+            lost_task_ids=list(raw[2:]), drain_requested=raw[0] == 1, registered=raw[1] == 1
+        )
+
+    async def claim(self, worker_id: str, queues: list[str], n: int) -> list[ClaimedTask]:
+        if n <= 0:
+            return []
+        raw = await self._scripts.claim(keys=self._k, args=[worker_id, n, self._lease_ms, *queues])
+        claimed_at = raw[0] / _MS
+        loads = jsonutil.loads
+        return [
+            ClaimedTask(
+                id=raw[i],
+                name=raw[i + 1],
+                queue=raw[i + 2],
+                attempt=raw[i + 3],
+                args=loads(raw[i + 4]),
+                kwargs=loads(raw[i + 5]),
+                timeout_s=float(raw[i + 6]),
+                enqueued_at=int(raw[i + 7]) / _MS,
+                claimed_at=claimed_at,
+            )
+            for i in range(1, len(raw), 8)
+        ]
+
+    async def complete(self, worker_id: str, outcomes: list[Outcome]) -> list[bool]:
+        """Record finished attempts; False for each one refused by the fencing check."""
+        if not outcomes:
+            return []
+        args: list[Any] = [worker_id, self._retention, len(outcomes)]
+        base, cap = self.settings.backoff_base_s, self.settings.backoff_max_s
+        dumps = jsonutil.dumps
+        for o in outcomes:
+            if o.ok:
+                args += [o.task_id, o.attempt, 1, dumps(o.result), "", "", 0, 0]
+            else:
+                if o.retry_delay_s is not None:
+                    delay = int(o.retry_delay_s * _MS)
+                else:
+                    delay = backoff_delay_ms(o.attempt, base, cap, random.random())
+                args += [
+                    o.task_id,
+                    o.attempt,
+                    0,
+                    "",
+                    o.error or "error",
+                    o.traceback or "",
+                    1 if o.retry else 0,
+                    delay,
+                ]
+        raw = await self._scripts.complete(keys=self._k, args=args)
+        return [flag == 1 for flag in raw]
+
+    async def hand_back(self, worker_id: str, task_ids: list[str], reason: str) -> list[str]:
+        """Graceful: the worker returns tasks it will not finish; they queue again at once,
+        at their old place, and the attempt does not count against max_retries."""
+        if not task_ids:
+            return []
+        return await self._release(worker_id, reason, counts=False, worker_state="", ids=task_ids) or []
+
+    async def deregister_worker(self, worker_id: str, reason: str = "stopped") -> list[str]:
+        """The worker is leaving; anything it still holds goes back to the queue."""
+        return await self._release(worker_id, reason, counts=False, worker_state="stopped") or []
+
+    async def release_worker(
+        self, worker_id: str, reason: str, started_before: float | None = None
+    ) -> list[str]:
+        """The worker is known dead (pod gone or failed): requeue its tasks now; the attempt counts.
+
+        `started_before` (epoch seconds) limits this to a run of the worker that started
+        earlier: a restarted container's new run, registered under the same id, is spared.
+        """
+        born_ms = 0 if started_before is None else max(1, int(started_before * _MS))
+        released = await self._release(
+            worker_id, reason, counts=True, worker_state="lost", started_before_ms=born_ms
+        )
+        return released or []
+
+    async def _release(
+        self,
+        worker_id: str,
+        reason: str,
+        counts: bool,
+        worker_state: str,
+        ids: list[str] | None = None,
+        silent_ms: int = 0,
+        started_before_ms: int = 0,
+    ) -> list[str] | None:
+        """release.lua: the ids released, or None when a guard (silent_ms, started_before_ms)
+        spared the worker."""
+        raw = await self._scripts.release(
+            keys=self._k,
+            args=[
+                worker_id, reason, int(counts), self._retention, worker_state, silent_ms,
+                started_before_ms, *(ids or []),
+            ],
+        )  # fmt: skip
+        return None if raw in (["alive"], ["newer"]) else list(raw)
+
+    # ------------------------------------------------------------------ operator side
+
+    async def cancel(self, task_id: str) -> Task:
+        raw = await self._scripts.cancel(keys=self._k, args=[task_id, self._retention])
+        if raw[0] == "notfound":
+            raise NotFound(f"task {task_id} not found")
+        if raw[0] == "conflict":
+            raise Conflict(f"task {task_id} is already {raw[1]}")
+        return await self._must_get(task_id)
+
+    async def retry(self, task_id: str) -> Task:
+        raw = await self._scripts.retry(keys=self._k, args=[task_id])
+        if raw[0] == "notfound":
+            raise NotFound(f"task {task_id} not found")
+        if raw[0] == "conflict":
+            raise Conflict(f"only failed tasks can be retried; task {task_id} is {raw[1]}")
+        return await self._must_get(task_id)
+
+    async def _must_get(self, task_id: str) -> Task:
+        task = await self.get(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    async def request_drain(self, worker_id: str) -> None:
+        key = self.keys.worker(worker_id)
+        if not await self.redis.zscore(self.keys.workers, worker_id):
+            raise NotFound(f"worker {worker_id} not found")
+        await self.redis.hset(key, mapping={"drain": "1", "state": "draining"})
+        await self.publish_event(
+            {"kind": "worker", "ts": time.time(), "worker_id": worker_id, "event": "draining"}
+        )
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        ids = _strs(await self.redis.zrange(self.keys.workers, 0, -1))
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.hgetall(self.keys.worker(worker_id))
+            rows = await pipe.execute()
+        return [_worker_from_hash(h) for h in rows if h]
+
+    async def known_task_names(self) -> set[str]:
+        return set(_strs(await self.redis.smembers(self.keys.names)))
+
+    async def queue_stats(self) -> list[dict[str, Any]]:
+        queues = sorted(_strs(await self.redis.smembers(self.keys.queues)))
+        if not queues:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.zcard(self.keys.ready(q))
+                pipe.hmget(self.keys.queue_counts(q), "running", "scheduled")
+                pipe.hgetall(self.keys.depth(q))
+            rows = await pipe.execute()
+        out = []
+        for i, q in enumerate(queues):
+            ready, (running, scheduled), depth = rows[3 * i : 3 * i + 3]
+            out.append(
+                {
+                    "name": q,
+                    "ready": int(ready),
+                    "running": int(running or 0),
+                    "scheduled": int(scheduled or 0),
+                    "by_priority": {p: int(n) for p, n in depth.items() if int(n) > 0},
+                }
+            )
+        return out
+
+    async def counts_by_state(self) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for state in TaskState:
+                pipe.zcard(self.keys.state(state.value))
+            counts = await pipe.execute()
+        return {state.value: int(n) for state, n in zip(TaskState, counts, strict=True)}
+
+    async def throughput(self, window_s: int = 300) -> list[dict[str, Any]]:
+        """Finished tasks per 10-second bucket over the last `window_s` seconds, oldest first."""
+        now_bucket = int(time.time() // 10)
+        buckets = list(range(now_bucket - window_s // 10 + 1, now_bucket + 1))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for b in buckets:
+                pipe.hgetall(self.keys.stats_bucket(b))
+            rows = await pipe.execute()
+        return [
+            {"ts": b * 10, **{state: int(n) for state, n in row.items()}}
+            for b, row in zip(buckets, rows, strict=True)
+        ]
+
+    async def samples(self) -> tuple[list[int], list[int]]:
+        """Recent (queue wait ms, run time ms) samples of finished attempts."""
+        raw = await self.redis.lrange(self.keys.stats_samples, 0, -1)
+        waits, runs = [], []
+        for item in _strs(raw):
+            wait, run = item.split(",")
+            waits.append(int(wait))
+            runs.append(int(run))
+        return waits, runs
+
+    async def stats(self) -> dict[str, Any]:
+        counts = await self.counts_by_state()
+        series = await self.throughput()
+        waits, runs = await self.samples()
+        last_minute = series[-6:]
+        done = sum(sum(v for k, v in row.items() if k != "ts") for row in last_minute)
+        failed = sum(row.get("failed", 0) for row in last_minute)
+        return {
+            "counts": counts,
+            "throughput": {
+                "per_s_1m": round(done / 60.0, 3),
+                "failed_per_s_1m": round(failed / 60.0, 3),
+                "series": series,
+            },
+            "queue_wait_ms": percentiles(waits),
+            "run_time_ms": percentiles(runs),
+            "workers": int(await self.redis.zcard(self.keys.workers)),
+        }
+
+    async def recent_events(self, count: int = 100, after: str | None = None) -> list[dict[str, Any]]:
+        """Newest `count` events (oldest first), or those after stream id `after`."""
+        if after:
+            rows: Any = await self.redis.xrange(self.keys.events_stream, min=f"({after}", count=count)
+        else:
+            rows = list(reversed(await self.redis.xrevrange(self.keys.events_stream, count=count) or []))
+        return [{"id": event_id, **jsonutil.loads(fields["e"])} for event_id, fields in rows or []]
+
+    async def publish_event(self, event: dict[str, Any]) -> None:
+        data = jsonutil.dumps(event)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.publish(self.keys.events_channel, data)
+            pipe.xadd(self.keys.events_stream, {"e": data}, maxlen=2000, approximate=True)
+            await pipe.execute()
+
+    async def record_scaling(self, decision: dict[str, Any], keep: int = 200) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.keys.scaling_history, jsonutil.dumps(decision))
+            pipe.ltrim(self.keys.scaling_history, 0, keep - 1)
+            await pipe.execute()
+
+    async def scaling_history(self, count: int = 50) -> list[dict[str, Any]]:
+        """Newest first."""
+        return [jsonutil.loads(x) for x in await self.redis.lrange(self.keys.scaling_history, 0, count - 1)]
+
+    # ------------------------------------------------------------------ leader loops
+
+    async def reap_expired(self, limit: int = 500) -> int:
+        s = self.settings
+        return int(
+            await self._scripts.reap(
+                keys=self._k,
+                args=[
+                    limit,
+                    self._retention,
+                    int(s.backoff_base_s * _MS),
+                    int(s.backoff_max_s * _MS),
+                    random.randrange(1, 2**31),
+                ],
+            )
+        )
+
+    async def reap_lost_workers(self) -> list[str]:
+        """Workers silent for longer than worker_ttl_s are lost; their tasks queue again now."""
+        ttl_ms = int(self.settings.worker_ttl_s * _MS)
+        cutoff = int(time.time() * _MS) - ttl_ms
+        lost = []
+        for worker_id in _strs(await self.redis.zrangebyscore(self.keys.workers, "-inf", cutoff)):
+            released = await self._release(
+                worker_id, "worker lost: no heartbeat", counts=True, worker_state="lost", silent_ms=ttl_ms
+            )
+            if released is not None:  # None: it heartbeated after all
+                lost.append(worker_id)
+        return lost
+
+    async def promote_due(self, limit: int = 1000) -> int:
+        return int(await self._scripts.promote(keys=self._k, args=[limit]))
+
+    async def trim_retention(self) -> int:
+        """Drop ids of tasks whose retention ran out from the listing indexes."""
+        cutoff = int(time.time() * _MS) - self._retention * 1000
+        removed = 0
+        for state in TERMINAL:
+            key = self.keys.state(state.value)
+            # In chunks, until none is left: one chunk per call trims less than a busy system
+            # finishes between two calls, and the indexes would grow for ever.
+            while ids := _strs(await self.redis.zrangebyscore(key, "-inf", cutoff, start=0, num=TRIM_CHUNK)):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.zrem(key, *ids)
+                    pipe.zrem(self.keys.all_tasks, *ids)
+                    await pipe.execute()
+                removed += len(ids)
+        return removed
+
+
+def _strs(values: Any) -> list[str]:
+    """Redis replies as str (the client decodes responses; this also satisfies the type checker)."""
+    return [str(v) for v in values]
+
+
+def percentiles(values: list[int]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None, "count": 0}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "count": len(ordered)}
+
+
+def _worker_from_hash(h: dict[str, str]) -> WorkerInfo:
+    return WorkerInfo(
+        id=h["id"],
+        host=h.get("host", ""),
+        queues=[q for q in h.get("queues", "").split(",") if q],
+        concurrency=int(h.get("concurrency") or 0),
+        task_names=[n for n in h.get("task_names", "").split(",") if n],
+        version=h.get("version", ""),
+        pid=int(h.get("pid") or 0),
+        started_at=int(h.get("started_at") or 0) / _MS,
+        state=h.get("state", "active"),
+        last_heartbeat=_ms_to_s(h.get("last_heartbeat")),
+        running=int(h.get("running") or 0),
+        processed=int(h.get("processed") or 0),
+        failed=int(h.get("failed") or 0),
+        metrics_url=_opt(h.get("metrics_url")),
+    )

@@ -1,0 +1,192 @@
+"""The dashboard's only way to Shoal: the HTTP API through `ShoalClient`, with errors in plain words.
+
+All browser sessions share one client per API target (base URL and token from
+`SHOAL_API_URL` and `SHOAL_API_TOKEN`). Every call a page makes goes through `attempt`, which turns a refused
+token, an unreachable or slow API, or a 5xx into a banner that says what to check, instead
+of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import streamlit as st
+
+from shoal.client import ShoalApiError, ShoalClient, ShoalConnectionError
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTarget:
+    url: str
+    token: str | None
+    timeout_s: float
+
+
+def target_from_env() -> ApiTarget:
+    """Where to find the API; read on each session start so a changed environment applies."""
+    url = os.environ.get("SHOAL_API_URL", "").strip() or DEFAULT_API_URL
+    token = os.environ.get("SHOAL_API_TOKEN", "").strip() or None
+    try:
+        timeout_s = float(os.environ.get("SHOAL_DASHBOARD_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+    except ValueError:
+        timeout_s = DEFAULT_TIMEOUT_S
+    return ApiTarget(url=url.rstrip("/"), token=token, timeout_s=timeout_s)
+
+
+class ApiProblem(Exception):
+    """A failed API call, already put in words for the banner."""
+
+    def __init__(self, message: str, status: int | None = None, kind: str = "http") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.kind = kind  # unreachable | timeout | auth | http | unexpected
+
+    @property
+    def blocks_everything(self) -> bool:
+        """True when no other call can succeed either (nothing to gain by making them)."""
+        return self.kind in ("unreachable", "timeout", "auth")
+
+
+def _detail_text(detail: Any) -> str:
+    """FastAPI details are a string or a list of {loc, msg}; make either one readable."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p not in ("body",))
+                parts.append(f"{loc}: {item.get('msg', item)}" if loc else str(item.get("msg", item)))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    if isinstance(detail, dict):
+        return str(detail.get("message") or detail.get("detail") or detail)
+    return str(detail)
+
+
+def describe(error: BaseException, target: ApiTarget, action: str) -> ApiProblem:
+    """What went wrong with `action` and what to check, for any error a call can raise."""
+    if isinstance(error, ApiProblem):
+        return error
+    if isinstance(error, ShoalConnectionError):
+        # The client wraps every transport failure; what lies beneath tells slow from unreachable.
+        error = (
+            error.__cause__
+            if isinstance(error.__cause__, httpx.TransportError)
+            else httpx.ConnectError(str(error))
+        )
+    if isinstance(error, ShoalApiError):
+        status = error.status
+        detail = _detail_text(error.detail)
+        if status in (401, 403):
+            return ApiProblem(
+                f"The API at {target.url} refused the dashboard's token ({status}) while {action}. "
+                "Set SHOAL_API_TOKEN for the dashboard to the scheduler's SHOAL_API_TOKEN.",
+                status,
+                "auth",
+            )
+        if status == 404:
+            return ApiProblem(f"Not found while {action}: {detail}", status)
+        if status == 409:
+            return ApiProblem(f"Not possible now ({action}): {detail}", status)
+        if status in (413, 422):
+            return ApiProblem(f"The API refused the request ({action}): {detail}", status)
+        if status >= 500:
+            return ApiProblem(
+                f"The API failed ({status}) while {action}: {detail}. "
+                "Check the scheduler's logs and that Redis is up (GET /readyz).",
+                status,
+            )
+        return ApiProblem(f"The API answered {status} while {action}: {detail}", status)
+    if isinstance(error, httpx.TimeoutException):
+        return ApiProblem(
+            f"The API at {target.url} did not answer within {target.timeout_s:g} s while {action}. "
+            "The scheduler may be overloaded or Redis slow: check their logs and GET /readyz.",
+            kind="timeout",
+        )
+    if isinstance(error, httpx.TransportError):
+        return ApiProblem(
+            f"Cannot reach the Shoal API at {target.url} ({type(error).__name__}) while {action}. "
+            "Is the scheduler running (`make up`, or `uvicorn shoal.scheduler.main:app`)? "
+            "Is SHOAL_API_URL right?",
+            kind="unreachable",
+        )
+    return ApiProblem(f"Unexpected error while {action}: {type(error).__name__}: {error}", kind="unexpected")
+
+
+@st.cache_resource(max_entries=4, show_spinner=False, on_release=lambda c: c.close())
+def _shared_client(url: str, token: str | None, timeout_s: float) -> ShoalClient:
+    # One keep-alive pool per API target for every browser session of this dashboard.
+    # "" rather than None for no token: the client would otherwise read the environment itself.
+    return ShoalClient(url, token=token or "", timeout=timeout_s)
+
+
+def client() -> ShoalClient:
+    """The client of the API this session talks to (settings read again on each call)."""
+    target = target_from_env()
+    st.session_state["_shoal_target"] = target
+    return _shared_client(target.url, target.token, target.timeout_s)
+
+
+def target() -> ApiTarget:
+    return st.session_state.get("_shoal_target") or target_from_env()
+
+
+def attempt(action: str, call: Callable[[ShoalClient], T]) -> T:
+    """Run `call` with this session's client; any failure becomes an `ApiProblem` about `action`."""
+    try:
+        return call(client())
+    except Exception as e:  # every failure is shown as a banner, never as a traceback
+        raise describe(e, target(), action) from e
+
+
+def attempt_or_banner(action: str, call: Callable[[ShoalClient], T]) -> T | None:
+    """Like `attempt`, but shows the problem as an error banner and returns None."""
+    try:
+        return attempt(action, call)
+    except ApiProblem as problem:
+        st.error(problem.message, icon=":material/error:")
+        return None
+
+
+def explanation(task_id: str) -> dict[str, Any] | None:
+    """The API's answer to "why is this task not running?", or None when it could not give one."""
+    try:
+        return attempt(f"explaining {task_id}", lambda c: c.explain(task_id))
+    except ApiProblem:
+        return None
+
+
+def act(action: str, call: Callable[[ShoalClient], Any], done: str) -> None:
+    """A button's callback: run `call`, and leave the outcome for `show_outcome` to display.
+
+    Callbacks run before the page is drawn again, so the page shows the state after the action.
+    """
+    try:
+        attempt(action, call)
+    except ApiProblem as problem:
+        st.session_state["_outcome"] = ("error", problem.message)
+    else:
+        st.session_state["_outcome"] = ("success", done)
+    st.session_state.pop("_snapshot", None)  # the next look at the API must see the change
+
+
+def show_outcome() -> None:
+    """The result of the last button action, once."""
+    outcome = st.session_state.pop("_outcome", None)
+    if outcome is None:
+        return
+    kind, message = outcome
+    if kind == "error":
+        st.error(message, icon=":material/error:")
+    else:
+        st.success(message, icon=":material/check_circle:")

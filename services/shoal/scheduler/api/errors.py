@@ -1,0 +1,87 @@
+"""Every error the API answers with, in one place, as JSON `{"detail": ...}`.
+
+Shoal's own errors map to status codes here (NotFound 404, Conflict 409,
+InvalidSubmission 422); validation errors lose their echoed input and are capped;
+Redis being unreachable is a 503; anything unexpected is logged and answered 500
+without leaking a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from shoal.core.errors import Conflict, InvalidSubmission, NotFound, ShoalError
+from shoal.scheduler.api.responses import JSONBytesResponse
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_ERRORS = 50
+
+SHOAL_ERROR_STATUS: dict[type[ShoalError], int] = {
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Conflict: status.HTTP_409_CONFLICT,
+    InvalidSubmission: status.HTTP_422_UNPROCESSABLE_CONTENT,
+}
+
+
+def error_response(status_code: int, detail: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONBytesResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
+    """Pydantic errors without the echoed input (it can be large); at most MAX_REPORTED_ERRORS."""
+    return [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+        for error in errors[:MAX_REPORTED_ERRORS]
+    ]
+
+
+async def _shoal_error(_: Request, exc: Exception) -> Response:
+    code = next(
+        (code for kind, code in SHOAL_ERROR_STATUS.items() if isinstance(exc, kind)),
+        status.HTTP_400_BAD_REQUEST,
+    )
+    content: dict[str, Any] = {"detail": str(exc)}
+    if isinstance(exc, InvalidSubmission) and exc.details:
+        content["errors"] = exc.details
+    return JSONBytesResponse(content, status_code=code)
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError | ValidationError)
+    return error_response(status.HTTP_422_UNPROCESSABLE_CONTENT, validation_details(list(exc.errors())))
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, exc.detail, headers=exc.headers)
+
+
+async def _redis_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("redis unavailable during %s %s: %s", request.method, request.url.path, exc)
+    return error_response(status.HTTP_503_SERVICE_UNAVAILABLE, "Redis is unavailable; try again shortly")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error during %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ShoalError, _shoal_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RedisConnectionError, _redis_unavailable)
+    app.add_exception_handler(RedisTimeoutError, _redis_unavailable)
+    app.add_exception_handler(Exception, _unexpected)

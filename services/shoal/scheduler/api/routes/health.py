@@ -1,0 +1,48 @@
+"""/healthz, /readyz and /metrics: probes and Prometheus, outside /api/v1 and without a token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fastapi import APIRouter, Request, status
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from shoal.scheduler.api.deps import StoreDep, WaitersDep
+from shoal.scheduler.api.responses import JSONBytesResponse
+
+router = APIRouter(tags=["health"])
+
+READY_PING_TIMEOUT_S = 1.0
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> Response:
+    return JSONBytesResponse({"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: Redis answers and live events are subscribed",
+    responses={503: {"description": "Not ready; the body says what is missing."}},
+)
+async def readyz(request: Request, store: StoreDep, waiters: WaitersDep) -> Response:
+    redis_ok = False
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        redis_ok = await asyncio.wait_for(store.ping(), READY_PING_TIMEOUT_S)
+    loops = getattr(request.app.state, "loops", None)
+    body = {
+        "status": "ready" if redis_ok and waiters.subscribed else "not ready",
+        "redis": redis_ok,
+        "events": waiters.subscribed,
+        "leader": bool(loops is not None and loops.is_leader),
+    }
+    code = status.HTTP_200_OK if body["status"] == "ready" else status.HTTP_503_SERVICE_UNAVAILABLE
+    return JSONBytesResponse(body, status_code=code)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

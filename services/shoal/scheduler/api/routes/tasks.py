@@ -1,0 +1,202 @@
+"""/api/v1/tasks: submit (one or a batch), read, wait, list, cancel, retry, explain.
+
+Bodies are read by `read_json_body` (bounded, orjson) and validated once by the schemas;
+answers are plain dicts rendered by orjson. `response_model` only documents them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, status
+from starlette.responses import Response
+
+from shoal.core.errors import NotFound
+from shoal.core.settings import NAME_PATTERN
+from shoal.core.states import TaskState
+from shoal.core.store import Store
+from shoal.scheduler.api.body import read_json_body
+from shoal.scheduler.api.deps import LimitsDep, SettingsDep, StoreDep, SubmitterDep, WaitersDep
+from shoal.scheduler.api.responses import JSONBytesResponse
+from shoal.scheduler.explain import ScalingView, explain_task
+from shoal.scheduler.scaling.settings import get_scaling_settings
+from shoal.scheduler.schemas import (
+    BatchCreate,
+    BatchPublic,
+    ErrorPublic,
+    TaskCreate,
+    TaskList,
+    TaskPublic,
+    task_public,
+)
+from shoal.scheduler.waiters import MAX_WAIT_S
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+TaskId = Annotated[str, Path(pattern=NAME_PATTERN.pattern, description="Task id.")]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorPublic, "description": "Malformed JSON or request."},
+    413: {"model": ErrorPublic, "description": "Body larger than SHOAL_MAX_BODY_BYTES."},
+    415: {"model": ErrorPublic, "description": "Body is not application/json."},
+    422: {"model": ErrorPublic, "description": "Invalid task, unknown id or ref, or a dependency cycle."},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorPublic, "description": "No such task."}}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorPublic, "description": "Not possible in the task's current state."}
+}
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    """OpenAPI request body of a route that reads its JSON itself (see `read_json_body`)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
+    }
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskPublic,
+    summary="Submit a task",
+    description="201 with the new task; 200 with the first one when its `idempotency_key` was seen before.",
+    responses={200: {"model": TaskPublic, "description": "Idempotent repeat: the first task."}, **_ERRORS},
+    openapi_extra=_json_body("TaskCreate"),
+)
+async def create_task(
+    request: Request, settings: SettingsDep, limits: LimitsDep, submitter: SubmitterDep
+) -> Response:
+    data = await read_json_body(request, settings.api.max_body_bytes)
+    item = TaskCreate.model_validate(data, context=limits)
+    admitted = await submitter.submit([item])
+    code = status.HTTP_201_CREATED if admitted.created_any else status.HTTP_200_OK
+    return JSONBytesResponse(admitted.tasks[0], status_code=code)
+
+
+@router.post(
+    "/batch",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BatchPublic,
+    summary="Submit many tasks at once",
+    description=(
+        "All or nothing, in one atomic step. Items may name a `ref` and list refs of other items in "
+        "`depends_on`. Answers the tasks in request order: 201 when at least one is new, 200 when every "
+        "item repeated a known `idempotency_key`."
+    ),
+    responses={200: {"model": BatchPublic, "description": "Every item was an idempotent repeat."}, **_ERRORS},
+    openapi_extra=_json_body("BatchCreate"),
+)
+async def create_batch(
+    request: Request, settings: SettingsDep, limits: LimitsDep, submitter: SubmitterDep
+) -> Response:
+    data = await read_json_body(request, settings.api.max_body_bytes)
+    batch = BatchCreate.model_validate(data, context=limits)
+    admitted = await submitter.submit(batch.tasks)
+    code = status.HTTP_201_CREATED if admitted.created_any else status.HTTP_200_OK
+    return JSONBytesResponse({"tasks": admitted.tasks}, status_code=code)
+
+
+@router.get("", response_model=TaskList, summary="List tasks, newest first", responses=_ERRORS)
+async def list_tasks(
+    store: StoreDep,
+    state: TaskState | None = None,
+    queue: Annotated[str | None, Query(pattern=NAME_PATTERN.pattern)] = None,
+    name: Annotated[str | None, Query(pattern=NAME_PATTERN.pattern)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,15}$", description="A page's `next_cursor`.")] = None,
+) -> Response:
+    tasks, next_cursor = await store.list_tasks(state, queue, name, limit, cursor)
+    return JSONBytesResponse({"tasks": [task_public(t) for t in tasks], "next_cursor": next_cursor})
+
+
+@router.get("/{task_id}", response_model=TaskPublic, responses={**_NOT_FOUND, **_ERRORS})
+async def get_task(task_id: TaskId, store: StoreDep) -> Response:
+    task = await store.get(task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    return JSONBytesResponse(task_public(task))
+
+
+@router.get(
+    "/{task_id}/wait",
+    response_model=TaskPublic,
+    summary="Wait until a task is finished",
+    description="Answers as soon as the task is terminal, or with its current state once `timeout_s` passed.",
+    responses={**_NOT_FOUND, **_ERRORS},
+)
+async def wait_task(
+    task_id: TaskId,
+    waiters: WaitersDep,
+    timeout_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 30.0,
+) -> Response:
+    task = await waiters.wait(task_id, timeout_s)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    return JSONBytesResponse(task_public(task))
+
+
+@router.post(
+    "/{task_id}/cancel",
+    response_model=TaskPublic,
+    summary="Cancel a task that has not finished",
+    responses={**_NOT_FOUND, **_CONFLICT, **_ERRORS},
+)
+async def cancel_task(task_id: TaskId, store: StoreDep) -> Response:
+    return JSONBytesResponse(task_public(await store.cancel(task_id)))
+
+
+@router.post(
+    "/{task_id}/retry",
+    response_model=TaskPublic,
+    summary="Queue a failed task again",
+    responses={**_NOT_FOUND, **_CONFLICT, **_ERRORS},
+)
+async def retry_task(task_id: TaskId, store: StoreDep) -> Response:
+    return JSONBytesResponse(task_public(await store.retry(task_id)))
+
+
+@router.get(
+    "/{task_id}/explain",
+    summary="Why is this task not running?",
+    description="A plain-words reason (`reason`), a stable `code` and the facts behind them.",
+    responses={**_NOT_FOUND, **_ERRORS},
+)
+async def explain(task_id: TaskId, store: StoreDep) -> Response:
+    task = await store.get(task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    dependencies = None
+    if task.depends_on:
+        found = await store.get_many(task.depends_on)
+        dependencies = {
+            dep: (t.state if t is not None else None) for dep, t in zip(task.depends_on, found, strict=True)
+        }
+    ahead = await store.queue_position(task_id) if task.state is TaskState.QUEUED else None
+    workers = await store.list_workers()
+    answer = explain_task(
+        task,
+        now=time.time(),
+        dependencies=dependencies,
+        ahead=ahead,
+        workers=workers,
+        scaling=await _scaling_view(store),
+    )
+    return JSONBytesResponse(answer.as_dict())
+
+
+async def _scaling_view(store: Store) -> ScalingView:
+    backend = get_scaling_settings().scaler_backend
+    last = await store.scaling_history(1)
+    if not last:
+        return ScalingView(backend=backend)
+    decision = last[0]
+    return ScalingView(
+        backend=backend,
+        current=decision.get("current"),
+        desired=decision.get("desired"),
+        reason=decision.get("reason"),
+    )

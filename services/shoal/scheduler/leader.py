@@ -1,0 +1,84 @@
+"""Leader election: only one scheduler replica runs the singleton loops.
+
+`RedisLeaderElector` is the fallback outside a cluster: a lock key whose value is the
+holder's random token (the fencing value), renewed well before it expires. In a
+cluster `shoal.scheduler.lease.KubernetesLeaseElector` uses a coordination.k8s.io
+Lease instead. Both implement `LeaderElector`.
+
+The singleton loops are safe to overlap briefly (every transition is an atomic,
+idempotent script), so a leader that loses the lock only has to stop soon, not at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shoal.core.keys import Keys
+from shoal.core.scripts import load_plain
+
+log = logging.getLogger(__name__)
+
+
+class LeaderElector(Protocol):
+    identity: str
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+class RedisLeaderElector:
+    def __init__(self, redis: Redis, keys: Keys, identity: str, ttl_s: float = 5.0) -> None:
+        self.identity = identity
+        self._redis = redis
+        self._key = keys.leader
+        self._token = f"{identity}:{secrets.token_hex(8)}"
+        self._ttl_ms = int(ttl_s * 1000)
+        self._renew_every = ttl_s / 3
+        self._valid_until = 0.0
+        self._renew = redis.register_script(load_plain("leader_renew"))
+        self._release = redis.register_script(load_plain("leader_release"))
+
+    @property
+    def is_leader(self) -> bool:
+        # Leadership is trusted only until the lock we last renewed could have expired.
+        return time.monotonic() < self._valid_until
+
+    async def try_acquire(self) -> bool:
+        started = time.monotonic()
+        try:
+            held = await self._renew(keys=[self._key], args=[self._token, self._ttl_ms])
+        except RedisError as exc:
+            log.warning("leader lock renewal failed", extra={"error": str(exc)})
+            return self.is_leader
+        was = self.is_leader
+        self._valid_until = started + self._ttl_ms / 1000 * 0.9 if held == 1 else 0.0
+        if self.is_leader != was:
+            change = "acquired" if self.is_leader else "lost"
+            log.info("leadership %s", change, extra={"leader": self.identity})
+        return self.is_leader
+
+    async def step_down(self) -> None:
+        self._valid_until = 0.0
+        try:
+            await self._release(keys=[self._key], args=[self._token])
+        except RedisError as exc:
+            log.warning("could not release the leader lock", extra={"error": str(exc)})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                await self.try_acquire()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self._renew_every)
+        finally:
+            await self.step_down()

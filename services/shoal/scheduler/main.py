@@ -1,0 +1,149 @@
+"""The scheduler's FastAPI application: `uvicorn shoal.scheduler.main:app`.
+
+`create_app` wires the routers (every /api/v1 route behind the bearer-token check;
+/healthz, /readyz and /metrics outside it), the error handlers, and a lifespan that
+opens the Redis store, subscribes the waiters to live events, starts the leader-only
+loops, and closes all of it on shutdown.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from shoal.core.logging import configure_logging
+from shoal.core.settings import Settings, get_settings
+from shoal.core.store import Store
+from shoal.scheduler.api.deps import require_token
+from shoal.scheduler.api.errors import install_error_handlers
+from shoal.scheduler.api.responses import JSONBytesResponse
+from shoal.scheduler.api.routes import events, health, queues, scaling, stats, tasks, workers
+from shoal.scheduler.operator import build_operator
+from shoal.scheduler.schemas import BatchCreate, ErrorPublic, TaskCreate, ValidationLimits
+from shoal.scheduler.submission import Submitter
+from shoal.scheduler.waiters import Waiters
+
+API_PREFIX = "/api/v1"
+DESCRIPTION = """\
+Shoal's scheduler: submit tasks, follow them, inspect workers, queues and scaling.
+
+When the scheduler runs with `SHOAL_API_TOKEN`, every `/api/v1` route needs
+`Authorization: Bearer <token>`. Errors are JSON `{"detail": ...}`. A submit with an
+`idempotency_key` already seen answers **200** with the first task instead of **201**.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    store: Store | None = None,
+    *,
+    run_leader_loops: bool = True,
+) -> FastAPI:
+    """The application. A `store` passed in is used as is and left open at shutdown."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log.log_format, settings.log.log_level)
+        own_store = store is None
+        active = store if store is not None else Store.from_settings(settings)
+        waiters = Waiters(active)
+        operator = build_operator(active, settings) if run_leader_loops else None
+        app.state.store = active
+        app.state.waiters = waiters
+        app.state.submitter = Submitter(active, settings)
+        app.state.loops = operator.loops if operator is not None else None
+        if operator is not None:
+            app.state.scaling_settings = operator.scaling
+        await waiters.start(getattr(app.state, "waiters_confirm_timeout_s", 5.0))
+        if operator is not None:
+            await operator.start()
+        restore_signals = _on_exit_signal(waiters.end_streams)
+        try:
+            yield
+        finally:
+            restore_signals()
+            if operator is not None:
+                await operator.stop()
+            await waiters.stop()
+            if own_store:
+                await active.close()
+
+    app = FastAPI(
+        title="Shoal scheduler",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=JSONBytesResponse,
+    )
+    app.state.settings = settings
+    app.state.limits = ValidationLimits.from_settings(settings.api)
+    install_error_handlers(app)
+
+    api = APIRouter(
+        prefix=API_PREFIX,
+        dependencies=[Depends(require_token)],
+        responses={
+            401: {"model": ErrorPublic, "description": "Bearer token missing or wrong."},
+            503: {"model": ErrorPublic, "description": "Redis is unreachable."},
+        },
+    )
+    for module in (tasks, workers, queues, stats, events, scaling):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _on_exit_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Also call `callback` on SIGINT/SIGTERM, before the server's own handler; returns the undo.
+
+    uvicorn waits for open responses before it shuts down, and an SSE stream never ends
+    by itself: ending the streams on the signal lets the server stop at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if not callable(handler):
+            continue
+
+        def chained(signum: int, frame: FrameType | None, handler: Any = handler) -> None:
+            callback()
+            handler(signum, frame)
+
+        previous[sig] = handler
+        signal.signal(sig, chained)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the request bodies the submit routes parse themselves."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (TaskCreate, BatchCreate):
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+app = create_app()

@@ -1,0 +1,35 @@
+"""Scheduler-side Prometheus metrics, refreshed from Redis by every replica."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from shoal.core.store import Store
+
+TASKS_SUBMITTED = Counter("shoal_tasks_submitted_total", "Tasks accepted by the API", ["queue"])
+TASKS_REAPED = Counter("shoal_tasks_reaped_total", "Running tasks whose lease expired")
+WORKERS_LOST = Counter("shoal_workers_lost_total", "Workers declared lost (no heartbeat or pod gone)")
+TASKS_BY_STATE = Gauge("shoal_tasks", "Tasks by state", ["state"])
+QUEUE_DEPTH = Gauge("shoal_queue_depth", "Queued tasks by queue and priority", ["queue", "priority"])
+QUEUE_TASKS = Gauge("shoal_queue_tasks", "Ready, running and scheduled tasks by queue", ["queue", "state"])
+WORKERS = Gauge("shoal_workers", "Live workers")
+LEADER = Gauge("shoal_leader", "1 when this scheduler replica is the elected leader")
+
+_depth_series: set[tuple[str, str]] = set()  # (queue, priority) series reported so far
+
+
+async def refresh(store: Store) -> None:
+    """Read the gauges' values from Redis (cheap: a few pipelined reads)."""
+    for state, n in (await store.counts_by_state()).items():
+        TASKS_BY_STATE.labels(state).set(n)
+    seen: set[tuple[str, str]] = set()
+    for queue in await store.queue_stats():
+        for state in ("ready", "running", "scheduled"):
+            QUEUE_TASKS.labels(queue["name"], state).set(queue[state])
+        for priority, n in queue["by_priority"].items():
+            QUEUE_DEPTH.labels(queue["name"], priority).set(n)
+            seen.add((queue["name"], priority))
+    for queue_name, priority in _depth_series - seen:  # priorities that drained read 0
+        QUEUE_DEPTH.labels(queue_name, priority).set(0)
+    _depth_series.update(seen)
+    WORKERS.set(len(await store.list_workers()))

@@ -1,0 +1,69 @@
+"""Wires the scheduler's operator side: who leads, and what the leader runs.
+
+Outside a cluster the leader is elected on a Redis lock; in a cluster (or with
+SHOAL_LEADER_ELECTION=kubernetes) on a coordination.k8s.io Lease. The leader always runs
+the autoscaler (with the `none` backend it only advises, which `GET /scaling` shows) and,
+when it can reach the Kubernetes API, the worker pod watcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from shoal.core.settings import Settings
+from shoal.core.store import Store
+from shoal.scheduler.kube import KubeClient
+from shoal.scheduler.kube_settings import KubeSettings
+from shoal.scheduler.lease import KubernetesLeaseElector
+from shoal.scheduler.loops import LeaderLoops, LeaderTask
+from shoal.scheduler.podwatch import PodWatcher
+from shoal.scheduler.scaling.autoscaler import Autoscaler
+from shoal.scheduler.scaling.settings import ScalingSettings, get_scaling_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Operator:
+    loops: LeaderLoops
+    autoscaler: Autoscaler
+    scaling: ScalingSettings
+    kube: KubeClient | None = None
+    extras: list[LeaderTask] = field(default_factory=list)
+
+    async def start(self) -> None:
+        await self.loops.start()
+
+    async def stop(self) -> None:
+        await self.loops.stop()
+        await self.autoscaler.close()
+        if self.kube is not None:
+            self.kube.close()
+
+
+def build_operator(store: Store, settings: Settings) -> Operator:
+    scaling = get_scaling_settings()
+    kube_settings = KubeSettings()
+    election = kube_settings.resolved_leader_election()
+    uses_kubernetes = election == "kubernetes" or scaling.scaler_backend == "kubernetes"
+    kube = KubeClient.from_settings(kube_settings) if uses_kubernetes else None
+    autoscaler = Autoscaler.from_settings(
+        store, scaling, settings.worker, kube_settings if scaling.scaler_backend == "kubernetes" else None
+    )
+    extras: list[LeaderTask] = [autoscaler.run]
+    elector = None
+    if kube is not None:
+        extras.append(PodWatcher(kube, kube_settings.worker_pod_selector, store.release_worker).run)
+        if election == "kubernetes":
+            elector = KubernetesLeaseElector.from_settings(kube, kube_settings)
+    log.info(
+        "operator configured",
+        extra={
+            "leader_election": election,
+            "scaler_backend": scaling.scaler_backend,
+            "pod_watch": kube is not None,
+        },
+    )
+    loops = LeaderLoops(store, settings, elector=elector, extra=extras)
+    return Operator(loops=loops, autoscaler=autoscaler, scaling=scaling, kube=kube, extras=extras)

@@ -1,0 +1,202 @@
+"""Runs one claimed attempt of a task and turns whatever happens into an `Outcome`.
+
+Async tasks run on the event loop, blocking ones in a thread pool, CPU-bound ones in the
+process pool; each under the task's timeout. Nothing a task does escapes as an exception:
+errors, timeouts, crashed processes, unknown names and results that cannot be stored as
+JSON all become failed outcomes with a clear error. Cancellation (the task was taken away
+from this worker) is the one exception that propagates: such runs are not reported.
+
+This is the per-task hot path: keep it lean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from shoal.core.logging import log_context
+from shoal.core.models import ClaimedTask, Outcome
+from shoal.worker import metrics
+from shoal.worker.deadlines import DeadlineExceeded, Deadlines
+from shoal.worker.procpool import ProcessCrashed, ProcessPool, RemoteTaskError, classify_exception
+from shoal.worker.registry import Retry, TaskDef, TaskRegistry
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_TASK_LABEL = "<unknown>"  # one metric series for every unknown name: bounded cardinality
+
+
+class ResultNotSerialisable(Exception):
+    """A task returned something that cannot be stored as JSON."""
+
+
+def _check_serialisable(result: Any) -> None:
+    try:
+        orjson.dumps(result)
+    except TypeError as exc:  # orjson.JSONEncodeError is TypeError
+        raise ResultNotSerialisable(f"task result is not JSON-serialisable: {exc}") from None
+
+
+class Executor:
+    """Runs attempts; owns the thread pool and the process pool."""
+
+    def __init__(
+        self, registry: TaskRegistry, threads: int, processes: int, worker_id: str | None = None
+    ) -> None:
+        self.registry = registry
+        self.worker_id = worker_id
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shoal-task")
+        self.processes = ProcessPool(processes)
+        # Thread tasks that overran their timeout or were taken away: Python cannot stop a
+        # thread, so they keep a pool thread busy until they return on their own.
+        self._overrunning: set[Future[Any]] = set()
+        self._deadlines = Deadlines()
+
+    @property
+    def overrunning_threads(self) -> int:
+        return len(self._overrunning)
+
+    async def run(self, claimed: ClaimedTask) -> Outcome:
+        """Run one attempt; returns its Outcome. Raises only CancelledError."""
+        definition = self.registry.get(claimed.name)
+        if definition is None:
+            return self._unknown(claimed)
+        series = metrics.series(claimed.queue, definition.name)
+        series.started += 1
+        series.queue_wait.observe(max(0.0, claimed.claimed_at - claimed.enqueued_at))
+        timeout_s = claimed.timeout_s
+        if definition.timeout_s is not None and definition.timeout_s < timeout_s:
+            timeout_s = definition.timeout_s
+        started_at = time.time()
+        try:
+            # Every line the task logs carries its id and attempt (and the worker's id, bound
+            # by the runtime): the binding is copied into the thread or sent to the process.
+            with log_context(task_id=claimed.id, attempt=claimed.attempt):
+                if definition.kind == "async":
+                    work = definition.func(*claimed.args, **claimed.kwargs)
+                    result = await self._deadlines.run(work, timeout_s)
+                elif definition.kind == "thread":
+                    result = await self._in_thread(definition, claimed, timeout_s)
+                else:
+                    result = await self._in_process(definition, claimed, timeout_s)
+            if result is not None:
+                _check_serialisable(result)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            finished_at = time.time()
+            series.run_seconds.observe(finished_at - started_at)
+            outcome, asked_retry = self._failure(exc, definition, claimed, timeout_s, started_at, finished_at)
+            if asked_retry:
+                series.retried += 1
+            else:
+                series.failed += 1
+            return outcome
+        finished_at = time.time()
+        series.run_seconds.observe(finished_at - started_at)
+        series.succeeded += 1
+        return Outcome(
+            claimed.id, claimed.attempt, True, result, started_at=started_at, finished_at=finished_at
+        )
+
+    async def _in_thread(self, definition: TaskDef, claimed: ClaimedTask, timeout_s: float) -> Any:
+        context = contextvars.copy_context()
+        future = self._threads.submit(context.run, definition.func, *claimed.args, **claimed.kwargs)
+        try:
+            async with asyncio.timeout(timeout_s) as deadline:
+                return await asyncio.wrap_future(future)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            if not future.done():
+                self._overrunning.add(future)
+                future.add_done_callback(self._overrunning.discard)
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                raise DeadlineExceeded from None
+            raise
+
+    async def _in_process(self, definition: TaskDef, claimed: ClaimedTask, timeout_s: float) -> Any:
+        fields = {"task_id": claimed.id, "attempt": claimed.attempt, "worker_id": self.worker_id}
+        try:
+            return await self.processes.run(definition.func, claimed.args, claimed.kwargs, timeout_s, fields)
+        except TimeoutError:  # the task's own TimeoutError arrives as a RemoteTaskError
+            raise DeadlineExceeded from None
+
+    def _unknown(self, claimed: ClaimedTask) -> Outcome:
+        metrics.series(claimed.queue, UNKNOWN_TASK_LABEL).failed += 1
+        now = time.time()
+        known = ", ".join(self.registry.names())
+        return Outcome(
+            claimed.id,
+            claimed.attempt,
+            False,
+            error=f"unknown task {claimed.name!r}: this worker runs only: {known}",
+            retry=False,
+            started_at=now,
+            finished_at=now,
+        )
+
+    def _failure(
+        self,
+        exc: BaseException,
+        definition: TaskDef,
+        claimed: ClaimedTask,
+        timeout_s: float,
+        started_at: float,
+        finished_at: float,
+    ) -> tuple[Outcome, bool]:
+        """The failed Outcome for `exc`, and whether the task asked for a retry."""
+        tb: str | None = traceback.format_exc()
+        asked_retry = isinstance(exc, Retry)
+        if isinstance(exc, RemoteTaskError):
+            error, retry, delay, tb = exc.error, exc.retry, exc.retry_delay_s, exc.traceback_text
+            asked_retry = exc.asked_retry
+        elif isinstance(exc, DeadlineExceeded):
+            error, retry, delay, tb = (
+                f"TimeoutError: task exceeded its {timeout_s:g}s timeout",
+                True,
+                None,
+                None,
+            )
+        elif isinstance(exc, ProcessCrashed):
+            error, retry, delay, tb = f"ProcessCrashed: {exc}", True, None, None
+        elif isinstance(exc, ResultNotSerialisable):
+            error, retry, delay = str(exc), False, None
+        elif isinstance(exc, TypeError) and (problem := _bad_arguments(definition, claimed)):
+            error, retry, delay = f"bad arguments for task {definition.name!r}: {problem}", False, None
+        else:
+            error, retry, delay = classify_exception(exc)
+            if asked_retry:
+                tb = None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "task attempt failed: %s",
+                error,
+                extra={"task_id": claimed.id, "attempt": claimed.attempt, "task": definition.name},
+            )
+        outcome = Outcome(claimed.id, claimed.attempt, False, None, error, tb, retry, delay)
+        outcome.started_at, outcome.finished_at = started_at, finished_at
+        return outcome, asked_retry
+
+    async def close(self) -> None:
+        """Stop the process pool now; thread tasks still running are left to finish alone."""
+        self._deadlines.close()
+        await self.processes.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _bad_arguments(definition: TaskDef, claimed: ClaimedTask) -> str | None:
+    """Why the arguments do not fit the task's signature, or None if they do."""
+    try:
+        inspect.signature(definition.func).bind(*claimed.args, **claimed.kwargs)
+    except TypeError as exc:
+        return str(exc)
+    except ValueError:  # no signature available (some builtins): cannot tell
+        return None
+    return None
