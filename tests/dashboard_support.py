@@ -6,6 +6,7 @@ private Redis namespace); these helpers add what the dashboard tests need around
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -188,3 +190,41 @@ def silent_server() -> Iterator[str]:
         for conn in held:
             conn.close()
         listener.close()
+
+
+def finish_tasks(
+    redis_url: str,
+    namespace: str,
+    results: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+) -> None:
+    """Play a worker through the real store: claim every queued task, then end each one named in
+    `results` (succeeded with that result) or `errors` (failed for good with that error)."""
+    from redis.asyncio import Redis
+
+    from conftest import make_task_settings
+    from shoal.core.models import Outcome
+    from shoal.core.store import Store
+
+    results, errors = results or {}, errors or {}
+
+    async def run() -> None:
+        store = Store(Redis.from_url(redis_url, decode_responses=True), namespace, make_task_settings())
+        try:
+            claimed = await store.claim("test-worker", ["default"], len(results) + len(errors))
+            now = time.time()
+            outcomes = [
+                Outcome(t.id, t.attempt, True, results[t.id], started_at=now, finished_at=now)
+                if t.id in results
+                else Outcome(t.id, t.attempt, False, error=errors[t.id], retry=False, started_at=now,
+                             finished_at=now)
+                for t in claimed
+                if t.id in results or t.id in errors
+            ]  # fmt: skip
+            assert all(await store.complete("test-worker", outcomes))
+        finally:
+            await store.close()
+
+    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()

@@ -8,14 +8,16 @@ chromium`); Playwright drives it, its own browser download is never used.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from api_fixtures import *  # noqa: F403 - the api / api_factory fixtures
 from api_fixtures import ApiServer
-from dashboard_support import dashboard_process
+from dashboard_support import dashboard_process, finish_tasks
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -77,3 +79,73 @@ def test_a_task_link_opens_its_detail_and_explanation(api: ApiServer, dashboard:
     expect(page.get_by_test_id("stCode").filter(has_text=task["id"])).to_be_visible(timeout=20_000)
     expect(page.get_by_text("Why is it not running?")).to_be_visible()
     expect(page.get_by_text("SHOAL_QUEUES=nightly")).to_be_visible()
+
+
+@pytest.fixture
+def attacker() -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server standing for an attacker's host: its URL, and every path anyone asked it for."""
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_plain_value_results_render_as_values(
+    api: ApiServer, dashboard: str, browser_page, redis_url: str, namespace: str
+) -> None:
+    from playwright.sync_api import expect
+
+    with api.client() as client:
+        number, text = client.submit("echo")["id"], client.submit("echo")["id"]
+    finish_tasks(redis_url, namespace, results={number: 1.07, text: "ok"})
+    page = browser_page
+    for task_id, shown, kind in ((number, "1.07", "number"), (text, "ok", "string of 2 characters")):
+        page.goto(f"{dashboard}/tasks?task={task_id}")
+        code = page.get_by_test_id("stCode").filter(has_text=re.compile(rf"^\s*{re.escape(shown)}\s*$"))
+        expect(code).to_be_visible(timeout=20_000)
+        expect(page.get_by_text(kind, exact=True)).to_be_visible()
+        for broken in ("src property must be a valid json object", "Json Parse Error"):
+            expect(page.get_by_text(broken)).to_have_count(0)
+
+
+def test_a_task_error_with_markdown_shows_as_text_and_fetches_nothing(
+    api: ApiServer, dashboard: str, browser_page, redis_url: str, namespace: str, attacker
+) -> None:
+    from playwright.sync_api import expect
+
+    host, hits = attacker
+    error = (
+        f"boom ![pixel]({host}/pixel.png) [click me]({host}/phish) {host}/bare "
+        f'<img src="{host}/html.png"> **loud** :red[red]'
+    )
+    with api.client() as client:
+        task = client.submit("fail", max_retries=0)
+    finish_tasks(redis_url, namespace, errors={task["id"]: error})
+    page = browser_page
+    page.goto(f"{dashboard}/tasks?task={task['id']}")
+    # The explanation quotes the error, character for character, as text.
+    alert = page.get_by_test_id("stAlertContentError").filter(has_text="failed for good")
+    expect(alert).to_be_visible(timeout=20_000)
+    assert error in alert.inner_text().replace("\u2060", "")
+    page.get_by_role("tab", name="Error").click()
+    expect(page.get_by_test_id("stCode").filter(has_text="![pixel]")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    # No element points at the attacker's host, and the browser never asked it for anything.
+    assert page.locator(f'img[src^="{host}"], a[href^="{host}"], [srcset*="{host}"]').count() == 0
+    assert page.locator("strong", has_text="loud").count() == 0
+    assert hits == []

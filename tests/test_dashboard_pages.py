@@ -23,6 +23,7 @@ from conftest import make_task_settings
 from dashboard_support import no_exceptions, open_page, silent_server, wait_until, worker_process
 from shoal.client import ShoalClient
 from shoal.core.store import Store
+from shoal.dashboard.untrusted import displayed_text
 from shoal.scheduler.scaling.settings import get_scaling_settings
 
 ALL_PAGES = ("overview", "tasks", "submit", "workers", "queues", "scaling")
@@ -54,7 +55,7 @@ def metrics(at) -> dict[str, str]:
 
 def texts(at) -> str:
     parts = [
-        e.value
+        displayed_text(e.value)
         for kind in ("markdown", "caption", "info", "warning", "success", "error")
         for e in at.get(kind)
     ]
@@ -72,7 +73,7 @@ def test_api_down_shows_a_banner_not_a_traceback(page: str, monkeypatch: pytest.
     monkeypatch.setenv("SHOAL_API_URL", f"http://127.0.0.1:{port}")
     at = open_page(page)
     no_exceptions(at)
-    errors = [e.value for e in at.error]
+    errors = [displayed_text(e.value) for e in at.error]
     assert errors, f"no banner on {page}"
     assert f"Cannot reach the Shoal API at http://127.0.0.1:{port}" in errors[0]
     assert "SHOAL_API_URL" in errors[0]
@@ -86,7 +87,7 @@ def test_slow_api_shows_a_timeout_banner(monkeypatch: pytest.MonkeyPatch) -> Non
         at = open_page("overview")
         took = time.monotonic() - started
     no_exceptions(at)
-    assert "did not answer within 0.3 s" in at.error[0].value
+    assert "did not answer within 0.3 s" in displayed_text(at.error[0].value)
     assert took < 5, "a slow API must not hang the page"
 
 
@@ -96,7 +97,7 @@ def test_refused_token_says_which_setting_to_fix(api_factory, monkeypatch: pytes
     monkeypatch.setenv("SHOAL_API_TOKEN", "a-wrong-token-456")
     at = open_page("tasks")
     no_exceptions(at)
-    message = at.error[0].value
+    message = displayed_text(at.error[0].value)
     assert "refused the dashboard's token (401)" in message
     assert "SHOAL_API_TOKEN" in message
 
@@ -169,7 +170,7 @@ def test_task_detail_explains_and_cancel_really_cancels(shoal: ShoalClient) -> N
     at = open_page("tasks", {"task": task["id"]})
     no_exceptions(at)
     assert at.subheader[0].value.endswith("echo")
-    why = [w.value for w in at.warning if "Why is it not running?" in w.value]
+    why = [displayed_text(w.value) for w in at.warning if "Why is it not running?" in w.value]
     assert why and "No worker is running" in why[0]
     assert "SHOAL_QUEUES=nobody-serves-this" in why[0]
 
@@ -209,8 +210,8 @@ def test_detail_of_a_real_run_shows_result_attempts_and_timeline(shoal: ShoalCli
     assert done["state"] == "succeeded"
     at = open_page("tasks", {"task": task["id"]})
     no_exceptions(at)
-    assert at.success[0].value.startswith("It finished successfully")
-    assert "hello dashboard" in [j.value for j in at.json][-1]
+    assert displayed_text(at.success[0].value).startswith("It finished successfully")
+    assert [c.value for c in at.tabs[0].columns[1].code] == ["hello dashboard"]  # the result, as text
     attempts = at.dataframe[-1].value
     assert list(attempts["worker"]) == [worker["id"]]
     assert list(attempts["outcome"]) == ["succeeded"]
@@ -220,7 +221,7 @@ def test_detail_of_a_real_run_shows_result_attempts_and_timeline(shoal: ShoalCli
 def test_missing_task_says_so(shoal: ShoalClient) -> None:
     at = open_page("tasks", {"task": "no-such-task"})
     no_exceptions(at)
-    assert "There is no task `no-such-task`" in at.warning[0].value
+    assert "There is no task no-such-task " in displayed_text(at.warning[0].value)
 
 
 def test_dependency_graph_is_coloured_and_links_to_related_tasks(shoal: ShoalClient) -> None:
@@ -234,7 +235,7 @@ def test_dependency_graph_is_coloured_and_links_to_related_tasks(shoal: ShoalCli
     a, b, c = (t["id"] for t in batch)
     at = open_page("tasks", {"task": c})
     no_exceptions(at)
-    why = next(w.value for w in at.warning if "Why is it not running?" in w.value)
+    why = next(displayed_text(w.value) for w in at.warning if "Why is it not running?" in w.value)
     assert "waiting on 2 of its 2 dependencies" in why
     dot = at.get("graphviz_chart")[0].proto.spec
     assert f'"{a}" -> "{c}"' in dot and f'"{b}" -> "{c}"' in dot and f'"{a}" -> "{b}"' in dot
@@ -270,7 +271,7 @@ def test_submit_refuses_bad_json_before_sending(shoal: ShoalClient, worker: dict
     at.text_area(key="s_kwargs").input('["not", "an object"]')
     at.button[0].click().run()
     no_exceptions(at)
-    messages = [e.value for e in at.error]
+    messages = [displayed_text(e.value) for e in at.error]
     assert any(m.startswith("args is not valid JSON") for m in messages)
     assert any(m.startswith("kwargs must be a JSON object") for m in messages)
     assert shoal.list_tasks()["tasks"] == []
@@ -333,7 +334,7 @@ def test_workers_page_shows_live_load_and_drain_really_drains(shoal: ShoalClient
 def test_workers_page_without_workers_says_how_to_start_one(shoal: ShoalClient) -> None:
     at = open_page("workers")
     no_exceptions(at)
-    assert "python -m shoal.worker" in at.info[0].value
+    assert "python -m shoal.worker" in displayed_text(at.info[0].value)
 
 
 # ---------------------------------------------------------------- queues
@@ -351,7 +352,7 @@ def test_queues_page_shows_depth_by_queue_and_priority(shoal: ShoalClient) -> No
     assert table.loc["reports", "by priority"] == "p9: 3, p5: 1, p0: 2"
     assert table.loc["default", "ready"] == 1
     assert (metrics(at)["Ready"], metrics(at)["Scheduled"], metrics(at)["Running"]) == ("7", "1", "0")
-    assert "No live worker serves 'default', 'reports'" in at.warning[0].value
+    assert "No live worker serves 'default', 'reports'" in displayed_text(at.warning[0].value)
     assert len(at.get("vega_lite_chart")) == 3
 
 
@@ -388,5 +389,5 @@ def test_scaling_page_shows_the_autoscalers_decisions(
     decisions = at.dataframe[0].value
     assert decisions["replicas"][0] == "0 → 5"
     assert "40 ready" in decisions["reason"][0]
-    assert "Latest decision" in at.info[0].value
+    assert "Latest decision" in displayed_text(at.info[0].value)
     assert at.get("vega_lite_chart")

@@ -17,6 +17,7 @@ import httpx
 import streamlit as st
 
 from shoal.client import ShoalApiError, ShoalClient, ShoalConnectionError
+from shoal.dashboard.untrusted import markdown_text
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 5.0
@@ -154,7 +155,7 @@ def attempt_or_banner(action: str, call: Callable[[ShoalClient], T]) -> T | None
     try:
         return attempt(action, call)
     except ApiProblem as problem:
-        st.error(problem.message, icon=":material/error:")
+        st.error(markdown_text(problem.message), icon=":material/error:")
         return None
 
 
@@ -186,7 +187,8 @@ def show_outcome() -> None:
     if outcome is None:
         return
     kind, message = outcome
+    # Outcomes quote the API's answer and the ids acted on: text, never markup.
     if kind == "error":
-        st.error(message, icon=":material/error:")
+        st.error(markdown_text(message), icon=":material/error:")
     else:
-        st.success(message, icon=":material/check_circle:")
+        st.success(markdown_text(message), icon=":material/check_circle:")

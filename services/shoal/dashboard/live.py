@@ -15,6 +15,7 @@ import streamlit as st
 
 from shoal.dashboard import api
 from shoal.dashboard.series import Snapshot, is_due, new_samples, record
+from shoal.dashboard.untrusted import markdown_text
 
 DEFAULT_INTERVAL_S = 2.0
 INTERVALS_S: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -84,6 +85,6 @@ def show_problems(snap: Snapshot, parts: tuple[str, ...] = ("stats", "queues", "
     for part in parts:
         message = snap.errors.get(part)
         if message:
-            st.error(message, icon=":material/error:")
+            st.error(markdown_text(message), icon=":material/error:")
             return False
     return True

@@ -9,6 +9,7 @@ import streamlit as st
 from shoal.dashboard import charts, live
 from shoal.dashboard import format as fmt
 from shoal.dashboard.series import frame
+from shoal.dashboard.untrusted import markdown_text
 
 st.title("Queues")
 st.caption(
@@ -44,7 +45,8 @@ def queues_page() -> None:
     ]
     if unserved and snap.workers is not None:
         st.warning(
-            f"No live worker serves {', '.join(repr(n) for n in unserved)}: their tasks will wait until one "
+            f"No live worker serves {markdown_text(', '.join(repr(n) for n in unserved))}: "
+            "their tasks will wait until one "
             "does (start a worker with SHOAL_QUEUES naming them).",
             icon=":material/warning:",
         )
@@ -65,7 +67,7 @@ def queues_page() -> None:
     with st.container(border=True):
         names = [q["name"] for q in queues]
         chosen = st.segmented_control("Queue", names, default=names[0], key="q_focus", required=True)
-        st.markdown(f"**Depth of '{chosen}' by priority** · over time")
+        st.markdown(f"**Depth of '{markdown_text(chosen)}' by priority** · over time")
         by_priority = frame(samples, f"prio:{chosen}:")
         by_priority["series"] = "priority " + by_priority["series"].astype(str)
         st.altair_chart(charts.stacked_area(by_priority, "ready tasks", "priority"), width="stretch")

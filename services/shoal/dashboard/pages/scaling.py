@@ -8,6 +8,7 @@ import streamlit as st
 
 from shoal.dashboard import charts, live
 from shoal.dashboard import format as fmt
+from shoal.dashboard.untrusted import markdown_text
 
 st.title("Scaling")
 st.caption("The scheduler's leader turns queue depth, arrival rate and run time into a worker count.")
@@ -53,7 +54,7 @@ def scaling_page() -> None:
     if scaling.get("reason"):
         ago = fmt.ago(scaling.get("ts"), time.time())
         st.info(
-            f"**Latest decision** ({ago}): {scaling['reason']}",
+            f"**Latest decision** ({ago}): {markdown_text(scaling['reason'])}",
             icon=DIRECTION_ICON.get(history[0]["direction"], ":material/info:")
             if history
             else ":material/info:",

@@ -7,6 +7,7 @@ from typing import Any
 import streamlit as st
 
 from shoal.dashboard import PAGES_DIR, api, demo, forms, live
+from shoal.dashboard.untrusted import markdown_text
 
 TASKS_PAGE = (PAGES_DIR / "tasks.py").as_posix()
 
@@ -69,13 +70,14 @@ if submitted:
     )
     with form_col:
         for error in errors:
-            st.error(error.message, icon=":material/front_hand:")
+            st.error(markdown_text(error.message), icon=":material/front_hand:")
         if body is not None:
             request: dict[str, Any] = body
             task = api.attempt_or_banner(f"submitting {request['name']}", lambda c: c.submit(**request))
             if task is not None:
                 st.success(
-                    f"Submitted **{task['name']}** as `{task['id']}` — it is {task['state']}.",
+                    # Ids are [A-Za-z0-9_.:-]: a code span shows them as they are.
+                    f"Submitted **{markdown_text(task['name'])}** as `{task['id']}` — it is {task['state']}.",
                     icon=":material/check_circle:",
                 )
                 st.page_link(

@@ -7,8 +7,9 @@ from typing import Any
 
 import streamlit as st
 
-from shoal.dashboard import api, charts, graph, live, taskview
+from shoal.dashboard import api, charts, graph, live, taskview, values
 from shoal.dashboard import format as fmt
+from shoal.dashboard.untrusted import markdown_text
 
 ALL = "all"
 PAGE_SIZES = (25, 50, 100)
@@ -159,7 +160,8 @@ def _explanation(task: dict[str, Any]) -> dict[str, Any]:
 
 def _show_explanation(task: dict[str, Any], explanation: dict[str, Any]) -> None:
     state = task["state"]
-    text = explanation.get("reason", "")
+    # The reason quotes the task's own error and ids: text, never markup.
+    text = markdown_text(explanation.get("reason", ""))
     if state == "succeeded":
         st.success(text, icon=":material/check_circle:")
     elif state in ("failed", "upstream_failed"):
@@ -246,7 +248,7 @@ def task_detail() -> None:
     except api.ApiProblem as problem:
         if problem.status == 404:
             st.warning(
-                f"There is no task `{task_id}` (wrong id, or it passed its retention).",
+                f"There is no task {markdown_text(task_id)} (wrong id, or it passed its retention).",
                 icon=":material/search:",
             )
         else:
@@ -260,11 +262,11 @@ def task_detail() -> None:
         return
 
     head, badges = st.columns([3, 2], vertical_alignment="bottom")
-    head.subheader(f"{fmt.STATE_ICON.get(task['state'], '')} {task['name']}", anchor=False)
+    head.subheader(f"{fmt.STATE_ICON.get(task['state'], '')} {markdown_text(task['name'])}", anchor=False)
     head.code(task["id"], language=None)
     with badges, st.container(horizontal=True):
         st.badge(task["state"].replace("_", " "), color=fmt.STATE_BADGE.get(task["state"], "gray"))
-        st.badge(f"queue {task['queue']}", color="blue")
+        st.badge(f"queue {markdown_text(task['queue'])}", color="blue")
         st.badge(f"priority {task['priority']}", color="violet")
         st.badge(f"attempt {task['attempts']} of {task['max_retries'] + 1}", color="gray")
     api.show_outcome()
@@ -283,12 +285,12 @@ def task_detail() -> None:
     with overview:
         left, right = st.columns(2)
         left.markdown("**args**")
-        left.json(task.get("args") or [], expanded=True)
+        values.show_value(left, task.get("args") or [])
         left.markdown("**kwargs**")
-        left.json(task.get("kwargs") or {}, expanded=True)
+        values.show_value(left, task.get("kwargs") or {})
         right.markdown("**result**")
         if task["state"] == "succeeded":
-            right.json(task.get("result"), expanded=True)
+            values.show_value(right, task.get("result"))
         else:
             right.caption(
                 "No result yet."
@@ -323,7 +325,9 @@ def task_detail() -> None:
         )
     with error:
         if task.get("error") or task.get("traceback"):
-            st.error(task.get("error") or "(no message)", icon=":material/error:")
+            # Written by the task (or whoever fed it input): shown as text, never as markup.
+            st.error("The task's error:", icon=":material/error:")
+            st.code(values.exact_code(task.get("error") or "(no message)"), language=None, wrap_lines=True)
             if task.get("traceback"):
                 st.code(task["traceback"], language="python")
         else:
