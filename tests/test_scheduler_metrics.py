@@ -36,3 +36,25 @@ async def test_queue_task_gauges_count_ready_running_and_scheduled(store: Store,
         return REGISTRY.get_sample_value("shoal_queue_tasks", {"queue": queue, "state": state})
 
     assert (tasks("ready"), tasks("running"), tasks("scheduled")) == (1, 1, 1)
+
+
+async def test_finished_gauge_counts_tasks_failed_for_good_not_retried_attempts(store: Store) -> None:
+    from api_fixtures import work_once
+
+    def finished(state: str) -> float:
+        return REGISTRY.get_sample_value("shoal_tasks_finished_10m", {"state": state}) or 0.0
+
+    # One task fails twice and then succeeds, one fails its only attempt, one succeeds at once.
+    retried = await submit(store, max_retries=2)
+    doomed = await submit(store, max_retries=0)
+    await work_once(store, ok=False)  # both fail; only `doomed` for good
+    await work_once(store, ok=False)
+    await work_once(store, ok=True)  # the retried task's third attempt
+    await submit(store)
+    await work_once(store, ok=True)
+    assert (await store.get(retried)).state.value == "succeeded"
+    assert (await store.get(doomed)).state.value == "failed"
+    await metrics.refresh(store)  # sets the gauge from this test's namespace only
+    assert finished("failed") == 1
+    assert finished("succeeded") == 2
+    assert finished("cancelled") == 0

@@ -8,8 +8,11 @@ reduced with max() first, so two replicas never double-count.
 {{- $rule := .Values.monitoring.prometheusRule -}}
 {{- $sel := tpl $rule.metricSelector . -}}
 {{- $depth := printf "sum by (namespace, queue) (max by (namespace, queue, priority) (shoal_queue_depth{%s}))" $sel -}}
-{{- $failed := printf "sum by (namespace) (rate(shoal_worker_tasks_failed_total{%s}[10m]))" $sel -}}
-{{- $succeeded := printf "sum by (namespace) (rate(shoal_worker_tasks_succeeded_total{%s}[10m]))" $sel -}}
+{{- /* Tasks that ended in the last 10 minutes, from Redis (every replica reports the same): a
+     task that failed for good counts once, however many attempts it took; retried attempts that
+     later succeeded never count as failures. */ -}}
+{{- $failed := printf "max by (namespace) (shoal_tasks_finished_10m{%s,state=\"failed\"})" $sel -}}
+{{- $succeeded := printf "max by (namespace) (shoal_tasks_finished_10m{%s,state=\"succeeded\"})" $sel -}}
 groups:
   - name: shoal
     rules:
@@ -60,18 +63,19 @@ groups:
             > {{ $rule.failureRatio }}
           )
           and on (namespace)
-          (sum by (namespace) (increase(shoal_worker_tasks_failed_total{{ printf "{%s}" $sel }}[10m])) >= 5)
-        for: 10m
+          ({{ $failed }} >= 5)
+        for: 5m
         labels:
           severity: warning
           {{- with $rule.additionalLabels }}
           {{- toYaml . | nindent 10 }}
           {{- end }}
         annotations:
-          summary: Many Shoal task attempts fail
+          summary: Many Shoal tasks fail for good
           description: >-
-            {{`{{ $value | humanizePercentage }}`}} of the task attempts finished in
-            {{`{{ $labels.namespace }}`}} over the last 10 minutes failed.
+            {{`{{ $value | humanizePercentage }}`}} of the tasks that finished in
+            {{`{{ $labels.namespace }}`}} over the last 10 minutes failed for good (their retries
+            spent). See them with `shoal tasks --state failed` or the dashboard's Tasks page.
       - alert: ShoalLeaderMissing
         expr: |-
           (sum by (namespace) (shoal_leader{{ printf "{%s}" $sel }}) < 1)

@@ -23,6 +23,7 @@ from shoal.core.settings import Settings, get_settings
 from shoal.core.store import Store
 from shoal.scheduler.api.deps import require_token
 from shoal.scheduler.api.errors import install_error_handlers
+from shoal.scheduler.api.http_metrics import HttpMetrics
 from shoal.scheduler.api.responses import JSONBytesResponse
 from shoal.scheduler.api.routes import events, health, queues, scaling, stats, tasks, workers
 from shoal.scheduler.operator import build_operator
@@ -86,6 +87,7 @@ def create_app(
     app.state.settings = settings
     app.state.limits = ValidationLimits.from_settings(settings.api)
     install_error_handlers(app)
+    app.add_middleware(HttpMetrics)
 
     api = APIRouter(
         prefix=API_PREFIX,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
+from shoal.core.states import TERMINAL
 from shoal.core.store import Store
+
+FINISHED_WINDOW_S = 600
 
 TASKS_SUBMITTED = Counter("shoal_tasks_submitted_total", "Tasks accepted by the API", ["queue"])
 TASKS_REAPED = Counter("shoal_tasks_reaped_total", "Running tasks whose lease expired")
@@ -13,6 +16,12 @@ TASKS_BY_STATE = Gauge("shoal_tasks", "Tasks by state", ["state"])
 QUEUE_DEPTH = Gauge("shoal_queue_depth", "Queued tasks by queue and priority", ["queue", "priority"])
 QUEUE_TASKS = Gauge("shoal_queue_tasks", "Ready, running and scheduled tasks by queue", ["queue", "state"])
 WORKERS = Gauge("shoal_workers", "Live workers")
+TASKS_FINISHED_10M = Gauge(
+    "shoal_tasks_finished_10m",
+    "Tasks that reached each end state in the last 10 minutes (failed: failed for good, after its "
+    "retries; attempts that were retried are not counted)",
+    ["state"],
+)
 LEADER = Gauge("shoal_leader", "1 when this scheduler replica is the elected leader")
 
 _depth_series: set[tuple[str, str]] = set()  # (queue, priority) series reported so far
@@ -33,3 +42,11 @@ async def refresh(store: Store) -> None:
         QUEUE_DEPTH.labels(queue_name, priority).set(0)
     _depth_series.update(seen)
     WORKERS.set(len(await store.list_workers()))
+    finished = dict.fromkeys((state.value for state in TERMINAL), 0)
+    # The scripts count every terminal transition in 10-second buckets (what /stats reads too).
+    for bucket in await store.throughput(FINISHED_WINDOW_S):
+        for state, n in bucket.items():
+            if state in finished:
+                finished[state] += n
+    for state, n in finished.items():
+        TASKS_FINISHED_10M.labels(state).set(n)
