@@ -21,6 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from shoal.core.logging import configure_logging
 from shoal.core.settings import Settings, get_settings
 from shoal.core.store import Store
+from shoal.scheduler.api import docs
 from shoal.scheduler.api.deps import require_token
 from shoal.scheduler.api.errors import install_error_handlers
 from shoal.scheduler.api.http_metrics import HttpMetrics
@@ -83,6 +84,9 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=JSONBytesResponse,
+        # /docs is served by shoal.scheduler.api.docs with local assets; ReDoc would need a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.limits = ValidationLimits.from_settings(settings.api)
@@ -101,6 +105,7 @@ def create_app(
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
