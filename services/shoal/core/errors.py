@@ -24,3 +24,11 @@ class InvalidSubmission(ShoalError):
         super().__init__(message)
         self.message = message
         self.details = details or []
+
+
+class DuplicateTaskId(InvalidSubmission):
+    """A submitted task id exists already: the submit script wrote nothing."""
+
+
+class OutcomeUnknown(ShoalError):
+    """Redis did not answer a write in time, and whether it committed could not be settled."""

@@ -102,6 +102,7 @@ class Outcome:
     retry_delay_s: float | None = None  # set when the task raised Retry(delay=)
     started_at: float | None = None
     finished_at: float | None = None
+    size_bytes: int = 0  # what result, error and traceback take as stored: bounds one report's size
 
 
 @dataclass(slots=True)

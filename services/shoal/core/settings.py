@@ -77,8 +77,13 @@ class ApiSettings(BaseSettings):
     """Where the CLI and the dashboard reach the scheduler API."""
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     """Largest request body accepted (413 past it)."""
-    max_batch: int = Field(5000, ge=1, le=100_000)
+    # The submit script holds Redis for ~10 us per task and ~2.5 us per dependency edge
+    # (measured: docs/reliability.md, "Bounded work per request"): the defaults keep one
+    # request's script call well under 50 ms, the bound every other client can live with.
+    max_batch: int = Field(2000, ge=1, le=10_000)
     """Most tasks in one batch submission (422 past it)."""
+    max_dependency_edges: int = Field(5000, ge=0, le=50_000)
+    """Most `depends_on` entries summed over all tasks of one request (422 past it)."""
     max_payload_bytes: int = Field(256 * 1024, ge=64)
     """Largest JSON-encoded args+kwargs of one task (422 past it)."""
     validate_task_names: bool = True
@@ -120,6 +125,12 @@ class WorkerSettings(BaseSettings):
     """After SIGTERM, how long running tasks may finish before they are handed back."""
     process_pool_size: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
     """Processes for CPU-bound tasks."""
+    max_result_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Largest task result kept, as JSON; a bigger one fails the attempt for good, saying so."""
+    max_error_chars: int = Field(8 * 1024, ge=256, le=1024 * 1024)
+    """Error messages longer than this are cut, the cut marked in the text."""
+    max_traceback_chars: int = Field(32 * 1024, ge=1024, le=4 * 1024 * 1024)
+    """Tracebacks longer than this keep their end (the failing frames), the cut marked."""
 
     @property
     def queue_weights(self) -> dict[str, int]:

@@ -14,7 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shoal.core import jsonutil
-from shoal.core.errors import Conflict, InvalidSubmission, NotFound
+from shoal.core.errors import Conflict, DuplicateTaskId, InvalidSubmission, NotFound
 from shoal.core.keys import Keys
 from shoal.core.models import (
     Attempt,
@@ -33,6 +33,7 @@ from shoal.core.states import TERMINAL, TaskState
 _MS = 1000.0
 _SUBMIT_FIELDS = 12
 TRIM_CHUNK = 5000  # expired ids dropped from an index per round trip
+EXISTS_CHUNK = 1000  # ids checked per round trip: bounded memory and Redis time whatever a request names
 
 
 def _ms_to_s(value: str | None) -> float | None:
@@ -145,6 +146,8 @@ class Store:
             ]
         raw = await self._scripts.submit(keys=self._k, args=args)
         if raw and raw[0] == "err":
+            if str(raw[1]).startswith("duplicate task id"):
+                raise DuplicateTaskId(raw[1])
             raise InvalidSubmission(raw[1])
         return [
             SubmitResult(id=raw[i], state=TaskState(raw[i + 1]), created=bool(int(raw[i + 2])))
@@ -169,15 +172,27 @@ class Store:
             rows = await pipe.execute()
         return [task_from_hash(h) if h else None for h in rows]
 
-    async def exists_all(self, ids: list[str]) -> list[str]:
-        """The ids among `ids` that name no stored task."""
-        if not ids:
+    async def exists_all(self, ids: list[str], stop_after: int | None = None) -> list[str]:
+        """The ids among `ids` that name no stored task, checked EXISTS_CHUNK per round trip;
+        with `stop_after`, the check ends after the chunk that found that many unknown ones."""
+        unknown: list[str] = []
+        for start in range(0, len(ids), EXISTS_CHUNK):
+            chunk = ids[start : start + EXISTS_CHUNK]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in chunk:
+                    pipe.exists(self.keys.task(task_id))
+                found = await pipe.execute()
+            unknown += [task_id for task_id, ok in zip(chunk, found, strict=True) if not ok]
+            if stop_after is not None and len(unknown) >= stop_after:
+                break
+        return unknown
+
+    async def idempotency_targets(self, idempotency_keys: list[str]) -> list[str | None]:
+        """The task id each idempotency key points at (None: unknown or expired)."""
+        if not idempotency_keys:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.exists(self.keys.task(task_id))
-            found = await pipe.execute()
-        return [task_id for task_id, ok in zip(ids, found, strict=True) if not ok]
+        values = await self.redis.mget([self.keys.idempotency(key) for key in idempotency_keys])
+        return [None if value is None else str(value) for value in values]
 
     async def list_tasks(
         self,

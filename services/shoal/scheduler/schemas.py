@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from shoal.core.jsonutil import MAX_NESTING, nesting_exceeds
 from shoal.core.models import Task, TaskSpec
 from shoal.core.settings import NAME_PATTERN, ApiSettings
 from shoal.core.states import TaskState
@@ -33,6 +34,7 @@ MAX_IDEMPOTENCY_KEY = 200
 _API_DEFAULTS = ApiSettings.model_fields
 DEFAULT_MAX_PAYLOAD_BYTES: int = _API_DEFAULTS["max_payload_bytes"].default
 DEFAULT_MAX_BATCH: int = _API_DEFAULTS["max_batch"].default
+DEFAULT_MAX_DEPENDENCY_EDGES: int = _API_DEFAULTS["max_dependency_edges"].default
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN.pattern)]
 """Task names, queue names, task ids and batch refs: 1-128 of [A-Za-z0-9_.:-]."""
@@ -47,10 +49,15 @@ class ValidationLimits(BaseModel):
 
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_batch: int = DEFAULT_MAX_BATCH
+    max_dependency_edges: int = DEFAULT_MAX_DEPENDENCY_EDGES
 
     @classmethod
     def from_settings(cls, api: ApiSettings) -> ValidationLimits:
-        return cls(max_payload_bytes=api.max_payload_bytes, max_batch=api.max_batch)
+        return cls(
+            max_payload_bytes=api.max_payload_bytes,
+            max_batch=api.max_batch,
+            max_dependency_edges=api.max_dependency_edges,
+        )
 
 
 def _limits(info: ValidationInfo) -> ValidationLimits:
@@ -96,10 +103,11 @@ class TaskCreate(BaseModel):
     def _payload_within_bound(self, info: ValidationInfo) -> TaskCreate:
         if self.args or self.kwargs:
             limit = _limits(info).max_payload_bytes
-            try:
-                size = len(orjson.dumps(self.args)) + len(orjson.dumps(self.kwargs))
-            except orjson.JSONEncodeError:  # orjson encodes at most 254 levels of nesting
-                raise ValueError("args and kwargs are nested too deeply to encode as JSON") from None
+            # Checked before encoding: a value nested near orjson's own limit would be stored but
+            # could not be answered (an answer nests it a few levels deeper).
+            if nesting_exceeds(self.args) or nesting_exceeds(self.kwargs):
+                raise ValueError(f"args and kwargs may nest arrays and objects at most {MAX_NESTING} deep")
+            size = len(orjson.dumps(self.args)) + len(orjson.dumps(self.kwargs))
             if size > limit:
                 raise ValueError(f"args and kwargs take {size} bytes as JSON; the limit is {limit}")
         return self

@@ -4,10 +4,18 @@ Everything that can be refused is refused here, before Redis is touched, with an
 `InvalidSubmission` naming the culprit (the API answers 422). A batch that passes is
 written by ONE `Store.submit` call, in an order where every in-batch dependency comes
 before its dependents, so the submit script never sees a dependency it has not created.
+
+Admission also bounds the work of a request (tasks, dependency edges, ids looked up), so
+no accepted request holds Redis for long. Once the script may have committed, the request
+is never answered with an error that hides a commit: a call whose reply was lost is sent
+again (the script refuses ids it has already written, which tells that the first call
+committed), and answers are built from what was submitted when a read-back fails.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 from collections import Counter
@@ -15,15 +23,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.core.errors import InvalidSubmission
-from shoal.core.models import SubmitResult, TaskSpec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shoal.core.errors import DuplicateTaskId, InvalidSubmission, OutcomeUnknown
+from shoal.core.models import SubmitResult, Task, TaskSpec
 from shoal.core.settings import Settings
 from shoal.core.states import TaskState
 from shoal.core.store import Store
 from shoal.scheduler.metrics import TASKS_SUBMITTED
 from shoal.scheduler.schemas import BatchItem, TaskCreate, submitted_task_public, task_public
 
+log = logging.getLogger(__name__)
+
 _NAME_CACHE_TTL_S = 2.0
+SETTLE_S = 5.0  # how long a submit whose reply was lost is sent again before answering 503
+_SETTLE_FIRST_DELAY_S = 0.05
 # States a new task can be answered in from its spec alone, without reading it back.
 _BUILT_FROM_SPEC = frozenset({TaskState.QUEUED, TaskState.PENDING, TaskState.SCHEDULED})
 _MAX_LISTED = 10  # culprits named in one error message
@@ -85,6 +101,7 @@ class Submitter:
 
     async def submit(self, items: Sequence[TaskCreate | BatchItem]) -> Admitted:
         tasks = self._settings.tasks
+        _refuse_too_many_edges(items, self._settings.api.max_dependency_edges)
         ids = new_task_ids(len(items))
         specs = [
             item.to_spec(task_id, tasks.default_max_retries, tasks.default_timeout_s)
@@ -100,7 +117,7 @@ class Submitter:
                     [{"unknown_names": unknown_names}],
                 )
         if external:
-            unknown_ids = await self._store.exists_all(list(external))
+            unknown_ids = await self._store.exists_all(list(external), stop_after=_MAX_LISTED)
             if unknown_ids:
                 raise InvalidSubmission(
                     f"depends_on names unknown task id(s) {_listing(unknown_ids)}"
@@ -110,8 +127,60 @@ class Submitter:
 
         ordered = specs if order is None else [specs[i] for i in order]
         now = round(time.time(), 3)  # Redis keeps milliseconds
-        results = await self._store.submit(ordered)
+        results = await self._commit(ordered)
         return await self._answer(specs, ordered, results, now)
+
+    async def _commit(self, ordered: list[TaskSpec]) -> list[SubmitResult]:
+        """One submit script call whose outcome is known: sent again while its reply is lost.
+
+        Sending again is safe because the script refuses a batch with an id it has written
+        (the ids are this request's own, random 128-bit): that refusal proves an earlier send
+        committed, and the committed tasks are read back. BUSY (another script is running) means
+        the call was not run and is sent again too. Only when Redis stays silent for
+        SETTLE_S is the outcome unknown (503, saying so).
+        """
+        deadline = time.monotonic() + SETTLE_S
+        delay = _SETTLE_FIRST_DELAY_S
+        while True:
+            try:
+                return await self._store.submit(ordered)
+            except DuplicateTaskId:
+                # Our ids are fresh random ones: only our own earlier send (or a client-level
+                # retry of it) can have written them.
+                log.warning("a submit whose reply was lost had committed; answering from Redis")
+                return await self._committed_results(ordered)
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+                if isinstance(exc, ResponseError) and not str(exc).startswith("BUSY"):
+                    raise  # Redis refused the call: nothing was written
+                if time.monotonic() + delay > deadline:
+                    raise OutcomeUnknown(
+                        "Redis did not answer, so this submission may or may not have been recorded; "
+                        "send it again with the same idempotency keys (without them it may run twice)"
+                    ) from exc
+                log.warning("submit got no answer from Redis (%s); sending it again in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    async def _committed_results(self, ordered: list[TaskSpec]) -> list[SubmitResult]:
+        """What the lost reply of a committed submit said, rebuilt from Redis.
+
+        The script commits a batch whole: every spec either was created under its own id or
+        matched an existing task through its idempotency key.
+        """
+        stored = await self._store.get_many([spec.id or "" for spec in ordered])
+        keys = [spec.idempotency_key for spec, task in zip(ordered, stored, strict=True) if task is None]
+        targets = iter(await self._store.idempotency_targets([key for key in keys if key]))
+        results = []
+        for spec, task in zip(ordered, stored, strict=True):
+            if task is not None:
+                results.append(SubmitResult(id=task.id, state=task.state, created=True))
+                continue
+            target = next(targets) if spec.idempotency_key else None
+            found = await self._store.get(target, with_history=False) if target else None
+            if found is None:
+                raise OutcomeUnknown(f"task {spec.id} of a committed submission is gone; submit it again")
+            results.append(SubmitResult(id=found.id, state=found.state, created=False))
+        return results
 
     async def _answer(
         self, specs: list[TaskSpec], ordered: list[TaskSpec], results: list[SubmitResult], now: float
@@ -119,7 +188,7 @@ class Submitter:
         """Task dicts in request order: new ones from what was submitted, idempotent repeats read back."""
         answers: list[dict[str, Any]] = [{}] * len(specs)
         position = None if ordered is specs else {spec.id: i for i, spec in enumerate(specs)}
-        reread: list[tuple[int, str]] = []
+        reread: list[tuple[int, str, TaskState]] = []
         created = Counter[str]()
         # A repeated item of a batch with in-batch dependencies is the existing task: its dependents
         # were pointed at that task's id, not at the one assigned here, so read the whole batch back.
@@ -131,16 +200,49 @@ class Submitter:
             if result.created and result.state in _BUILT_FROM_SPEC and not read_all:
                 answers[i] = submitted_task_public(spec, result.state, now)
             else:  # an idempotent repeat, or born upstream_failed with an error to show
-                reread.append((i, result.id))
+                reread.append((i, result.id, result.state))
         if reread:
-            stored = await self._store.get_many([task_id for _, task_id in reread])
-            for (i, task_id), task in zip(reread, stored, strict=True):
-                if task is None:  # expired between the submit and this read
-                    raise InvalidSubmission(f"idempotency key matched task {task_id!r}, which has expired")
-                answers[i] = task_public(task)
+            stored = await self._read_back([task_id for _, task_id, _ in reread])
+            for (i, task_id, state), task in zip(reread, stored, strict=True):
+                # The tasks are committed: an answer must not be an error. A task that cannot be
+                # read (it expired meanwhile, or Redis went away) is answered from its spec.
+                if task is None:
+                    answers[i] = _from_spec(specs[i], task_id, state, now)
+                else:
+                    answers[i] = task_public(task)
         for queue, n in created.items():
             TASKS_SUBMITTED.labels(queue).inc(n)
         return Admitted(tasks=answers, created_any=bool(created))
+
+    async def _read_back(self, task_ids: list[str]) -> list[Task | None]:
+        """The tasks, read with retries for a short while; Nones if Redis does not answer."""
+        deadline = time.monotonic() + SETTLE_S
+        delay = _SETTLE_FIRST_DELAY_S
+        while True:
+            try:
+                return await self._store.get_many(task_ids)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    log.warning("committed tasks could not be read back (%s); answering from specs", exc)
+                    return [None] * len(task_ids)
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+
+def _from_spec(spec: TaskSpec, task_id: str, state: TaskState, now: float) -> dict[str, Any]:
+    answer = submitted_task_public(spec, state, now)
+    answer["id"] = task_id
+    return answer
+
+
+def _refuse_too_many_edges(items: Sequence[TaskCreate | BatchItem], limit: int) -> None:
+    edges = sum(len(item.depends_on) for item in items)
+    if edges > limit:
+        raise InvalidSubmission(
+            f"{edges} dependencies (depends_on entries) in one request; the limit is {limit}: "
+            "submit a large graph in several requests, later ones naming earlier tasks by id",
+            [{"dependency_edges": edges, "limit": limit}],
+        )
 
 
 def _refuse_repeated_idempotency_keys(specs: list[TaskSpec]) -> None:

@@ -3,7 +3,8 @@
 Async tasks run on the event loop, blocking ones in a thread pool, CPU-bound ones in the
 process pool; each under the task's timeout. Nothing a task does escapes as an exception:
 errors, timeouts, crashed processes, unknown names and results that cannot be stored as
-JSON all become failed outcomes with a clear error. Cancellation (the task was taken away
+JSON (or that are too big or deep to store: `bounds.py`) all become failed outcomes with a
+clear error, and error texts and tracebacks are cut to their bounds. Cancellation (the task was taken away
 from this worker) is the one exception that propagates: such runs are not reported.
 
 This is the per-task hot path: keep it lean.
@@ -20,11 +21,10 @@ import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import orjson
-
 from shoal.core.logging import log_context
 from shoal.core.models import ClaimedTask, Outcome
 from shoal.worker import metrics
+from shoal.worker.bounds import OutcomeBounds, ResultNotStorable
 from shoal.worker.deadlines import DeadlineExceeded, Deadlines
 from shoal.worker.procpool import ProcessCrashed, ProcessPool, RemoteTaskError, classify_exception
 from shoal.worker.registry import Retry, TaskDef, TaskRegistry
@@ -34,25 +34,20 @@ log = logging.getLogger(__name__)
 UNKNOWN_TASK_LABEL = "<unknown>"  # one metric series for every unknown name: bounded cardinality
 
 
-class ResultNotSerialisable(Exception):
-    """A task returned something that cannot be stored as JSON."""
-
-
-def _check_serialisable(result: Any) -> None:
-    try:
-        orjson.dumps(result)
-    except TypeError as exc:  # orjson.JSONEncodeError is TypeError
-        raise ResultNotSerialisable(f"task result is not JSON-serialisable: {exc}") from None
-
-
 class Executor:
     """Runs attempts; owns the thread pool and the process pool."""
 
     def __init__(
-        self, registry: TaskRegistry, threads: int, processes: int, worker_id: str | None = None
+        self,
+        registry: TaskRegistry,
+        threads: int,
+        processes: int,
+        worker_id: str | None = None,
+        bounds: OutcomeBounds | None = None,
     ) -> None:
         self.registry = registry
         self.worker_id = worker_id
+        self.bounds = bounds or OutcomeBounds()
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shoal-task")
         self.processes = ProcessPool(processes)
         # Thread tasks that overran their timeout or were taken away: Python cannot stop a
@@ -87,8 +82,7 @@ class Executor:
                     result = await self._in_thread(definition, claimed, timeout_s)
                 else:
                     result = await self._in_process(definition, claimed, timeout_s)
-            if result is not None:
-                _check_serialisable(result)
+            size = 0 if result is None else self.bounds.result_size(result)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -104,7 +98,13 @@ class Executor:
         series.run_seconds.observe(finished_at - started_at)
         series.succeeded += 1
         return Outcome(
-            claimed.id, claimed.attempt, True, result, started_at=started_at, finished_at=finished_at
+            claimed.id,
+            claimed.attempt,
+            True,
+            result,
+            started_at=started_at,
+            finished_at=finished_at,
+            size_bytes=size,
         )
 
     async def _in_thread(self, definition: TaskDef, claimed: ClaimedTask, timeout_s: float) -> Any:
@@ -136,7 +136,7 @@ class Executor:
             claimed.id,
             claimed.attempt,
             False,
-            error=f"unknown task {claimed.name!r}: this worker runs only: {known}",
+            error=self.bounds.error(f"unknown task {claimed.name!r}: this worker runs only: {known}"),
             retry=False,
             started_at=now,
             finished_at=now,
@@ -166,7 +166,7 @@ class Executor:
             )
         elif isinstance(exc, ProcessCrashed):
             error, retry, delay, tb = f"ProcessCrashed: {exc}", True, None, None
-        elif isinstance(exc, ResultNotSerialisable):
+        elif isinstance(exc, ResultNotStorable):
             error, retry, delay = str(exc), False, None
         elif isinstance(exc, TypeError) and (problem := _bad_arguments(definition, claimed)):
             error, retry, delay = f"bad arguments for task {definition.name!r}: {problem}", False, None
@@ -180,8 +180,10 @@ class Executor:
                 error,
                 extra={"task_id": claimed.id, "attempt": claimed.attempt, "task": definition.name},
             )
+        error, tb = self.bounds.error(error), self.bounds.traceback(tb)
         outcome = Outcome(claimed.id, claimed.attempt, False, None, error, tb, retry, delay)
         outcome.started_at, outcome.finished_at = started_at, finished_at
+        outcome.size_bytes = len(error) + len(tb or "")
         return outcome, asked_retry
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from shoal.core.store import Store
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000  # bounds the time one script call holds Redis
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # and the bytes it carries (results are up to SHOAL_MAX_RESULT_BYTES each)
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 _BACKOFF_MAX_S = 5.0
 
@@ -87,8 +88,9 @@ class CompletionFlusher:
                 self._pending.clear()
                 await self._pending.wait()
                 continue
-            batch = self._in_flight = self._buffer[:MAX_BATCH]
-            del self._buffer[:MAX_BATCH]
+            n = _batch_length(self._buffer)
+            batch = self._in_flight = self._buffer[:n]
+            del self._buffer[:n]
             try:
                 accepted = await self._store.complete(self._worker_id, batch)
             except BaseException as exc:
@@ -138,3 +140,14 @@ class CompletionFlusher:
                         "worker_id": self._worker_id,
                     },
                 )
+
+
+def _batch_length(buffer: list[Outcome]) -> int:
+    """How many outcomes from the front make one report: at most MAX_BATCH and MAX_BATCH_BYTES
+    (one outcome bigger than that still goes, alone)."""
+    total = 0
+    for n, outcome in enumerate(buffer[:MAX_BATCH]):
+        total += outcome.size_bytes
+        if total > MAX_BATCH_BYTES and n > 0:
+            return n
+    return min(len(buffer), MAX_BATCH)

@@ -34,6 +34,7 @@ from shoal.core.models import ClaimedTask, HeartbeatReply, WorkerInfo
 from shoal.core.settings import Settings
 from shoal.core.store import Store
 from shoal.worker import metrics
+from shoal.worker.bounds import OutcomeBounds
 from shoal.worker.claim_order import ClaimOrder
 from shoal.worker.executor import Executor
 from shoal.worker.flusher import CompletionFlusher
@@ -70,7 +71,11 @@ class Worker:
         self.concurrency = ws.concurrency
         self.registry = registry if registry is not None else default_registry
         self.executor = Executor(
-            self.registry, threads=ws.concurrency, processes=ws.process_pool_size, worker_id=self.id
+            self.registry,
+            threads=ws.concurrency,
+            processes=ws.process_pool_size,
+            worker_id=self.id,
+            bounds=OutcomeBounds.from_settings(ws),
         )
         self.liveness = Liveness(settings.tasks.lease_s)
         self.flusher = CompletionFlusher(store, self.id, self.liveness.redis_ok)

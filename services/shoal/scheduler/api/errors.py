@@ -1,8 +1,8 @@
 """Every error the API answers with, in one place, as JSON `{"detail": ...}`.
 
 Shoal's own errors map to status codes here (NotFound 404, Conflict 409,
-InvalidSubmission 422); validation errors lose their echoed input and are capped;
-Redis being unreachable is a 503; anything unexpected is logged and answered 500
+InvalidSubmission 422, OutcomeUnknown 503); validation errors lose their echoed input and
+are capped; Redis being unreachable or busy is a 503; anything unexpected is logged and answered 500
 without leaking a traceback.
 """
 
@@ -16,11 +16,12 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from shoal.core.errors import Conflict, InvalidSubmission, NotFound, ShoalError
+from shoal.core.errors import Conflict, InvalidSubmission, NotFound, OutcomeUnknown, ShoalError
 from shoal.scheduler.api.responses import JSONBytesResponse
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,9 @@ SHOAL_ERROR_STATUS: dict[type[ShoalError], int] = {
     NotFound: status.HTTP_404_NOT_FOUND,
     Conflict: status.HTTP_409_CONFLICT,
     InvalidSubmission: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    OutcomeUnknown: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
+_RETRY_AFTER = {"Retry-After": "1"}
 
 
 def error_response(status_code: int, detail: Any, headers: Mapping[str, str] | None = None) -> Response:
@@ -54,7 +57,8 @@ async def _shoal_error(_: Request, exc: Exception) -> Response:
     content: dict[str, Any] = {"detail": str(exc)}
     if isinstance(exc, InvalidSubmission) and exc.details:
         content["errors"] = exc.details
-    return JSONBytesResponse(content, status_code=code)
+    headers = _RETRY_AFTER if code == status.HTTP_503_SERVICE_UNAVAILABLE else None
+    return JSONBytesResponse(content, status_code=code, headers=headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
@@ -72,6 +76,12 @@ async def _redis_unavailable(request: Request, exc: Exception) -> Response:
     return error_response(status.HTTP_503_SERVICE_UNAVAILABLE, "Redis is unavailable; try again shortly")
 
 
+async def _redis_refused(request: Request, exc: Exception) -> Response:
+    if str(exc).startswith("BUSY"):  # a long script holds Redis; the command was not run
+        return await _redis_unavailable(request, exc)
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error during %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
@@ -84,4 +94,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RedisConnectionError, _redis_unavailable)
     app.add_exception_handler(RedisTimeoutError, _redis_unavailable)
+    app.add_exception_handler(RedisResponseError, _redis_refused)
     app.add_exception_handler(Exception, _unexpected)
