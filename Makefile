@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)
 SHOAL_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: help install up test lint bench chaos soak k8s screenshots clean
+.PHONY: help install up test lint bench chaos soak k8s settings-docs screenshots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ chaos: install ## fault-injection suite (long variants: CHAOS_LONG=1)
 
 soak: install ## 200,000 tasks through two workers with memory sampled (several minutes)
 	$(PY) -m bench.soak --tasks 200000 --retention-s 30
+
+settings-docs: install ## regenerate the settings tables of docs/contracts.md from the settings classes
+	$(PY) -m shoal.settings_reference docs/contracts.md
 
 k8s: ## regenerate the plain manifests in k8s/ from the chart
 	sh scripts/render-k8s.sh

@@ -100,10 +100,16 @@ class ApiSettings(BaseSettings):
 
 
 def _default_worker_id() -> str:
+    """the pod name (SHOAL_POD_NAME), else `<host>-<pid>-<6 random hex>`"""
     pod = os.environ.get("SHOAL_POD_NAME")
     if pod:
         return pod
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _cpu_count() -> int:
+    """the number of CPUs"""
+    return max(1, os.cpu_count() or 1)
 
 
 class WorkerSettings(BaseSettings):
@@ -123,7 +129,7 @@ class WorkerSettings(BaseSettings):
     """Unique worker id; the pod name in a cluster."""
     grace_s: float = Field(20.0, ge=0)
     """After SIGTERM, how long running tasks may finish before they are handed back."""
-    process_pool_size: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    process_pool_size: int = Field(default_factory=_cpu_count, ge=1)
     """Processes for CPU-bound tasks."""
     max_result_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     """Largest task result kept, as JSON; a bigger one fails the attempt for good, saying so."""
@@ -182,6 +188,7 @@ class LogSettings(BaseSettings):
     log_format: str = Field("auto", pattern="^(auto|json|text)$")
     """json in containers, readable text on a terminal (auto picks by isatty)."""
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    """Least severe log records written."""
 
 
 class Settings:

@@ -43,6 +43,7 @@ def in_cluster() -> bool:
 
 
 def _default_namespace() -> str:
+    """the pod's own namespace (its service account's namespace file), else `default`"""
     try:
         return (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip() or "default"
     except OSError:
