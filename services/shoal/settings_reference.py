@@ -104,7 +104,7 @@ def default_text(info: FieldInfo) -> str:
     return f"`{value:g}`" if isinstance(value, float) else f"`{value}`"
 
 
-def _number(value: float) -> str:
+def _number(value: object) -> str:
     """1048576 -> '1048576', 0.05 -> '0.05', 3600.0 -> '3600'."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)

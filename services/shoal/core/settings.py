@@ -85,7 +85,8 @@ class ApiSettings(BaseSettings):
     max_dependency_edges: int = Field(5000, ge=0, le=50_000)
     """Most `depends_on` entries summed over all tasks of one request (422 past it)."""
     max_payload_bytes: int = Field(256 * 1024, ge=64)
-    """Largest JSON-encoded args+kwargs of one task (422 past it)."""
+    """Largest JSON-encoded args+kwargs of one task (422 past it); besides, they may nest at most 64
+    deep and hold integers within -2**63..2**64-1 only."""
     validate_task_names: bool = True
     """Refuse task names no worker has advertised (once any worker has registered)."""
 
