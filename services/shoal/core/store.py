@@ -103,7 +103,7 @@ class Store:
         self.keys = Keys(namespace)
         self.settings = tasks
         self._scripts = Scripts(redis)
-        self._k = [self.keys.prefix]
+        self._k = self.keys.script_keys
         self._lease_ms = int(tasks.lease_s * _MS)
         self._retention = int(tasks.retention_s)
         self._aging_us = int(tasks.priority_aging_s * 1_000_000)

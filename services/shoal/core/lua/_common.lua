@@ -1,15 +1,14 @@
--- Helpers shared by every script; scripts.py prepends this file to each of them.
--- KEYS[1] is always the namespace prefix ("{ns}"): every key is built from it and
--- shares its hash tag, so all keys of a namespace live in one Redis Cluster slot.
+-- Helpers shared by every script; scripts.py prepends the generated key prelude and this
+-- file to each of them. KEYS[1..K_FIXED_COUNT] are the namespace's fixed keys (K_SCHEDULED,
+-- K_LEASES, ...); every other name comes from a prelude function (K_TASK(id), ...), never
+-- from a literal here. All of them share the namespace's hash tag (one Redis Cluster slot).
 --
 -- Writes to shared sets (the state indexes, ready sets, queue depth counters) are collected
 -- while a script runs and applied by finish() in a few multi-member commands: with batches
 -- of hundreds of tasks per call, that is most of the difference in Redis CPU per task.
-local P = KEYS[1]
 local DEAD = {failed = true, cancelled = true, upstream_failed = true}
 local TERMINAL = {succeeded = true, failed = true, cancelled = true, upstream_failed = true}
 
-local function tkey(id) return P .. ':task:' .. id end
 
 local NOW_MS
 do
@@ -22,7 +21,7 @@ end
 local VCLOCK = nil
 local function next_vseq()
   if VCLOCK == nil then
-    VCLOCK = math.max(NOW_MS * 1000, tonumber(redis.call('GET', P .. ':vclock') or '0'))
+    VCLOCK = math.max(NOW_MS * 1000, tonumber(redis.call('GET', K_VCLOCK) or '0'))
   end
   VCLOCK = VCLOCK + 1
   return VCLOCK
@@ -54,7 +53,7 @@ local function note_state(id, old, new, queue)
 end
 
 local function set_state(id, old, new)
-  redis.call('HSET', tkey(id), 'state', new)
+  redis.call('HSET', K_TASK(id), 'state', new)
   note_state(id, old, new)
 end
 
@@ -84,27 +83,27 @@ end
 -- The idempotency key lives exactly as long as its task.
 local function expire_task(id, retention, idem, has_hist)
   if idem == nil then
-    local h = redis.call('HMGET', tkey(id), 'idempotency_key', 'has_hist')
+    local h = redis.call('HMGET', K_TASK(id), 'idempotency_key', 'has_hist')
     idem, has_hist = h[1], h[2]
   end
-  redis.call('EXPIRE', tkey(id), retention)
-  if has_hist then redis.call('EXPIRE', P .. ':hist:' .. id, retention) end
-  if idem and idem ~= '' then redis.call('EXPIRE', P .. ':idem:' .. idem, retention) end
+  redis.call('EXPIRE', K_TASK(id), retention)
+  if has_hist then redis.call('EXPIRE', K_HISTORY(id), retention) end
+  if idem and idem ~= '' then redis.call('EXPIRE', K_IDEMPOTENCY(idem), retention) end
 end
 
 local function enqueue(id, old, keep_position)
-  local h = redis.call('HMGET', tkey(id), 'queue', 'rank_offset', 'vseq', 'priority')
+  local h = redis.call('HMGET', K_TASK(id), 'queue', 'rank_offset', 'vseq', 'priority')
   local vseq = tonumber(h[3])
   if not keep_position or vseq == nil then vseq = next_vseq() end
   add_ready(id, h[1], vseq - tonumber(h[2]), h[4])
-  redis.call('HSET', tkey(id), 'state', 'queued', 'enqueued_at', NOW_MS, 'vseq', vseq, 'scheduled_for', '')
+  redis.call('HSET', K_TASK(id), 'state', 'queued', 'enqueued_at', NOW_MS, 'vseq', vseq, 'scheduled_for', '')
   note_state(id, old, 'queued', h[1])
 end
 
 local function schedule(id, old, delay_ms)
   local due = NOW_MS + delay_ms
-  redis.call('ZADD', P .. ':scheduled', due, id)
-  redis.call('HSET', tkey(id), 'scheduled_for', due, 'state', 'scheduled')
+  redis.call('ZADD', K_SCHEDULED, due, id)
+  redis.call('HSET', K_TASK(id), 'scheduled_for', due, 'state', 'scheduled')
   note_state(id, old, 'scheduled')
 end
 
@@ -113,10 +112,10 @@ local function cascade(root, retention)
   local stack = {root}
   while #stack > 0 do
     local id = table.remove(stack)
-    local dkey = P .. ':deps:' .. id
+    local dkey = K_DEPENDENTS(id)
     for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
-      if redis.call('HGET', tkey(dep), 'state') == 'pending' then
-        redis.call('HSET', tkey(dep), 'error', 'dependency ' .. id .. ' did not succeed', 'finished_at', NOW_MS)
+      if redis.call('HGET', K_TASK(dep), 'state') == 'pending' then
+        redis.call('HSET', K_TASK(dep), 'error', 'dependency ' .. id .. ' did not succeed', 'finished_at', NOW_MS)
         set_state(dep, 'pending', 'upstream_failed')
         expire_task(dep, retention)
         stack[#stack + 1] = dep
@@ -128,12 +127,12 @@ end
 
 -- A task succeeded: its dependents lose one unmet dependency; the last one releases them.
 local function release_dependents(id)
-  local dkey = P .. ':deps:' .. id
+  local dkey = K_DEPENDENTS(id)
   for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
     -- Only pending dependents wait; a cancelled one may even have expired already.
-    if redis.call('HGET', tkey(dep), 'state') == 'pending'
-        and redis.call('HINCRBY', tkey(dep), 'deps_left', -1) <= 0 then
-      local delay = tonumber(redis.call('HGET', tkey(dep), 'delay_ms') or '0')
+    if redis.call('HGET', K_TASK(dep), 'state') == 'pending'
+        and redis.call('HINCRBY', K_TASK(dep), 'deps_left', -1) <= 0 then
+      local delay = tonumber(redis.call('HGET', K_TASK(dep), 'delay_ms') or '0')
       if delay > 0 then schedule(dep, 'pending', delay) else enqueue(dep, 'pending', false) end
     end
   end
@@ -141,10 +140,10 @@ local function release_dependents(id)
 end
 
 local function push_history(id, attempt, worker, state, err, started)
-  redis.call('RPUSH', P .. ':hist:' .. id, cjson.encode({
+  redis.call('RPUSH', K_HISTORY(id), cjson.encode({
     attempt = attempt, worker_id = worker, state = state, error = err,
     started_at = started, finished_at = NOW_MS}))
-  redis.call('HSET', tkey(id), 'has_hist', 1)
+  redis.call('HSET', K_TASK(id), 'has_hist', 1)
 end
 
 -- An attempt ended without success: run again (after delay_ms, or at once — at the task's
@@ -153,7 +152,7 @@ local function retry_or_fail(id, attempt, limit, delay_ms, retention, keep_posit
   if attempt < limit then
     if delay_ms > 0 then schedule(id, 'running', delay_ms) else enqueue(id, 'running', keep_position) end
   else
-    redis.call('HSET', tkey(id), 'finished_at', NOW_MS)
+    redis.call('HSET', K_TASK(id), 'finished_at', NOW_MS)
     set_state(id, 'running', 'failed')
     expire_task(id, retention)
     cascade(id, retention)
@@ -168,12 +167,12 @@ end
 
 -- Apply pending ready-set additions now (claim pops right after promoting due tasks).
 local function flush_ready()
-  for queue, flat in pairs(READY) do call_chunked('ZADD', P .. ':ready:' .. queue, flat) end
+  for queue, flat in pairs(READY) do call_chunked('ZADD', K_READY(queue), flat) end
   READY = {}
 end
 
 local function count_per_queue(counts, id, m)
-  local queue = m[3] or redis.call('HGET', tkey(id), 'queue')
+  local queue = m[3] or redis.call('HGET', K_TASK(id), 'queue')
   if not queue then return end
   local c = counts[queue]
   if not c then c = {}; counts[queue] = c end
@@ -198,20 +197,20 @@ local function flush_batched_writes()
       if PER_QUEUE[m[1]] or PER_QUEUE[m[2]] then count_per_queue(per_queue, id, m) end
     end
   end
-  for state, ids in pairs(rem) do call_chunked('ZREM', P .. ':state:' .. state, ids) end
-  for state, flat in pairs(add) do call_chunked('ZADD', P .. ':state:' .. state, flat) end
+  for state, ids in pairs(rem) do call_chunked('ZREM', K_STATE(state), ids) end
+  for state, flat in pairs(add) do call_chunked('ZADD', K_STATE(state), flat) end
   for queue, by_state in pairs(per_queue) do
     for state, n in pairs(by_state) do
-      if n ~= 0 then redis.call('HINCRBY', P .. ':qcount:' .. queue, state, n) end
+      if n ~= 0 then redis.call('HINCRBY', K_QUEUE_COUNTS(queue), state, n) end
     end
   end
   flush_ready()
   for queue, by_priority in pairs(DEPTH) do
     for priority, n in pairs(by_priority) do
-      if n ~= 0 then redis.call('HINCRBY', P .. ':depth:' .. queue, priority, n) end
+      if n ~= 0 then redis.call('HINCRBY', K_DEPTH(queue), priority, n) end
     end
   end
-  if VCLOCK ~= nil then redis.call('SET', P .. ':vclock', string.format('%.0f', VCLOCK)) end
+  if VCLOCK ~= nil then redis.call('SET', K_VCLOCK, string.format('%.0f', VCLOCK)) end
 end
 
 -- One event per script call and per EVENT_CHANGES tasks it moved (so the stream, capped by
@@ -222,14 +221,14 @@ local function finish()
   for i = 1, #CHANGES, EVENT_CHANGES do
     local part = {unpack(CHANGES, i, math.min(i + EVENT_CHANGES - 1, #CHANGES))}
     local ev = cjson.encode({kind = 'task', ts = NOW_MS / 1000, changes = part})
-    redis.call('PUBLISH', P .. ':events', ev)
-    redis.call('XADD', P .. ':events', 'MAXLEN', '~', 2000, '*', 'e', ev)
+    redis.call('PUBLISH', K_EVENTS, ev)
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 2000, '*', 'e', ev)
   end
   local bucket = nil
   for state, n in pairs(DONE) do
-    bucket = bucket or (P .. ':stats:done:' .. math.floor(NOW_MS / 10000))
+    bucket = bucket or (K_STATS_BUCKET(math.floor(NOW_MS / 10000)))
     redis.call('HINCRBY', bucket, state, n)
   end
   if bucket then redis.call('EXPIRE', bucket, 7200) end
-  for q, _ in pairs(WOKEN) do redis.call('PUBLISH', P .. ':wake:' .. q, '1') end
+  for q, _ in pairs(WOKEN) do redis.call('PUBLISH', K_WAKE(q), '1') end
 end

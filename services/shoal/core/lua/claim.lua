@@ -1,16 +1,16 @@
 -- claim: give a worker up to n queued tasks, highest priority first, each with a lease.
--- KEYS[1] prefix
+-- KEYS: the namespace's fixed keys (generated prelude)
 -- ARGV[1] worker_id, ARGV[2] n, ARGV[3] lease_ms, ARGV[4..] queues in the worker's order
 -- Returns {now_ms, then 8 fields per task: id, name, queue, attempt, args, kwargs, timeout_s, enqueued_at}
 local worker, n, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 -- A worker declared lost or stopped must register again before it gets work.
-local wstate = redis.call('HGET', P .. ':worker:' .. worker, 'state')
+local wstate = redis.call('HGET', K_WORKER(worker), 'state')
 if wstate == 'lost' or wstate == 'stopped' then return {NOW_MS} end
 
 -- Promote a few due delayed tasks so delays do not depend on the leader's loop.
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':scheduled', '-inf', NOW_MS, 'LIMIT', 0, 50)) do
-  redis.call('ZREM', P .. ':scheduled', id)
-  if redis.call('HGET', tkey(id), 'state') == 'scheduled' then enqueue(id, 'scheduled', false) end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_SCHEDULED, '-inf', NOW_MS, 'LIMIT', 0, 50)) do
+  redis.call('ZREM', K_SCHEDULED, id)
+  if redis.call('HGET', K_TASK(id), 'state') == 'scheduled' then enqueue(id, 'scheduled', false) end
 end
 flush_ready()
 
@@ -19,10 +19,10 @@ local leases, mine = {}, {}
 local deadline = NOW_MS + lease
 for qi = 4, #ARGV do
   if n <= 0 then break end
-  local popped = redis.call('ZPOPMIN', P .. ':ready:' .. ARGV[qi], n)
+  local popped = redis.call('ZPOPMIN', K_READY(ARGV[qi]), n)
   for j = 1, #popped, 2 do
     local id = popped[j]
-    local key = tkey(id)
+    local key = K_TASK(id)
     local h = redis.call('HMGET', key, 'state', 'name', 'queue', 'attempts', 'args', 'kwargs', 'timeout_s',
       'enqueued_at', 'priority')
     if h[1] == 'queued' then
@@ -45,7 +45,7 @@ for qi = 4, #ARGV do
     end
   end
 end
-call_chunked('ZADD', P .. ':leases', leases)
-call_chunked('SADD', P .. ':wtasks:' .. worker, mine)
+call_chunked('ZADD', K_LEASES, leases)
+call_chunked('SADD', K_WORKER_TASKS(worker), mine)
 finish()
 return out

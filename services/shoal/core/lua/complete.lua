@@ -1,5 +1,5 @@
 -- complete: record the ends of attempts reported by one worker, fenced by attempt number.
--- KEYS[1] prefix
+-- KEYS: the namespace's fixed keys (generated prelude)
 -- ARGV[1] worker_id, ARGV[2] retention_s, ARGV[3] number of outcomes, then 8 fields each:
 --   id, attempt, ok (1/0), result_json, error, traceback, retry (1/0), retry_delay_ms
 --   (retry_delay_ms is already backoff-with-jitter, computed by the caller)
@@ -13,7 +13,7 @@ local done_leases, not_mine = {}, {}
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id, attempt = ARGV[b], tonumber(ARGV[b + 1])
-  local key = tkey(id)
+  local key = K_TASK(id)
   local h = redis.call('HMGET', key, 'state', 'attempts', 'attempt_limit', 'started_at', 'enqueued_at',
     'worker_id', 'idempotency_key', 'has_hist', 'has_dependents', 'queue')
   if h[1] ~= 'running' or tonumber(h[2]) ~= attempt or h[6] ~= worker then
@@ -42,9 +42,9 @@ for i = 0, n - 1 do
     end
   end
 end
-call_chunked('SREM', P .. ':wtasks:' .. worker, not_mine)
-call_chunked('ZREM', P .. ':leases', done_leases)
-call_chunked('LPUSH', P .. ':stats:samples', samples)
-if #samples > 0 then redis.call('LTRIM', P .. ':stats:samples', 0, 4999) end
+call_chunked('SREM', K_WORKER_TASKS(worker), not_mine)
+call_chunked('ZREM', K_LEASES, done_leases)
+call_chunked('LPUSH', K_STATS_SAMPLES, samples)
+if #samples > 0 then redis.call('LTRIM', K_STATS_SAMPLES, 0, 4999) end
 finish()
 return accepted

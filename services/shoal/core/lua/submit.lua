@@ -1,5 +1,5 @@
 -- submit: create tasks (one call per batch), in the order given.
--- KEYS[1] prefix
+-- KEYS: the namespace's fixed keys (generated prelude)
 -- ARGV[1] retention_s, ARGV[2] number of tasks, then 12 fields per task:
 --   id, name, queue, priority, rank_offset_us, args_json, kwargs_json,
 --   depends_on (comma-separated ids), max_retries, timeout_s, delay_ms, idempotency_key
@@ -13,13 +13,13 @@ local in_batch = {}
 for i = 0, n - 1 do
   local b = 3 + i * F
   local id = ARGV[b]
-  if redis.call('EXISTS', tkey(id)) == 1 or in_batch[id] then
+  if redis.call('EXISTS', K_TASK(id)) == 1 or in_batch[id] then
     return {'err', 'duplicate task id ' .. id}
   end
   local deps = ARGV[b + 7]
   if deps ~= '' then
     for dep in string.gmatch(deps, '[^,]+') do
-      if not in_batch[dep] and redis.call('EXISTS', tkey(dep)) == 0 then
+      if not in_batch[dep] and redis.call('EXISTS', K_TASK(dep)) == 0 then
         return {'err', 'unknown dependency ' .. dep}
       end
     end
@@ -38,13 +38,13 @@ for i = 0, n - 1 do
   local id, idem = ARGV[b], ARGV[b + 11]
   local existing = nil
   if idem ~= '' then
-    existing = redis.call('GET', P .. ':idem:' .. idem)
-    if existing and redis.call('EXISTS', tkey(existing)) == 0 then existing = nil end
+    existing = redis.call('GET', K_IDEMPOTENCY(idem))
+    if existing and redis.call('EXISTS', K_TASK(existing)) == 0 then existing = nil end
   end
   if existing then
     alias[id] = existing
     out[#out + 1] = existing
-    out[#out + 1] = redis.call('HGET', tkey(existing), 'state')
+    out[#out + 1] = redis.call('HGET', K_TASK(existing), 'state')
     out[#out + 1] = 0
   else
     local queue, priority, rank_offset, deps = ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 7]
@@ -57,12 +57,12 @@ for i = 0, n - 1 do
         if not seen[dep] then
           seen[dep] = true
           resolved[#resolved + 1] = dep
-          local st = redis.call('HGET', tkey(dep), 'state')
+          local st = redis.call('HGET', K_TASK(dep), 'state')
           if DEAD[st] then
             dead = dep
           elseif st ~= 'succeeded' then
-            redis.call('SADD', P .. ':deps:' .. dep, id)
-            redis.call('HSET', tkey(dep), 'has_dependents', 1)
+            redis.call('SADD', K_DEPENDENTS(dep), id)
+            redis.call('HSET', K_TASK(dep), 'has_dependents', 1)
             left = left + 1
           end
         end
@@ -80,7 +80,7 @@ for i = 0, n - 1 do
     elseif delay > 0 then
       state = 'scheduled'
       note_state(id, nil, 'scheduled', queue)
-      redis.call('ZADD', P .. ':scheduled', NOW_MS + delay, id)
+      redis.call('ZADD', K_SCHEDULED, NOW_MS + delay, id)
       extra = {'scheduled_for', NOW_MS + delay}
     else
       state = 'queued'
@@ -89,7 +89,7 @@ for i = 0, n - 1 do
       add_ready(id, queue, vseq - rank_offset, priority)
       extra = {'enqueued_at', NOW_MS, 'vseq', vseq}
     end
-    redis.call('HSET', tkey(id),
+    redis.call('HSET', K_TASK(id),
       'id', id, 'name', ARGV[b + 1], 'queue', queue, 'priority', priority,
       'rank_offset', rank_offset, 'args', ARGV[b + 5], 'kwargs', ARGV[b + 6],
       'depends_on', table.concat(resolved, ','), 'deps_left', left,
@@ -102,9 +102,9 @@ for i = 0, n - 1 do
     if dead then expire_task(id, retention, idem, false) end
     if idem ~= '' then
       if dead then
-        redis.call('SET', P .. ':idem:' .. idem, id, 'EX', retention)
+        redis.call('SET', K_IDEMPOTENCY(idem), id, 'EX', retention)
       else
-        redis.call('SET', P .. ':idem:' .. idem, id)
+        redis.call('SET', K_IDEMPOTENCY(idem), id)
       end
     end
     out[#out + 1] = id
@@ -112,7 +112,7 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   end
 end
-call_chunked('ZADD', P .. ':all', created)
-for q, _ in pairs(queues) do redis.call('SADD', P .. ':queues', q) end
+call_chunked('ZADD', K_ALL_TASKS, created)
+for q, _ in pairs(queues) do redis.call('SADD', K_QUEUES, q) end
 finish()
 return out
