@@ -8,6 +8,11 @@ export PYTHONPATH := $(CURDIR)
 # Redis when none answers there.
 SHOAL_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
+# `make up` ports and workers: `make up API_PORT=8001 DASHBOARD_PORT=8502` runs a second one beside
+# the first (give it its own SHOAL_NAMESPACE too, or it refuses to share the first one's).
+API_PORT ?= 8000
+DASHBOARD_PORT ?= 8501
+WORKERS ?= 2
 
 .PHONY: help install up test lint bench chaos soak k8s settings-docs screenshots clean
 
@@ -23,12 +28,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(VENV)/.installed ## create the virtualenv and install everything
 
-up: install ## run Redis (or a private one), the scheduler, workers and the dashboard
-	$(PY) -m shoal dev
+up: install ## run Shoal locally (API_PORT=8000 DASHBOARD_PORT=8501 WORKERS=2; Redis at SHOAL_REDIS_URL)
+	$(PY) -m shoal dev --port $(API_PORT) --dashboard-port $(DASHBOARD_PORT) --workers $(WORKERS)
 
 test: install ## run the whole test suite (installs helm, promtool, chromium when missing)
 	@sh scripts/install-test-tools.sh
-	@url=$$($(PY) -m shoal redis --url "$(SHOAL_TEST_REDIS_URL)" --private-port 6391) && \
+	@url=$$($(PY) -m shoal redis --url "$(SHOAL_TEST_REDIS_URL)") && \
 	  . scripts/helm-on-path.sh && \
 	  SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest $(PYTEST_ARGS)
 

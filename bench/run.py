@@ -27,7 +27,7 @@ import orjson
 import redis
 
 from shoal.core.keys import Keys
-from shoal.redis_local import free_port, start_private_redis
+from shoal.redis_local import PrivateServer, free_port, start_private_redis
 
 BATCH = 1000
 
@@ -49,7 +49,7 @@ class Stack:
     def __init__(self, workdir: Path, concurrency: int) -> None:
         self.workdir = workdir
         self.redis_port = free_port()
-        self.redis_url = start_private_redis(self.redis_port, run_dir=workdir)
+        self.redis_url = start_private_redis(PrivateServer.on_port(self.redis_port), run_dir=workdir)
         self.api_port = free_port()
         self.namespace = f"bench-{uuid.uuid4().hex[:8]}"
         self.env = {

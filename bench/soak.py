@@ -44,7 +44,7 @@ import psutil
 import redis
 
 from shoal.core.keys import Keys
-from shoal.redis_local import free_port, start_private_redis
+from shoal.redis_local import PrivateServer, free_port, start_private_redis
 
 QUEUE = "soak"
 LIVE = ("pending", "scheduled", "queued", "running")
@@ -83,7 +83,7 @@ def task_mix(rng: random.Random, batch_no: int, n: int) -> list[dict[str, Any]]:
 class Soak:
     def __init__(self, workdir: Path, args: argparse.Namespace) -> None:
         self.args = args
-        self.redis_url = start_private_redis(free_port(), run_dir=workdir)
+        self.redis_url = start_private_redis(PrivateServer.on_port(free_port()), run_dir=workdir)
         self.redis = redis.Redis.from_url(self.redis_url)
         self.namespace = f"soak-{uuid.uuid4().hex[:8]}"
         self.keys = Keys(self.namespace)

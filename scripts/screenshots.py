@@ -220,7 +220,7 @@ def main() -> int:
         print(f"needs Chromium at {CHROMIUM}: apt-get install -y chromium", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    redis_url = ensure_redis(os.environ.get("SHOAL_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    redis_url = ensure_redis(os.environ.get("SHOAL_REDIS_URL", "redis://127.0.0.1:6379/0")).url
     logs = ROOT / "run" / "screenshots"
     logs.mkdir(parents=True, exist_ok=True)
     with private_namespace(redis_url) as namespace:

@@ -42,13 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--fixed-workers", action="store_true", help="start exactly --workers workers; no autoscaling"
     )
-    dev.add_argument("--port", type=int, default=8000)
-    dev.add_argument("--dashboard-port", type=int, default=8501)
-    dev.add_argument("--no-dashboard", action="store_true")
+    dev.add_argument("--port", type=int, default=8000, help="port of the API (default: 8000)")
+    dev.add_argument("--dashboard-port", type=int, default=8501, help="port of the dashboard (default: 8501)")
+    dev.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
 
-    r = sub.add_parser("redis", help="print a Redis URL that answers, starting a private server if needed")
-    r.add_argument("--url", default=None)
-    r.add_argument("--private-port", type=int, default=6390)
+    r = sub.add_parser(
+        "redis", help="print a Redis URL that answers, starting a private server there when none does"
+    )
+    r.add_argument(
+        "--url",
+        default=None,
+        help="the Redis to use (default: SHOAL_REDIS_URL); when nothing answers there and it is on this "
+        "machine, a private redis-server is started on its port",
+    )
 
     s = sub.add_parser("submit", help="submit a task")
     s.add_argument("name")
@@ -99,8 +105,10 @@ def _dev(args: argparse.Namespace) -> int:
     from shoal.core.settings import RedisSettings
     from shoal.devstack import DevStack, run_dev
 
+    redis_settings = RedisSettings()
     stack = DevStack(
-        redis_url=RedisSettings().redis_url,
+        redis_url=redis_settings.redis_url,
+        namespace=redis_settings.namespace,
         api_port=args.port,
         dashboard_port=args.dashboard_port,
         workers=args.workers,
@@ -116,7 +124,7 @@ def _redis(args: argparse.Namespace) -> int:
     from shoal.redis_local import ensure_redis
 
     try:
-        print(ensure_redis(args.url or RedisSettings().redis_url, private_port=args.private_port))
+        print(ensure_redis(args.url or RedisSettings().redis_url).url)
     except RuntimeError as exc:
         print(f"shoal redis: {exc}", file=sys.stderr)
         return 1

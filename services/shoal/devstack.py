@@ -1,8 +1,12 @@
-"""`shoal dev`: run the whole system on one machine.
+"""`shoal dev` (`make up`): run the whole system on one machine.
 
-Redis (the one at SHOAL_REDIS_URL, or a private one), the scheduler, workers and the
-dashboard, as child processes of this one; Ctrl-C (or SIGTERM) stops them all, workers
-first so they hand their tasks back.
+Redis (the one at SHOAL_REDIS_URL, or a private one started there), the scheduler, workers
+and the dashboard, as child processes of this one; Ctrl-C (or SIGTERM) stops them all,
+workers first so they hand their tasks back, and then the private Redis if it started one.
+
+It refuses to start next to another instance rather than mistake that one for its own: when
+the API or dashboard port is taken, or another scheduler holds the leader lock of the same
+Redis namespace.
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+import redis
 
-from shoal.redis_local import ensure_redis
+from shoal.core.keys import Keys
+from shoal.redis_local import LocalRedis, ensure_redis, port_taken, redacted
+
+
+class AlreadyRunning(RuntimeError):
+    """Another instance holds what this one needs (a port, the namespace); the message says what."""
 
 
 @dataclass
 class DevStack:
     redis_url: str
+    namespace: str = "shoal"
     host: str = "127.0.0.1"
     api_port: int = 8000
     dashboard_port: int = 8501
@@ -36,9 +47,39 @@ class DevStack:
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
 
+    def check_alone(self) -> None:
+        """AlreadyRunning when another instance would be taken for this one."""
+        ports = [("API", self.api_port, "API_PORT")]
+        if self.dashboard:
+            ports.append(("dashboard", self.dashboard_port, "DASHBOARD_PORT"))
+        for what, port, variable in ports:
+            if port_taken(self.host, port):
+                raise AlreadyRunning(
+                    f"the {what} port {self.host}:{port} is in use (another `make up`?): stop it, or pick "
+                    f"another port (make up {variable}=...)"
+                )
+        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            holder = client.get(Keys(self.namespace).leader)
+        finally:
+            client.close()
+        if holder is not None:
+            raise AlreadyRunning(
+                f"another Shoal scheduler runs on namespace {self.namespace!r} of {redacted(self.redis_url)} "
+                "(it holds the leader lock): stop it, or give this one its own SHOAL_NAMESPACE. "
+                "If it has just stopped, its lock expires within SHOAL_LEADER_LOCK_S (5 s)."
+            )
+
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({"SHOAL_REDIS_URL": self.redis_url, "SHOAL_API_URL": self.api_url, **extra})
+        env.update(
+            {
+                "SHOAL_REDIS_URL": self.redis_url,
+                "SHOAL_NAMESPACE": self.namespace,
+                "SHOAL_API_URL": self.api_url,
+                **extra,
+            }
+        )
         return env
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
@@ -76,11 +117,12 @@ class DevStack:
     def wait_for_api(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            # Our scheduler first: whatever answers on the port is not ours once it has exited.
+            if any(p.poll() is not None for _, p in self.procs):
+                raise RuntimeError("the scheduler exited during start-up; see its log above")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.api_url}/readyz", timeout=1.0).status_code == 200:
                     return
-            if any(p.poll() is not None for _, p in self.procs):
-                raise RuntimeError("the scheduler exited during start-up; see its log above")
             time.sleep(0.2)
         raise RuntimeError(f"the scheduler did not answer at {self.api_url} within {timeout_s:.0f} s")
 
@@ -103,7 +145,7 @@ class DevStack:
             "Shoal is running:",
             f"  API        {self.api_url}/docs",
             f"  metrics    {self.api_url}/metrics",
-            f"  Redis      {self.redis_url}",
+            f"  Redis      {redacted(self.redis_url)} (namespace {self.namespace})",
             f"  workers    {self.workers}{scaled}",
         ]
         if self.dashboard:
@@ -113,7 +155,22 @@ class DevStack:
 
 
 def run_dev(stack: DevStack) -> int:
-    stack.redis_url = ensure_redis(stack.redis_url)
+    try:
+        local = ensure_redis(stack.redis_url)
+    except RuntimeError as exc:
+        print(f"shoal dev: {exc}", file=sys.stderr)
+        return 1
+    stack.redis_url = local.url
+    try:
+        stack.check_alone()
+    except (AlreadyRunning, redis.RedisError) as exc:
+        print(f"shoal dev: {exc}", file=sys.stderr)
+        local.stop()
+        return 1
+    return _serve(stack, local)
+
+
+def _serve(stack: DevStack, local: LocalRedis) -> int:
     stopping = False
 
     def on_term(signum: int, frame: object) -> None:
@@ -139,3 +196,6 @@ def run_dev(stack: DevStack) -> int:
         if stopping:
             print("stopping Shoal ...", file=sys.stderr)
         stack.stop()
+        if local.started:
+            print("stopping the private Redis (its data stays in run/redis) ...", file=sys.stderr)
+            local.stop()
