@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for the three Shoal services; the command picks the service:
-#   scheduler  uvicorn shoal.scheduler.main:app --host 0.0.0.0 --port 8000   (the default)
+#   scheduler  python -m shoal.scheduler --host 0.0.0.0 --port 8000   (the default; uvicorn with timeouts)
 #   worker     python -m shoal.worker                                       (probes/metrics on 9100)
 #   dashboard  streamlit run streamlit_app.py --server.port 8501 --server.address 0.0.0.0 --server.headless true
 # Build: docker build -t shoal:0.1.0 .
@@ -39,4 +39,4 @@ COPY --from=build /app /app
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8000 8501 9100
-CMD ["uvicorn", "shoal.scheduler.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "shoal.scheduler", "--host", "0.0.0.0", "--port", "8000"]

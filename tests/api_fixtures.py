@@ -22,7 +22,9 @@ from shoal.client import ShoalClient
 from shoal.core.models import Outcome
 from shoal.core.settings import ApiSettings, RedisSettings, Settings
 from shoal.core.store import Store
+from shoal.scheduler.http_settings import HttpSettings
 from shoal.scheduler.main import create_app
+from shoal.scheduler.server import server_config
 
 __all__ = ["ApiServer", "api", "api_factory", "client", "make_settings", "work_once"]
 
@@ -40,7 +42,7 @@ def make_settings(namespace: str, redis_url: str, **api: Any) -> Settings:
 class ApiServer:
     """uvicorn serving `app` in a thread on 127.0.0.1 and a free port."""
 
-    def __init__(self, app: FastAPI, settings: Settings) -> None:
+    def __init__(self, app: FastAPI, settings: Settings, http: HttpSettings | None = None) -> None:
         self.app = app
         self.settings = settings
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -48,7 +50,9 @@ class ApiServer:
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+        # The production server's config (shoal.scheduler.server), so every API test runs behind
+        # the same connection guards.
+        config = server_config(app, http, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, name="api-server", daemon=True

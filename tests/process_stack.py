@@ -57,7 +57,7 @@ class ProcessStack:
     def start_scheduler(self, timeout_s: float = 30.0) -> None:
         self.scheduler = self._spawn(
             "scheduler",
-            [sys.executable, "-m", "uvicorn", "shoal.scheduler.main:app", "--port", str(self.port),
+            [sys.executable, "-m", "shoal.scheduler", "--port", str(self.port),
              "--no-access-log"],
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s

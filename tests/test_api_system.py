@@ -262,7 +262,7 @@ def test_sigterm_ends_event_streams_so_uvicorn_exits_at_once(namespace: str, red
         port = probe.getsockname()[1]
     env = {**os.environ, "SHOAL_NAMESPACE": namespace, "SHOAL_REDIS_URL": redis_url}
     env.pop("SHOAL_API_TOKEN", None)
-    command = [sys.executable, "-m", "uvicorn", "shoal.scheduler.main:app", "--port", str(port)]
+    command = [sys.executable, "-m", "shoal.scheduler", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -221,8 +221,9 @@ def test_fullname_override_renames_everything_consistently() -> None:
 
 def test_containers_run_the_documented_commands(default: Render) -> None:
     assert default.container("scheduler")["command"] == [
-        "uvicorn",
-        "shoal.scheduler.main:app",
+        "python",
+        "-m",
+        "shoal.scheduler",
         "--host",
         "0.0.0.0",
         "--port",

@@ -119,8 +119,9 @@ def test_copied_sources_exist_and_pass_dockerignore() -> None:
 def test_default_command_is_the_scheduler() -> None:
     (cmd,) = [value for kind, value in _stages()[-1] if kind == "CMD"]
     assert json.loads(cmd) == [
-        "uvicorn",
-        "shoal.scheduler.main:app",
+        "python",
+        "-m",
+        "shoal.scheduler",
         "--host",
         "0.0.0.0",
         "--port",

@@ -97,7 +97,7 @@ class DevStack:
             )
         self.spawn(
             "scheduler",
-            [sys.executable, "-m", "uvicorn", "shoal.scheduler.main:app",
+            [sys.executable, "-m", "shoal.scheduler",
              "--host", self.host, "--port", str(self.api_port), "--no-access-log"],
             scheduler_env,
         )  # fmt: skip

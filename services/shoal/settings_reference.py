@@ -25,6 +25,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from shoal.core.settings import ApiSettings, LogSettings, RedisSettings, TaskSettings, WorkerSettings
+from shoal.scheduler.http_settings import HttpSettings
 from shoal.scheduler.kube_settings import KubeSettings
 from shoal.scheduler.scaling.settings import ScalingSettings
 
@@ -35,6 +36,7 @@ GROUPS: Sequence[tuple[str, type[BaseSettings]]] = (
     ("Redis", RedisSettings),
     ("Tasks and leases", TaskSettings),
     ("API", ApiSettings),
+    ("Scheduler HTTP server (`python -m shoal.scheduler`)", HttpSettings),
     ("Worker", WorkerSettings),
     ("Logging", LogSettings),
     ("Autoscaler", ScalingSettings),

@@ -1,4 +1,7 @@
-"""The scheduler's FastAPI application: `uvicorn shoal.scheduler.main:app`.
+"""The scheduler's FastAPI application: `python -m shoal.scheduler` (or `uvicorn shoal.scheduler.main:app`).
+
+`python -m shoal.scheduler` serves it with the connection guards of `server.py`; bare
+uvicorn (e.g. `--reload` while developing) serves it without them.
 
 `create_app` wires the routers (every /api/v1 route behind the bearer-token check;
 /healthz, /readyz and /metrics outside it), the error handlers, and a lifespan that
