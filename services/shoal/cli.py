@@ -86,10 +86,74 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name")
     t.add_argument("--limit", type=int, default=20)
 
+    _schedule_parsers(sub)
     sub.add_parser("workers", help="list live workers")
     sub.add_parser("queues", help="queue depths")
     sub.add_parser("stats", help="counts, throughput and latency percentiles")
     return p
+
+
+def _schedule_parsers(sub: Any) -> None:
+    sub.add_parser("schedules", help="list schedules with their next runs")
+    sch = sub.add_parser("schedule", help="create, show, pause, resume or delete a schedule")
+    actions = sch.add_subparsers(dest="action", required=True)
+    put = actions.add_parser("put", help="create or replace a schedule")
+    put.add_argument("id")
+    put.add_argument("task")
+    put.add_argument("args", nargs="*", help="positional arguments (JSON or plain strings)")
+    when = put.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='cron expression, e.g. "30 2 * * *" (6 fields: seconds first)')
+    when.add_argument("--every", type=float, metavar="SECONDS", help="fixed interval")
+    put.add_argument("--tz", default="UTC", help="IANA timezone the cron fields are read in")
+    put.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    put.add_argument("--queue", default="default")
+    put.add_argument("--priority", type=int, default=0)
+    put.add_argument("--misfire", choices=("run_once", "skip"), default="run_once")
+    put.add_argument("--misfire-grace", type=float, default=None, metavar="SECONDS")
+    put.add_argument("--paused", action="store_true", help="create it paused")
+    for name, help_text in (
+        ("show", "show a schedule and its next runs"),
+        ("pause", "pause a schedule"),
+        ("resume", "resume a schedule from its next tick"),
+        ("delete", "delete a schedule (its tasks are kept)"),
+    ):
+        actions.add_parser(name, help=help_text).add_argument("id")
+
+
+def _schedule_command(client: Any, args: argparse.Namespace) -> int:
+    if args.command == "schedules":
+        _print(client.schedules())
+        return 0
+    if args.action == "put":
+        kwargs = jsonutil.loads(args.kwargs) if args.kwargs else {}
+        if not isinstance(kwargs, dict):
+            raise ValueError("--kwargs must be a JSON object")
+        _print(
+            client.put_schedule(
+                args.id,
+                args.task,
+                cron=args.cron,
+                every_s=args.every,
+                timezone=args.tz,
+                args=[_json_arg(a) for a in args.args],
+                kwargs=kwargs,
+                queue=args.queue,
+                priority=args.priority,
+                misfire=args.misfire,
+                misfire_grace_s=args.misfire_grace,
+                paused=args.paused or None,
+            )
+        )
+    elif args.action == "show":
+        _print(client.schedule(args.id))
+    elif args.action == "pause":
+        _print(client.pause_schedule(args.id))
+    elif args.action == "resume":
+        _print(client.resume_schedule(args.id))
+    elif args.action == "delete":
+        client.delete_schedule(args.id)
+        print(f"schedule {args.id} deleted")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,6 +211,8 @@ def _api_command(args: argparse.Namespace) -> int:
 
 def _run_api_command(client: Any, args: argparse.Namespace) -> int:
     cmd = args.command
+    if cmd in ("schedules", "schedule"):
+        return _schedule_command(client, args)
     if cmd == "submit":
         kwargs = jsonutil.loads(args.kwargs) if args.kwargs else {}
         if not isinstance(kwargs, dict):

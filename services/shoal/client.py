@@ -192,6 +192,29 @@ class ShoalClient:
         """Why the task is where it is: {"state", "code", "reason", "details"}."""
         return self.request("GET", f"{API}/tasks/{task_id}/explain")  # type: ignore[no-any-return]
 
+    # ------------------------------------------------------------------ schedules
+
+    def schedules(self, next_runs: int = 5) -> list[dict[str, Any]]:
+        """Every schedule, each with its coming ticks."""
+        return self.request("GET", f"{API}/schedules", params={"next": next_runs})["schedules"]  # type: ignore[no-any-return]
+
+    def schedule(self, schedule_id: str, next_runs: int = 5) -> dict[str, Any]:
+        return self.request("GET", f"{API}/schedules/{schedule_id}", params={"next": next_runs})  # type: ignore[no-any-return]
+
+    def put_schedule(self, schedule_id: str, task: str, **fields: Any) -> dict[str, Any]:
+        """Create or replace a schedule: `cron=` or `every_s=`, plus timezone, args, kwargs, queue ..."""
+        body = {"task": task, **{k: v for k, v in fields.items() if v is not None}}
+        return self.request("PUT", f"{API}/schedules/{schedule_id}", body=body)  # type: ignore[no-any-return]
+
+    def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self.request("POST", f"{API}/schedules/{schedule_id}/pause")  # type: ignore[no-any-return]
+
+    def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self.request("POST", f"{API}/schedules/{schedule_id}/resume")  # type: ignore[no-any-return]
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self.request("DELETE", f"{API}/schedules/{schedule_id}")
+
     # ------------------------------------------------------------------ system
 
     def workers(self) -> list[dict[str, Any]]:

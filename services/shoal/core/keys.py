@@ -120,6 +120,22 @@ class Keys:
     def wake(self, queue: str) -> str:
         return self._per_id("wake", queue)
 
+    # ---------------------------------------------------------------- flow control
+
+    def schedule(self, schedule_id: str) -> str:
+        """Hash: one schedule's definition and where it stands."""
+        return f"{self.prefix}:sched:{schedule_id}"
+
+    @property
+    def schedules_due(self) -> str:
+        """Zset: ids of the schedules that are not paused, score = next run (ms)."""
+        return f"{self.prefix}:schedules"
+
+    @property
+    def schedules_all(self) -> str:
+        """Zset: every schedule id, score = created (ms)."""
+        return f"{self.prefix}:schedules:all"
+
     def pattern(self) -> str:
         """Glob matching every key of this namespace (for clean-up in tests and tools)."""
         return f"{self.prefix}*"

@@ -26,6 +26,7 @@ from shoal.core.models import (
     TaskSpec,
     WorkerInfo,
 )
+from shoal.core.schedule_store import ScheduleStore
 from shoal.core.scripts import Scripts
 from shoal.core.settings import Settings, TaskSettings, get_settings
 from shoal.core.states import TERMINAL, TaskState
@@ -107,6 +108,7 @@ class Store:
         self._lease_ms = int(tasks.lease_s * _MS)
         self._retention = int(tasks.retention_s)
         self._aging_us = int(tasks.priority_aging_s * 1_000_000)
+        self.schedules = ScheduleStore(redis, self.keys)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Store:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shoal.core.models import Task, WorkerInfo
+from shoal.core.schedules import ScheduleState
 from shoal.core.states import DEAD, TaskState
 from shoal.core.timefmt import humanize_seconds
 
@@ -357,4 +358,48 @@ def _queued(
         f"It is queued on '{queue}' and {_plural(free, 'worker slot')} "
         f"{'is' if free == 1 else 'are'} free; a worker claims it within moments.{behind}",
         **extra,
+    )
+
+
+def explain_schedule(state: ScheduleState, now: float) -> Explanation:
+    """When a schedule runs next, or why it does not."""
+    d = state.definition
+    details: dict[str, Any] = {"next_run": state.next_run, "missed": state.missed}
+    last = ""
+    if state.last_fired_at is not None:
+        last = f" It last enqueued a task {humanize_seconds(max(0.0, now - state.last_fired_at))} ago."
+    if state.paused:
+        since = f" {humanize_seconds(max(0.0, now - state.paused_at))} ago" if state.paused_at else ""
+        return Explanation(
+            state="paused",
+            code="paused",
+            reason=f"It was paused{since}; it enqueues nothing until it is resumed "
+            f"(ticks that pass meanwhile never run).{last}",
+            details={**details, "paused_at": state.paused_at},
+        )
+    if state.next_run is None:
+        return Explanation(
+            state="active",
+            code="finished",
+            reason="Its cron expression matches no future time.",
+            details=details,
+        )
+    if state.next_run >= now:
+        return Explanation(
+            state="active",
+            code="waiting",
+            reason=f"Its next tick is in {humanize_seconds(state.next_run - now)}.{last}",
+            details=details,
+        )
+    late = now - state.next_run
+    policy = "it will be skipped" if d.misfire == "skip" else "one task will run for all the ticks missed"
+    return Explanation(
+        state="active",
+        code="overdue",
+        reason=(
+            f"Its tick was due {humanize_seconds(late)} ago and no scheduler leader has enqueued it: "
+            "check that a scheduler runs and holds the leader lock. Once more than "
+            f"{humanize_seconds(d.misfire_grace_s)} late, {policy} (misfire policy {d.misfire})."
+        ),
+        details=details,
     )

@@ -23,6 +23,13 @@ TASKS_FINISHED_10M = Gauge(
     ["state"],
 )
 LEADER = Gauge("shoal_leader", "1 when this scheduler replica is the elected leader")
+SCHEDULE_TICKS = Counter(
+    "shoal_schedule_ticks_total",
+    "Schedule ticks by outcome: enqueued, already_enqueued (a repeat after a failover), "
+    "missed (not enqueued on time: skipped or folded into one run), refused",
+    ["outcome"],
+)
+SCHEDULE_ERRORS = Counter("shoal_schedule_ticker_errors_total", "Schedule ticker rounds that failed")
 
 _depth_series: set[tuple[str, str]] = set()  # (queue, priority) series reported so far
 

@@ -2,8 +2,8 @@
 
 Outside a cluster the leader is elected on a Redis lock; in a cluster (or with
 SHOAL_LEADER_ELECTION=kubernetes) on a coordination.k8s.io Lease. The leader always runs
-the autoscaler (with the `none` backend it only advises, which `GET /scaling` shows) and,
-when it can reach the Kubernetes API, the worker pod watcher.
+the schedule ticker, the autoscaler (with the `none` backend it only advises, which
+`GET /scaling` shows) and, when it can reach the Kubernetes API, the worker pod watcher.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from shoal.scheduler.loops import LeaderLoops, LeaderTask
 from shoal.scheduler.podwatch import PodWatcher
 from shoal.scheduler.scaling.autoscaler import Autoscaler
 from shoal.scheduler.scaling.settings import ScalingSettings, get_scaling_settings
+from shoal.scheduler.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def build_operator(store: Store, settings: Settings) -> Operator:
     autoscaler = Autoscaler.from_settings(
         store, scaling, settings.worker, kube_settings if scaling.scaler_backend == "kubernetes" else None
     )
-    extras: list[LeaderTask] = [autoscaler.run]
+    extras: list[LeaderTask] = [autoscaler.run, Ticker(store, settings.tasks).run]
     elector = None
     if kube is not None:
         extras.append(PodWatcher(kube, kube_settings.worker_pod_selector, store.release_worker).run)

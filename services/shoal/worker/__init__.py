@@ -9,8 +9,9 @@ async def resize(url: str) -> str: ...
 def crunch(n: int) -> int: ...
 """
 
+from shoal.core.schedules import Schedule
 from shoal.worker.registry import Fail, Retry, TaskRegistry, task
 
 __version__ = "0.1.0"
 
-__all__ = ["Fail", "Retry", "TaskRegistry", "__version__", "task"]
+__all__ = ["Fail", "Retry", "Schedule", "TaskRegistry", "__version__", "task"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
 from shoal.core.errors import ShoalError
+from shoal.core.schedules import Schedule, ScheduleDefinition, ScheduleError, definition_from_schedule
 from shoal.core.settings import NAME_PATTERN
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ TaskKind = Literal["async", "thread", "process"]
 KINDS: frozenset[str] = frozenset({"async", "thread", "process"})
 
 F = TypeVar("F", bound=Callable[..., Any])
+ScheduleArg = str | Schedule | Iterable[str | Schedule]
 
 
 class Retry(Exception):
@@ -73,6 +75,7 @@ class TaskDef:
     func: Callable[..., Any]
     kind: TaskKind
     timeout_s: float | None = None  # an upper bound on top of the per-submission timeout
+    schedules: tuple[ScheduleDefinition, ...] = ()  # periodic runs declared with the task
 
 
 class TaskRegistry:
@@ -87,6 +90,7 @@ class TaskRegistry:
         name: str | None = None,
         kind: str | None = None,
         timeout_s: float | None = None,
+        schedule: ScheduleArg | None = None,
     ) -> TaskDef:
         if not callable(func):
             raise TaskRegistrationError(f"task must be callable, got {func!r}")
@@ -114,7 +118,14 @@ class TaskRegistry:
                 f"task name {name!r} is already registered by {_where(existing.func)}; "
                 f"{_where(func)} must use another name"
             )
-        definition = TaskDef(name, func, kind, None if timeout_s is None else float(timeout_s))  # type: ignore[arg-type]
+        schedules = _schedules(name, schedule)
+        taken = {d.id: n for n, t in self._tasks.items() if n != name for d in t.schedules}
+        for d in schedules:
+            if d.id in taken:
+                raise TaskRegistrationError(
+                    f"task {name!r}: schedule id {d.id!r} is already declared by task {taken[d.id]!r}"
+                )
+        definition = TaskDef(name, func, kind, None if timeout_s is None else float(timeout_s), schedules)  # type: ignore[arg-type]
         self._tasks[name] = definition
         return definition
 
@@ -124,11 +135,29 @@ class TaskRegistry:
     def names(self) -> list[str]:
         return sorted(self._tasks)
 
+    def schedules(self) -> list[ScheduleDefinition]:
+        """Every schedule declared with a task; the worker stores them when it registers."""
+        return [d for name in sorted(self._tasks) for d in self._tasks[name].schedules]
+
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+def _schedules(name: str, schedule: ScheduleArg | None) -> tuple[ScheduleDefinition, ...]:
+    if schedule is None:
+        return ()
+    items = [schedule] if isinstance(schedule, str | Schedule) else list(schedule)
+    try:
+        definitions = tuple(definition_from_schedule(name, item, i) for i, item in enumerate(items))
+    except ScheduleError as exc:
+        raise TaskRegistrationError(f"task {name!r}: {exc}") from None
+    ids = [d.id for d in definitions]
+    if len(set(ids)) < len(ids):
+        raise TaskRegistrationError(f"task {name!r}: two of its schedules have the same id")
+    return definitions
 
 
 def _where(func: Callable[..., Any]) -> str:
@@ -157,6 +186,7 @@ def task(
     name: str | None = None,
     kind: TaskKind | None = None,
     timeout_s: float | None = None,
+    schedule: ScheduleArg | None = None,
     registry: TaskRegistry | None = None,
 ) -> Callable[[F], F]: ...
 
@@ -168,18 +198,21 @@ def task(
     name: str | None = None,
     kind: TaskKind | None = None,
     timeout_s: float | None = None,
+    schedule: ScheduleArg | None = None,
     registry: TaskRegistry | None = None,
 ) -> F | Callable[[F], F]:
     """Register a function as a task: `@task` or `@task(name="x", kind="process", timeout_s=30)`.
 
     `kind` defaults to "async" for coroutine functions and "thread" otherwise; CPU-bound
     functions should say `kind="process"`. `timeout_s` caps the run time whatever the
-    submitter asked for.
+    submitter asked for. `schedule` runs it periodically: a cron expression in UTC
+    (`"0 2 * * *"`), a `Schedule(cron=..., timezone=..., every_s=..., args=...)`, or a list of
+    them; a worker stores them when it starts (the leader enqueues the ticks).
     """
     target = registry if registry is not None else default_registry
 
     def decorate(f: F) -> F:
-        target.add(f, name=name, kind=kind, timeout_s=timeout_s)
+        target.add(f, name=name, kind=kind, timeout_s=timeout_s, schedule=schedule)
         return f
 
     if func is not None:

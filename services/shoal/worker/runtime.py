@@ -199,6 +199,14 @@ class Worker:
             metrics_url=self.metrics_url,
         )
         leftovers = await self.store.register_worker(info)
+        declared = self.registry.schedules()
+        if declared:
+            changed = {k: v for k, v in (await self.store.schedules.declare(declared)).items() if v != "same"}
+            if changed:
+                log.info(
+                    "schedules declared in code: %s",
+                    ", ".join(f"{k} {v}" for k, v in sorted(changed.items())),
+                )
         if leftovers:
             log.warning("queued again %d tasks an earlier run of this worker left unfinished", len(leftovers))
         self.liveness.redis_ok()

@@ -1,0 +1,145 @@
+"""Schedules through real scheduler and worker processes: a schedule declared in code by a
+worker, two schedulers with the leader SIGKILLed while it ticks, and misfires after downtime.
+
+Every tick's task carries the idempotency key `schedule:<id>:<tick ms>`, so the tasks in
+Redis say which ticks were enqueued and how often.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from shoal.core.keys import Keys
+from tests.process_stack import ProcessStack
+
+LOCK_S = "1"  # leader lock lifetime: a dead leader's loops move within about a second
+
+
+def tick_tasks(r: redis.Redis, keys: Keys, schedule_id: str) -> dict[int, list[dict[str, str]]]:
+    """tick ms -> every task whose idempotency key names that tick of the schedule."""
+    prefix = f"schedule:{schedule_id}:"
+    out: dict[int, list[dict[str, str]]] = collections.defaultdict(list)
+    for task_id in r.zrange(keys.all_tasks, 0, -1):
+        h = {k.decode(): v.decode() for k, v in r.hgetall(keys.task(task_id.decode())).items()}
+        key = h.get("idempotency_key", "")
+        if key.startswith(prefix):
+            out[int(key[len(prefix) :])].append(h)
+    return dict(out)
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def leader_of(stacks: list[ProcessStack]) -> ProcessStack | None:
+    for stack in stacks:
+        try:
+            if httpx.get(f"{stack.url}/readyz", timeout=1).json().get("leader"):
+                return stack
+        except (httpx.HTTPError, ValueError):
+            continue
+    return None
+
+
+def test_every_tick_is_enqueued_once_while_the_leader_is_killed(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    env = {"SHOAL_LEADER_LOCK_S": LOCK_S, "SHOAL_TASK_MODULES": "tests.schedule_tasks"}
+    a = ProcessStack(redis_url, namespace, tmp_path, **env)
+    b = ProcessStack(redis_url, namespace, tmp_path, **env)
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys(namespace)
+    try:
+        a.start_worker()
+        a.start_scheduler()
+        b.start_scheduler()
+        wait_until(lambda: len(tick_tasks(r, keys, "heartbeat-report")) >= 3, 30, "three ticks")
+        leader = leader_of([a, b])
+        assert leader is not None, "one scheduler leads"
+        seen = len(tick_tasks(r, keys, "heartbeat-report"))
+        # Kill it right after it enqueued a tick: the moment it may be between submit and advance.
+        wait_until(lambda: len(tick_tasks(r, keys, "heartbeat-report")) > seen, 10, "a new tick")
+        leader.kill_scheduler()
+        survivor_count = len(tick_tasks(r, keys, "heartbeat-report"))
+        wait_until(
+            lambda: len(tick_tasks(r, keys, "heartbeat-report")) >= survivor_count + 3,
+            30,
+            "ticks from the next leader",
+        )
+        stopped_at = time.time()
+        ticks = tick_tasks(r, keys, "heartbeat-report")
+    finally:
+        a.stop_all()
+        b.stop_all()
+    ordered = sorted(ticks)
+    assert ordered[-1] / 1000 < stopped_at + 1
+    assert {tick: len(found) for tick, found in ticks.items() if len(found) != 1} == {}, "one task per tick"
+    gaps = [b_ - a_ for a_, b_ in itertools.pairwise(ordered)]
+    assert set(gaps) == {1000}, f"no tick skipped or doubled across the failover: {gaps}"
+    assert all(found[0]["name"] == "heartbeat_report" for found in ticks.values())
+    succeeded = [found[0] for found in ticks.values() if found[0]["state"] == "succeeded"]
+    assert succeeded, "the worker ran the scheduled tasks"
+    assert '"label":"hb"' in succeeded[0]["result"]
+
+
+def _schedule(url: str, schedule_id: str, misfire: str) -> None:
+    body = {"id": schedule_id, "task": "noop", "every_s": 1, "misfire": misfire, "misfire_grace_s": 1}
+    httpx.post(f"{url}/api/v1/schedules", json=body, timeout=5).raise_for_status()
+
+
+def test_ticks_missed_while_no_scheduler_ran_follow_the_misfire_policy(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    stack = ProcessStack(redis_url, namespace, tmp_path, SHOAL_LEADER_LOCK_S=LOCK_S)
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys(namespace)
+    try:
+        stack.start_scheduler()
+        _schedule(stack.url, "skipper", "skip")
+        _schedule(stack.url, "once", "run_once")
+        wait_until(lambda: len(tick_tasks(r, keys, "skipper")) >= 2, 20, "ticks before the outage")
+        assert stack.scheduler is not None
+        stack.scheduler.send_signal(signal.SIGKILL)
+        stack.scheduler.wait(10)
+        time.sleep(5)  # about five ticks pass with no scheduler at all
+        stack.start_scheduler()
+        wait_until(lambda: len(tick_tasks(r, keys, "once")) >= 5, 20, "ticks after the outage")
+        time.sleep(1.5)
+        states = {
+            sid: httpx.get(f"{stack.url}/api/v1/schedules/{sid}", timeout=5).json()
+            for sid in ("skipper", "once")
+        }
+        skipper, once = tick_tasks(r, keys, "skipper"), tick_tasks(r, keys, "once")
+    finally:
+        stack.stop_all()
+    for ticks in (skipper, once):
+        assert all(len(found) == 1 for found in ticks.values()), "one task per tick"
+
+    missed = states["skipper"]["missed"]
+    assert missed >= 3, states["skipper"]
+    assert "skipped" in states["skipper"]["last_misfire"]
+    ordered = sorted(skipper)
+    gaps = [b_ - a_ for a_, b_ in itertools.pairwise(ordered)]
+    assert sorted(gaps)[-1] == (missed + 1) * 1000, f"the missed ticks are exactly the gap: {gaps}"
+    assert sorted(gaps)[:-1] == [1000] * (len(gaps) - 1)
+
+    missed = states["once"]["missed"]
+    assert missed >= 3, states["once"]
+    assert "ran once" in states["once"]["last_misfire"]
+    ordered = sorted(once)
+    gaps = [b_ - a_ for a_, b_ in itertools.pairwise(ordered)]
+    # The outage's ticks are one task, at the latest of them: the gap before it spans the others.
+    assert sorted(gaps)[-1] == missed * 1000, f"one run for {missed} missed ticks: {gaps}"
+    assert sorted(gaps)[:-1] == [1000] * (len(gaps) - 1)
