@@ -33,3 +33,19 @@ def test_a_bad_cron_expression_is_a_clear_message(api: ApiServer) -> None:
     result = cli(api.url, "schedule", "put", "x", "echo", "--cron", "70 * * * *")
     assert result.returncode == 1
     assert "Bad minute" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bulk_cancel_asks_for_yes_then_follows_the_job_to_the_end(api: ApiServer) -> None:
+    with api.client() as client:
+        client.submit_batch([{"name": "echo", "queue": "old"} for _ in range(12)])
+        client.submit("echo", queue="keep")
+    asked = cli(api.url, "bulk", "cancel", "--queue", "old")
+    assert asked.returncode == 2
+    assert "12 tasks match; run again with --yes" in asked.stderr
+    done = cli(api.url, "bulk", "cancel", "--queue", "old", "--state", "queued", "--yes")
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert (job["state"], job["changed"]) == ("done", 12)
+    assert json.loads(cli(api.url, "bulk", "status", job["id"]).stdout)["id"] == job["id"]
+    refused = cli(api.url, "bulk", "retry", "--state", "queued", "--yes")
+    assert refused.returncode == 1 and "retry applies to tasks in failed" in refused.stderr

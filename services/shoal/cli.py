@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=int, default=20)
 
     _schedule_parsers(sub)
+    _bulk_parsers(sub)
     sub.add_parser("workers", help="list live workers")
     sub.add_parser("queues", help="queue depths")
     sub.add_parser("stats", help="counts, throughput and latency percentiles")
@@ -118,6 +120,68 @@ def _schedule_parsers(sub: Any) -> None:
         ("delete", "delete a schedule (its tasks are kept)"),
     ):
         actions.add_parser(name, help=help_text).add_argument("id")
+
+
+def _bulk_parsers(sub: Any) -> None:
+    b = sub.add_parser("bulk", help="cancel or retry every task matching a filter, in chunks")
+    actions = b.add_subparsers(dest="action", required=True)
+    for name, help_text in (("cancel", "cancel matching tasks"), ("retry", "retry matching failed tasks")):
+        a = actions.add_parser(name, help=help_text)
+        a.add_argument("--state", action="append", default=[], help="a state to match (repeatable)")
+        a.add_argument("--queue")
+        a.add_argument("--name", help="task name")
+        a.add_argument("--created-after", type=float, metavar="EPOCH_S")
+        a.add_argument("--created-before", type=float, metavar="EPOCH_S")
+        a.add_argument("--error", dest="error_contains", help="text the last error contains (any case)")
+        a.add_argument("--yes", action="store_true", help="act; without it, only say how many tasks match")
+        a.add_argument("--no-wait", action="store_true", help="start the job and return its id at once")
+    actions.add_parser("list", help="recent bulk jobs")
+    actions.add_parser("status", help="a bulk job's progress").add_argument("id")
+    actions.add_parser("stop", help="stop a bulk job").add_argument("id")
+    sub.add_parser("failures", help="failed tasks grouped by error")
+
+
+def _bulk_command(client: Any, args: argparse.Namespace) -> int:
+    if args.command == "failures":
+        _print(client.failures())
+        return 0
+    if args.action == "list":
+        _print(client.bulk_jobs())
+        return 0
+    if args.action == "status":
+        _print(client.bulk_job(args.id))
+        return 0
+    if args.action == "stop":
+        _print(client.stop_bulk(args.id))
+        return 0
+    criteria = {
+        "states": args.state,
+        "queue": args.queue,
+        "name": args.name,
+        "created_after": args.created_after,
+        "created_before": args.created_before,
+        "error_contains": args.error_contains,
+    }
+    if not args.yes:
+        preview = client.bulk_preview(args.action, **criteria)
+        at_least = "" if preview["complete"] else "at least "
+        print(
+            f"{at_least}{preview['matched']} tasks match; run again with --yes to {args.action} them",
+            file=sys.stderr,
+        )
+        _print(preview)
+        return EXIT_USAGE
+    job = client.bulk(args.action, **criteria)
+    while not args.no_wait and job["state"] in ("queued", "running"):
+        print(
+            f"{job['state']}: {job['changed']} changed, {job['skipped']} skipped, "
+            f"{job['scanned']} of about {job['estimate']} read",
+            file=sys.stderr,
+        )
+        time.sleep(0.5)
+        job = client.bulk_job(job["id"])
+    _print(job)
+    return 0 if job["state"] in ("queued", "running", "done") else 1
 
 
 def _schedule_command(client: Any, args: argparse.Namespace) -> int:
@@ -213,6 +277,8 @@ def _run_api_command(client: Any, args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd in ("schedules", "schedule"):
         return _schedule_command(client, args)
+    if cmd in ("bulk", "failures"):
+        return _bulk_command(client, args)
     if cmd == "submit":
         kwargs = jsonutil.loads(args.kwargs) if args.kwargs else {}
         if not isinstance(kwargs, dict):

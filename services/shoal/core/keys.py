@@ -136,6 +136,20 @@ class Keys:
         """Zset: every schedule id, score = created (ms)."""
         return f"{self.prefix}:schedules:all"
 
+    def bulk_job(self, job_id: str) -> str:
+        """Hash: one bulk cancel/retry job, its filter and progress."""
+        return f"{self.prefix}:bulk:{job_id}"
+
+    @property
+    def bulk_jobs(self) -> str:
+        """Zset: recent bulk job ids, score = created (ms)."""
+        return f"{self.prefix}:bulk:jobs"
+
+    @property
+    def bulk_active(self) -> str:
+        """Zset: bulk jobs not finished yet (the leader runs them), score = created (ms)."""
+        return f"{self.prefix}:bulk:active"
+
     def pattern(self) -> str:
         """Glob matching every key of this namespace (for clean-up in tests and tools)."""
         return f"{self.prefix}*"

@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shoal.core import jsonutil
+from shoal.core.bulk_store import BulkStore
 from shoal.core.errors import Conflict, DuplicateTaskId, InvalidSubmission, NotFound
 from shoal.core.keys import Keys
 from shoal.core.models import (
@@ -109,6 +110,7 @@ class Store:
         self._retention = int(tasks.retention_s)
         self._aging_us = int(tasks.priority_aging_s * 1_000_000)
         self.schedules = ScheduleStore(redis, self.keys)
+        self.bulk = BulkStore(self)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Store:
@@ -402,6 +404,26 @@ class Store:
         if raw[0] == "conflict":
             raise Conflict(f"only failed tasks can be retried; task {task_id} is {raw[1]}")
         return await self._must_get(task_id)
+
+    async def cancel_many(self, task_ids: list[str], only_states: list[str]) -> list[str]:
+        """Cancel each task (one cancel script call each, pipelined) if it is in one of
+        `only_states`; per id 'ok', 'notfound' or 'conflict' (terminal, or in another state)."""
+        return await self._each(
+            self._scripts.cancel, [[i, self._retention, ",".join(only_states)] for i in task_ids]
+        )
+
+    async def retry_many(self, task_ids: list[str]) -> list[str]:
+        """Retry each failed task (one retry script call each, pipelined); per id as cancel_many."""
+        return await self._each(self._scripts.retry, [[i] for i in task_ids])
+
+    async def _each(self, script: Any, arg_lists: list[list[Any]]) -> list[str]:
+        if not arg_lists:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for args in arg_lists:
+                await script(keys=self._k, args=args, client=pipe)
+            replies = await pipe.execute()
+        return [str(reply[0]) for reply in replies]
 
     async def _must_get(self, task_id: str) -> Task:
         task = await self.get(task_id)

@@ -29,7 +29,8 @@ from shoal.scheduler.api.deps import require_token
 from shoal.scheduler.api.errors import install_error_handlers
 from shoal.scheduler.api.http_metrics import HttpMetrics
 from shoal.scheduler.api.responses import JSONBytesResponse
-from shoal.scheduler.api.routes import events, health, queues, scaling, schedules, stats, tasks, workers
+from shoal.scheduler.api.routes import bulk, events, health, queues, scaling, schedules, stats, tasks, workers
+from shoal.scheduler.bulk_schemas import BulkCreate
 from shoal.scheduler.operator import build_operator
 from shoal.scheduler.schedule_schemas import ScheduleBody, ScheduleCreate
 from shoal.scheduler.schemas import BatchCreate, ErrorPublic, TaskCreate, ValidationLimits
@@ -105,7 +106,7 @@ def create_app(
             503: {"model": ErrorPublic, "description": "Redis is unreachable."},
         },
     )
-    for module in (tasks, workers, queues, stats, events, scaling, schedules):
+    for module in (tasks, workers, queues, stats, events, scaling, schedules, bulk):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
@@ -149,7 +150,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (TaskCreate, BatchCreate, ScheduleCreate, ScheduleBody):
+        for model in (TaskCreate, BatchCreate, ScheduleCreate, ScheduleBody, BulkCreate):
             body = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(body.pop("$defs", {}))
             components[model.__name__] = body

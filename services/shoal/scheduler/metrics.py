@@ -30,6 +30,8 @@ SCHEDULE_TICKS = Counter(
     ["outcome"],
 )
 SCHEDULE_ERRORS = Counter("shoal_schedule_ticker_errors_total", "Schedule ticker rounds that failed")
+BULK_TASKS = Counter("shoal_bulk_tasks_total", "Tasks cancelled or queued again by bulk jobs", ["action"])
+BULK_ERRORS = Counter("shoal_bulk_runner_errors_total", "Bulk runner rounds that failed")
 
 _depth_series: set[tuple[str, str]] = set()  # (queue, priority) series reported so far
 

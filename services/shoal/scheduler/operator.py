@@ -2,7 +2,7 @@
 
 Outside a cluster the leader is elected on a Redis lock; in a cluster (or with
 SHOAL_LEADER_ELECTION=kubernetes) on a coordination.k8s.io Lease. The leader always runs
-the schedule ticker, the autoscaler (with the `none` backend it only advises, which
+the schedule ticker, the bulk runner, the autoscaler (with the `none` backend it only advises, which
 `GET /scaling` shows) and, when it can reach the Kubernetes API, the worker pod watcher.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from shoal.core.settings import Settings
 from shoal.core.store import Store
+from shoal.scheduler.bulk_runner import BulkRunner
 from shoal.scheduler.kube import KubeClient
 from shoal.scheduler.kube_settings import KubeSettings
 from shoal.scheduler.lease import KubernetesLeaseElector
@@ -52,7 +53,7 @@ def build_operator(store: Store, settings: Settings) -> Operator:
     autoscaler = Autoscaler.from_settings(
         store, scaling, settings.worker, kube_settings if scaling.scaler_backend == "kubernetes" else None
     )
-    extras: list[LeaderTask] = [autoscaler.run, Ticker(store, settings.tasks).run]
+    extras: list[LeaderTask] = [autoscaler.run, Ticker(store, settings.tasks).run, BulkRunner(store).run]
     elector = None
     if kube is not None:
         extras.append(PodWatcher(kube, kube_settings.worker_pod_selector, store.release_worker).run)
