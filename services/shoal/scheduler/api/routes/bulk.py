@@ -26,6 +26,12 @@ router = APIRouter(tags=["bulk"])
 
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="Bulk job id.")]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorPublic, "description": "No such job."}}
+_INVALID: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorPublic, "description": "Malformed JSON."},
+    413: {"model": ErrorPublic, "description": "Body larger than SHOAL_MAX_BODY_BYTES."},
+    415: {"model": ErrorPublic, "description": "Body is not application/json."},
+    422: {"model": ErrorPublic, "description": "Invalid action or filter."},
+}
 _BODY = {
     "requestBody": {
         "required": True,
@@ -48,7 +54,7 @@ async def _body(request: Request, settings: SettingsDep) -> BulkCreate:
         "GET /bulk/{id}. It acts on tasks in the filter's states since before the job was created; "
         "a task that moved on meanwhile is skipped. Repeating a job is safe."
     ),
-    responses={422: {"model": ErrorPublic, "description": "Invalid action or filter."}},
+    responses=_INVALID,
     openapi_extra=_BODY,
 )
 async def create_bulk(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
@@ -61,6 +67,7 @@ async def create_bulk(request: Request, store: StoreDep, settings: SettingsDep) 
     "/bulk/preview",
     response_model=BulkPreview,
     summary="How many tasks a bulk job with this filter would act on (nothing changes)",
+    responses=_INVALID,
     openapi_extra=_BODY,
 )
 async def preview_bulk(request: Request, store: StoreDep, settings: SettingsDep) -> Response:

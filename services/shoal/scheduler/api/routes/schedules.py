@@ -39,6 +39,7 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 _INVALID: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorPublic, "description": "Malformed JSON."},
+    413: {"model": ErrorPublic, "description": "Body larger than SHOAL_MAX_BODY_BYTES."},
     415: {"model": ErrorPublic, "description": "Body is not application/json."},
     422: {"model": ErrorPublic, "description": "Invalid schedule (cron, timezone, task name, ...)."},
 }
