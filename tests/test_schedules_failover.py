@@ -7,6 +7,7 @@ Redis say which ticks were enqueued and how often.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import signal
@@ -15,23 +16,32 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
+from redis.asyncio import Redis
 
-from shoal.core.keys import Keys
+from shoal.core.models import Task
+from shoal.core.settings import TaskSettings
+from shoal.core.store import Store
 from tests.process_stack import ProcessStack
 
 LOCK_S = "1"  # leader lock lifetime: a dead leader's loops move within about a second
 
 
-def tick_tasks(r: redis.Redis, keys: Keys, schedule_id: str) -> dict[int, list[dict[str, str]]]:
+def tick_tasks(redis_url: str, namespace: str, schedule_id: str) -> dict[int, list[Task]]:
     """tick ms -> every task whose idempotency key names that tick of the schedule."""
+
+    async def read() -> list[Task]:
+        store = Store(Redis.from_url(redis_url, decode_responses=True), namespace, TaskSettings())
+        try:
+            tasks, _ = await store.list_tasks(limit=1000)
+            return tasks
+        finally:
+            await store.close()
+
     prefix = f"schedule:{schedule_id}:"
-    out: dict[int, list[dict[str, str]]] = collections.defaultdict(list)
-    for task_id in r.zrange(keys.all_tasks, 0, -1):
-        h = {k.decode(): v.decode() for k, v in r.hgetall(keys.task(task_id.decode())).items()}
-        key = h.get("idempotency_key", "")
-        if key.startswith(prefix):
-            out[int(key[len(prefix) :])].append(h)
+    out: dict[int, list[Task]] = collections.defaultdict(list)
+    for task in asyncio.run(read()):
+        if task.idempotency_key and task.idempotency_key.startswith(prefix):
+            out[int(task.idempotency_key[len(prefix) :])].append(task)
     return dict(out)
 
 
@@ -59,27 +69,25 @@ def test_every_tick_is_enqueued_once_while_the_leader_is_killed(
     env = {"SHOAL_LEADER_LOCK_S": LOCK_S, "SHOAL_TASK_MODULES": "tests.schedule_tasks"}
     a = ProcessStack(redis_url, namespace, tmp_path, **env)
     b = ProcessStack(redis_url, namespace, tmp_path, **env)
-    r = redis.Redis.from_url(redis_url)
-    keys = Keys(namespace)
     try:
         a.start_worker()
         a.start_scheduler()
         b.start_scheduler()
-        wait_until(lambda: len(tick_tasks(r, keys, "heartbeat-report")) >= 3, 30, "three ticks")
+        wait_until(lambda: len(tick_tasks(redis_url, namespace, "heartbeat-report")) >= 3, 30, "three ticks")
         leader = leader_of([a, b])
         assert leader is not None, "one scheduler leads"
-        seen = len(tick_tasks(r, keys, "heartbeat-report"))
+        seen = len(tick_tasks(redis_url, namespace, "heartbeat-report"))
         # Kill it right after it enqueued a tick: the moment it may be between submit and advance.
-        wait_until(lambda: len(tick_tasks(r, keys, "heartbeat-report")) > seen, 10, "a new tick")
+        wait_until(lambda: len(tick_tasks(redis_url, namespace, "heartbeat-report")) > seen, 10, "a new tick")
         leader.kill_scheduler()
-        survivor_count = len(tick_tasks(r, keys, "heartbeat-report"))
+        survivor_count = len(tick_tasks(redis_url, namespace, "heartbeat-report"))
         wait_until(
-            lambda: len(tick_tasks(r, keys, "heartbeat-report")) >= survivor_count + 3,
+            lambda: len(tick_tasks(redis_url, namespace, "heartbeat-report")) >= survivor_count + 3,
             30,
             "ticks from the next leader",
         )
         stopped_at = time.time()
-        ticks = tick_tasks(r, keys, "heartbeat-report")
+        ticks = tick_tasks(redis_url, namespace, "heartbeat-report")
     finally:
         a.stop_all()
         b.stop_all()
@@ -88,10 +96,10 @@ def test_every_tick_is_enqueued_once_while_the_leader_is_killed(
     assert {tick: len(found) for tick, found in ticks.items() if len(found) != 1} == {}, "one task per tick"
     gaps = [b_ - a_ for a_, b_ in itertools.pairwise(ordered)]
     assert set(gaps) == {1000}, f"no tick skipped or doubled across the failover: {gaps}"
-    assert all(found[0]["name"] == "heartbeat_report" for found in ticks.values())
-    succeeded = [found[0] for found in ticks.values() if found[0]["state"] == "succeeded"]
+    assert all(found[0].name == "heartbeat_report" for found in ticks.values())
+    succeeded = [found[0] for found in ticks.values() if found[0].state == "succeeded"]
     assert succeeded, "the worker ran the scheduled tasks"
-    assert '"label":"hb"' in succeeded[0]["result"]
+    assert succeeded[0].result["label"] == "hb"
 
 
 def _schedule(url: str, schedule_id: str, misfire: str) -> None:
@@ -103,25 +111,25 @@ def test_ticks_missed_while_no_scheduler_ran_follow_the_misfire_policy(
     redis_url: str, namespace: str, tmp_path: Path
 ) -> None:
     stack = ProcessStack(redis_url, namespace, tmp_path, SHOAL_LEADER_LOCK_S=LOCK_S)
-    r = redis.Redis.from_url(redis_url)
-    keys = Keys(namespace)
     try:
         stack.start_scheduler()
         _schedule(stack.url, "skipper", "skip")
         _schedule(stack.url, "once", "run_once")
-        wait_until(lambda: len(tick_tasks(r, keys, "skipper")) >= 2, 20, "ticks before the outage")
+        wait_until(
+            lambda: len(tick_tasks(redis_url, namespace, "skipper")) >= 2, 20, "ticks before the outage"
+        )
         assert stack.scheduler is not None
         stack.scheduler.send_signal(signal.SIGKILL)
         stack.scheduler.wait(10)
         time.sleep(5)  # about five ticks pass with no scheduler at all
         stack.start_scheduler()
-        wait_until(lambda: len(tick_tasks(r, keys, "once")) >= 5, 20, "ticks after the outage")
+        wait_until(lambda: len(tick_tasks(redis_url, namespace, "once")) >= 5, 20, "ticks after the outage")
         time.sleep(1.5)
         states = {
             sid: httpx.get(f"{stack.url}/api/v1/schedules/{sid}", timeout=5).json()
             for sid in ("skipper", "once")
         }
-        skipper, once = tick_tasks(r, keys, "skipper"), tick_tasks(r, keys, "once")
+        skipper, once = tick_tasks(redis_url, namespace, "skipper"), tick_tasks(redis_url, namespace, "once")
     finally:
         stack.stop_all()
     for ticks in (skipper, once):

@@ -31,12 +31,14 @@ def every(schedule_id: str = "s", seconds: float = 10.0, **fields: object) -> Sc
 
 
 async def tasks_of(store: Store, schedule_id: str) -> dict[int, str]:
-    """tick ms -> task id of every task the schedule enqueued (read from the idempotency keys)."""
-    prefix = store.keys.idempotency(f"schedule:{schedule_id}:")
-    found: dict[int, str] = {}
-    async for key in store.redis.scan_iter(match=prefix + "*", count=1000):
-        found[int(str(key).rsplit(":", 1)[1])] = str(await store.redis.get(key))
-    return found
+    """tick ms -> task id of every task the schedule enqueued (their idempotency keys say)."""
+    prefix = f"schedule:{schedule_id}:"
+    tasks, _ = await store.list_tasks(limit=1000)
+    return {
+        int(t.idempotency_key[len(prefix) :]): t.id
+        for t in tasks
+        if t.idempotency_key and t.idempotency_key.startswith(prefix)
+    }
 
 
 @pytest.fixture

@@ -72,10 +72,7 @@ class BulkStore:
         states = bulk_filter.resolved_states(action)  # ValueError names a state the action cannot take
         job_id = os.urandom(8).hex()
         now = _now_ms()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for state in states:
-                pipe.zcount(self.keys.state(state), "-inf", now)
-            sizes = await pipe.execute()
+        sizes = [await self.store.count_in_state(state, now) for state in states]
         key = self.keys.bulk_job(job_id)
         mapping: dict[Any, Any] = {
             "id": job_id,
@@ -142,7 +139,7 @@ class BulkStore:
         for state in states:  # the first state with candidates left; walked ones are marked 'end'
             if job.cursors.get(state) == "end":
                 continue
-            ids, cursor = await self._candidates(state, job.cursors.get(state), upper, chunk)
+            ids, cursor = await self.store.state_index_page(state, job.cursors.get(state), upper, chunk)
             job.cursors[state] = cursor
             if ids:
                 break
@@ -182,7 +179,9 @@ class BulkStore:
         for state in states:
             cursor: str | None = None
             while scanned < budget:
-                ids, cursor = await self._candidates(state, cursor, upper, min(1000, budget - scanned))
+                ids, cursor = await self.store.state_index_page(
+                    state, cursor, upper, min(1000, budget - scanned)
+                )
                 if ids:
                     rows = await self._fields(ids)
                     hits = [i for i, row in zip(ids, rows, strict=True) if checked.matches(row)]
@@ -198,14 +197,11 @@ class BulkStore:
     async def failure_groups(self, budget: int = FAILURE_SCAN) -> dict[str, Any]:
         """Failed tasks grouped by error (the first line of it), most frequent first; reads
         the newest `budget` failed tasks."""
-        ids = [str(i) for i in await self.redis.zrevrange(self.keys.state("failed"), 0, budget - 1)]
+        ids = await self.store.newest_in_state("failed", budget)
         groups: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), 1000):
             part = ids[start : start + 1000]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for task_id in part:
-                    pipe.hmget(self.keys.task(task_id), "error", "name", "queue", "finished_at", "state")
-                rows = await pipe.execute()
+            rows = await self.store.task_fields(part, ("error", "name", "queue", "finished_at", "state"))
             for task_id, (error, name, queue, finished, state) in zip(part, rows, strict=True):
                 if state != "failed":
                     continue
@@ -224,34 +220,12 @@ class BulkStore:
                     g["latest_at"] = at
                 if len(g["sample_ids"]) < 5:
                     g["sample_ids"].append(task_id)
-        total = int(await self.redis.zcard(self.keys.state("failed")))
+        total = await self.store.count_in_state("failed", _now_ms())
         ordered = sorted(groups.values(), key=lambda g: (-g["count"], g["error"]))
         return {"groups": ordered, "scanned": len(ids), "failed_total": total, "complete": len(ids) >= total}
 
     async def _fields(self, ids: list[str]) -> list[list[str | None]]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hmget(self.keys.task(task_id), *FILTER_FIELDS)
-            return await pipe.execute()
-
-    async def _candidates(
-        self, state: str, cursor: str | None, upper: int, chunk: int
-    ) -> tuple[list[str], str]:
-        """The next ids of a state index after `cursor` (a score, exclusive) up to `upper`, and
-        the new cursor ('end' when the index is walked). A run of ids with the score the chunk
-        ends on is taken whole, so the exclusive cursor skips none of them."""
-        index = self.keys.state(state)
-        low = "-inf" if cursor is None else f"({cursor}"
-        rows: list[tuple[str, float]] = await self.redis.zrangebyscore(
-            index, low, upper, start=0, num=chunk, withscores=True
-        )  # type: ignore[assignment]
-        if not rows:
-            return [], "end"
-        last = rows[-1][1]
-        ids = [str(member) for member, score in rows if score != last]
-        ties: list[str] = await self.redis.zrangebyscore(index, last, last)  # type: ignore[assignment]
-        ids += [str(member) for member in ties]
-        return ids, repr(last) if last != int(last) else str(int(last))
+        return await self.store.task_fields(ids, FILTER_FIELDS)
 
     async def _reread(self, job_id: str) -> BulkJob:
         job = await self.get(job_id)

@@ -37,6 +37,8 @@ PER_ID: tuple[tuple[str, str], ...] = (
     ("depth", "depth:{}"),
     ("queue_counts", "qcount:{}"),
     ("stats_bucket", "stats:done:{}"),
+    ("schedule", "sched:{}"),
+    ("bulk_job", "bulk:{}"),
 )
 
 # Pub/sub channels are not keys, but their names follow the same schema.
@@ -120,35 +122,35 @@ class Keys:
     def wake(self, queue: str) -> str:
         return self._per_id("wake", queue)
 
-    # ---------------------------------------------------------------- flow control
+    # ------------------------------------------------ flow control (not used by the task scripts)
 
     def schedule(self, schedule_id: str) -> str:
         """Hash: one schedule's definition and where it stands."""
-        return f"{self.prefix}:sched:{schedule_id}"
+        return self._per_id("schedule", schedule_id)
 
     @property
     def schedules_due(self) -> str:
         """Zset: ids of the schedules that are not paused, score = next run (ms)."""
-        return f"{self.prefix}:schedules"
+        return self._name("schedules")
 
     @property
     def schedules_all(self) -> str:
         """Zset: every schedule id, score = created (ms)."""
-        return f"{self.prefix}:schedules:all"
+        return self._name("schedules:all")
 
     def bulk_job(self, job_id: str) -> str:
         """Hash: one bulk cancel/retry job, its filter and progress."""
-        return f"{self.prefix}:bulk:{job_id}"
+        return self._per_id("bulk_job", job_id)
 
     @property
     def bulk_jobs(self) -> str:
         """Zset: recent bulk job ids, score = created (ms)."""
-        return f"{self.prefix}:bulk:jobs"
+        return self._name("bulk:jobs")
 
     @property
     def bulk_active(self) -> str:
         """Zset: bulk jobs not finished yet (the leader runs them), score = created (ms)."""
-        return f"{self.prefix}:bulk:active"
+        return self._name("bulk:active")
 
     def pattern(self) -> str:
         """Glob matching every key of this namespace (for clean-up in tests and tools)."""

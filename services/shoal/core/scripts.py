@@ -16,6 +16,15 @@ from shoal.core.keys import CHANNELS, FIXED, PER_ID
 
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPT_NAMES = ("submit", "claim", "complete", "heartbeat", "release", "reap", "promote", "cancel", "retry")
+# Scripts that touch no task and get no prelude: each lists its own keys in KEYS (see its header).
+PLAIN_SCRIPTS = (
+    "leader_renew",
+    "leader_release",
+    "schedule_put",
+    "schedule_advance",
+    "schedule_pause",
+    "schedule_delete",
+)
 
 
 def lua_name(attr: str) -> str:
@@ -58,7 +67,9 @@ def load_source(name: str) -> str:
 
 
 def load_plain(name: str) -> str:
-    """A script that does not use the shared task helpers (e.g. the leader lock)."""
+    """A script of PLAIN_SCRIPTS: no prelude, no shared task helpers (the leader lock, schedules)."""
+    if name not in PLAIN_SCRIPTS:
+        raise ValueError(f"{name} is not a plain script")
     return (LUA_DIR / f"{name}.lua").read_text()
 
 

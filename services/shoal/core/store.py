@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -424,6 +425,43 @@ class Store:
                 await script(keys=self._k, args=args, client=pipe)
             replies = await pipe.execute()
         return [str(reply[0]) for reply in replies]
+
+    # Reads of bulk jobs (`Store.bulk`): the only code that knows how the indexes are laid out.
+
+    async def task_fields(self, task_ids: list[str], fields: Sequence[str]) -> list[list[str | None]]:
+        """The named fields of each task (None for a task or field that is not there)."""
+        if not task_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hmget(self.keys.task(task_id), *fields)
+            return await pipe.execute()
+
+    async def state_index_page(
+        self, state: str, after: str | None, upper_ms: int, n: int
+    ) -> tuple[list[str], str]:
+        """Ids of a state index that entered it after the position `after` (None: the start)
+        and at or before `upper_ms`, about `n` of them, oldest first; and the position to
+        continue from ('end' when nothing is left). A run of ids that entered in the same
+        millisecond is never split across pages."""
+        index = self.keys.state(state)
+        low = "-inf" if after is None else f"({after}"
+        rows: list[tuple[str, float]] = await self.redis.zrangebyscore(
+            index, low, upper_ms, start=0, num=n, withscores=True
+        )  # type: ignore[assignment]
+        if not rows:
+            return [], "end"
+        last = rows[-1][1]
+        ids = [str(member) for member, score in rows if score != last]
+        ties: list[str] = await self.redis.zrangebyscore(index, last, last)  # type: ignore[assignment]
+        return ids + [str(member) for member in ties], str(int(last))
+
+    async def count_in_state(self, state: str, upper_ms: int) -> int:
+        """Tasks that entered `state` at or before `upper_ms` and are still in it."""
+        return int(await self.redis.zcount(self.keys.state(state), "-inf", upper_ms))
+
+    async def newest_in_state(self, state: str, n: int) -> list[str]:
+        return [str(i) for i in await self.redis.zrevrange(self.keys.state(state), 0, n - 1)]
 
     async def _must_get(self, task_id: str) -> Task:
         task = await self.get(task_id)
