@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,137 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name")
     t.add_argument("--limit", type=int, default=20)
 
-    _schedule_parsers(sub)
-    _bulk_parsers(sub)
+    from shoal import cli_flow  # its commands' parsers (it uses this module's helpers)
+
+    cli_flow.add_parsers(sub)
     sub.add_parser("workers", help="list live workers")
     sub.add_parser("queues", help="queue depths")
     sub.add_parser("stats", help="counts, throughput and latency percentiles")
     return p
-
-
-def _schedule_parsers(sub: Any) -> None:
-    sub.add_parser("schedules", help="list schedules with their next runs")
-    sch = sub.add_parser("schedule", help="create, show, pause, resume or delete a schedule")
-    actions = sch.add_subparsers(dest="action", required=True)
-    put = actions.add_parser("put", help="create or replace a schedule")
-    put.add_argument("id")
-    put.add_argument("task")
-    put.add_argument("args", nargs="*", help="positional arguments (JSON or plain strings)")
-    when = put.add_mutually_exclusive_group(required=True)
-    when.add_argument("--cron", help='cron expression, e.g. "30 2 * * *" (6 fields: seconds first)')
-    when.add_argument("--every", type=float, metavar="SECONDS", help="fixed interval")
-    put.add_argument("--tz", default="UTC", help="IANA timezone the cron fields are read in")
-    put.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
-    put.add_argument("--queue", default="default")
-    put.add_argument("--priority", type=int, default=0)
-    put.add_argument("--misfire", choices=("run_once", "skip"), default="run_once")
-    put.add_argument("--misfire-grace", type=float, default=None, metavar="SECONDS")
-    put.add_argument("--paused", action="store_true", help="create it paused")
-    for name, help_text in (
-        ("show", "show a schedule and its next runs"),
-        ("pause", "pause a schedule"),
-        ("resume", "resume a schedule from its next tick"),
-        ("delete", "delete a schedule (its tasks are kept)"),
-    ):
-        actions.add_parser(name, help=help_text).add_argument("id")
-
-
-def _bulk_parsers(sub: Any) -> None:
-    b = sub.add_parser("bulk", help="cancel or retry every task matching a filter, in chunks")
-    actions = b.add_subparsers(dest="action", required=True)
-    for name, help_text in (("cancel", "cancel matching tasks"), ("retry", "retry matching failed tasks")):
-        a = actions.add_parser(name, help=help_text)
-        a.add_argument("--state", action="append", default=[], help="a state to match (repeatable)")
-        a.add_argument("--queue")
-        a.add_argument("--name", help="task name")
-        a.add_argument("--created-after", type=float, metavar="EPOCH_S")
-        a.add_argument("--created-before", type=float, metavar="EPOCH_S")
-        a.add_argument("--error", dest="error_contains", help="text the last error contains (any case)")
-        a.add_argument("--yes", action="store_true", help="act; without it, only say how many tasks match")
-        a.add_argument("--no-wait", action="store_true", help="start the job and return its id at once")
-    actions.add_parser("list", help="recent bulk jobs")
-    actions.add_parser("status", help="a bulk job's progress").add_argument("id")
-    actions.add_parser("stop", help="stop a bulk job").add_argument("id")
-    sub.add_parser("failures", help="failed tasks grouped by error")
-
-
-def _bulk_command(client: Any, args: argparse.Namespace) -> int:
-    if args.command == "failures":
-        _print(client.failures())
-        return 0
-    if args.action == "list":
-        _print(client.bulk_jobs())
-        return 0
-    if args.action == "status":
-        _print(client.bulk_job(args.id))
-        return 0
-    if args.action == "stop":
-        _print(client.stop_bulk(args.id))
-        return 0
-    criteria = {
-        "states": args.state,
-        "queue": args.queue,
-        "name": args.name,
-        "created_after": args.created_after,
-        "created_before": args.created_before,
-        "error_contains": args.error_contains,
-    }
-    if not args.yes:
-        preview = client.bulk_preview(args.action, **criteria)
-        at_least = "" if preview["complete"] else "at least "
-        print(
-            f"{at_least}{preview['matched']} tasks match; run again with --yes to {args.action} them",
-            file=sys.stderr,
-        )
-        _print(preview)
-        return EXIT_USAGE
-    job = client.bulk(args.action, **criteria)
-    while not args.no_wait and job["state"] in ("queued", "running"):
-        print(
-            f"{job['state']}: {job['changed']} changed, {job['skipped']} skipped, "
-            f"{job['scanned']} of about {job['estimate']} read",
-            file=sys.stderr,
-        )
-        time.sleep(0.5)
-        job = client.bulk_job(job["id"])
-    _print(job)
-    return 0 if job["state"] in ("queued", "running", "done") else 1
-
-
-def _schedule_command(client: Any, args: argparse.Namespace) -> int:
-    if args.command == "schedules":
-        _print(client.schedules())
-        return 0
-    if args.action == "put":
-        kwargs = jsonutil.loads(args.kwargs) if args.kwargs else {}
-        if not isinstance(kwargs, dict):
-            raise ValueError("--kwargs must be a JSON object")
-        _print(
-            client.put_schedule(
-                args.id,
-                args.task,
-                cron=args.cron,
-                every_s=args.every,
-                timezone=args.tz,
-                args=[_json_arg(a) for a in args.args],
-                kwargs=kwargs,
-                queue=args.queue,
-                priority=args.priority,
-                misfire=args.misfire,
-                misfire_grace_s=args.misfire_grace,
-                paused=args.paused or None,
-            )
-        )
-    elif args.action == "show":
-        _print(client.schedule(args.id))
-    elif args.action == "pause":
-        _print(client.pause_schedule(args.id))
-    elif args.action == "resume":
-        _print(client.resume_schedule(args.id))
-    elif args.action == "delete":
-        client.delete_schedule(args.id)
-        print(f"schedule {args.id} deleted")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,10 +150,10 @@ def _api_command(args: argparse.Namespace) -> int:
 
 def _run_api_command(client: Any, args: argparse.Namespace) -> int:
     cmd = args.command
-    if cmd in ("schedules", "schedule"):
-        return _schedule_command(client, args)
-    if cmd in ("bulk", "failures"):
-        return _bulk_command(client, args)
+    from shoal import cli_flow
+
+    if cmd in cli_flow.COMMANDS:
+        return cli_flow.run(client, args)
     if cmd == "submit":
         kwargs = jsonutil.loads(args.kwargs) if args.kwargs else {}
         if not isinstance(kwargs, dict):

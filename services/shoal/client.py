@@ -192,55 +192,6 @@ class ShoalClient:
         """Why the task is where it is: {"state", "code", "reason", "details"}."""
         return self.request("GET", f"{API}/tasks/{task_id}/explain")  # type: ignore[no-any-return]
 
-    # ------------------------------------------------------------------ schedules
-
-    def schedules(self, next_runs: int = 5) -> list[dict[str, Any]]:
-        """Every schedule, each with its coming ticks."""
-        return self.request("GET", f"{API}/schedules", params={"next": next_runs})["schedules"]  # type: ignore[no-any-return]
-
-    def schedule(self, schedule_id: str, next_runs: int = 5) -> dict[str, Any]:
-        return self.request("GET", f"{API}/schedules/{schedule_id}", params={"next": next_runs})  # type: ignore[no-any-return]
-
-    def put_schedule(self, schedule_id: str, task: str, **fields: Any) -> dict[str, Any]:
-        """Create or replace a schedule: `cron=` or `every_s=`, plus timezone, args, kwargs, queue ..."""
-        body = {"task": task, **{k: v for k, v in fields.items() if v is not None}}
-        return self.request("PUT", f"{API}/schedules/{schedule_id}", body=body)  # type: ignore[no-any-return]
-
-    def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
-        return self.request("POST", f"{API}/schedules/{schedule_id}/pause")  # type: ignore[no-any-return]
-
-    def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
-        return self.request("POST", f"{API}/schedules/{schedule_id}/resume")  # type: ignore[no-any-return]
-
-    def delete_schedule(self, schedule_id: str) -> None:
-        self.request("DELETE", f"{API}/schedules/{schedule_id}")
-
-    # ------------------------------------------------------------------ bulk actions
-
-    def bulk_preview(self, action: str, **criteria: Any) -> dict[str, Any]:
-        """How many tasks `bulk(action, ...)` would act on now (nothing changes)."""
-        body = {"action": action, "filter": _criteria(criteria)}
-        return self.request("POST", f"{API}/bulk/preview", body=body)  # type: ignore[no-any-return]
-
-    def bulk(self, action: str, **criteria: Any) -> dict[str, Any]:
-        """Start a bulk cancel or retry: criteria states, queue, name, created_after, created_before,
-        error_contains. Follow it with `bulk_job(id)`."""
-        body = {"action": action, "filter": _criteria(criteria)}
-        return self.request("POST", f"{API}/bulk", body=body)  # type: ignore[no-any-return]
-
-    def bulk_job(self, job_id: str) -> dict[str, Any]:
-        return self.request("GET", f"{API}/bulk/{job_id}")  # type: ignore[no-any-return]
-
-    def bulk_jobs(self, limit: int = 50) -> list[dict[str, Any]]:
-        return self.request("GET", f"{API}/bulk", params={"limit": limit})["jobs"]  # type: ignore[no-any-return]
-
-    def stop_bulk(self, job_id: str) -> dict[str, Any]:
-        return self.request("POST", f"{API}/bulk/{job_id}/stop")  # type: ignore[no-any-return]
-
-    def failures(self) -> dict[str, Any]:
-        """Failed tasks grouped by error, most frequent first."""
-        return self.request("GET", f"{API}/failures")  # type: ignore[no-any-return]
-
     # ------------------------------------------------------------------ system
 
     def workers(self) -> list[dict[str, Any]]:
@@ -325,10 +276,6 @@ def task_request(
         if value is not None:
             body[key] = list(value) if key == "depends_on" else value
     return body
-
-
-def _criteria(criteria: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if k == "states" else v for k, v in criteria.items() if v is not None and v != []}
 
 
 def _detail(response: httpx.Response) -> Any:
