@@ -22,6 +22,7 @@ navigation = st.navigation(
         st.Page(f"{PAGES}/submit.py", title="Submit", icon=":material/send:"),
         st.Page(f"{PAGES}/workers.py", title="Workers", icon=":material/dns:"),
         st.Page(f"{PAGES}/queues.py", title="Queues", icon=":material/stacked_bar_chart:"),
+        st.Page(f"{PAGES}/schedules.py", title="Schedules", icon=":material/event_repeat:"),
         st.Page(f"{PAGES}/scaling.py", title="Scaling", icon=":material/expand_content:"),
     ]
 )

@@ -35,6 +35,7 @@ PAGES = {
     "workers": (PAGES_DIR / "workers.py").as_posix(),
     "queues": (PAGES_DIR / "queues.py").as_posix(),
     "scaling": (PAGES_DIR / "scaling.py").as_posix(),
+    "schedules": (PAGES_DIR / "schedules.py").as_posix(),
 }
 
 T = TypeVar("T")

@@ -26,7 +26,7 @@ from shoal.core.store import Store
 from shoal.dashboard.untrusted import displayed_text
 from shoal.scheduler.scaling.settings import get_scaling_settings
 
-ALL_PAGES = ("overview", "tasks", "submit", "workers", "queues", "scaling")
+ALL_PAGES = ("overview", "tasks", "submit", "workers", "queues", "scaling", "schedules")
 
 
 @pytest.fixture(autouse=True)
