@@ -20,12 +20,12 @@ from api_fixtures import TOKEN, ApiServer, api_factory, work_once  # noqa: F401 
 from conftest import REDIS_URL
 from shoal.client import ShoalApiError
 from shoal.core.models import Outcome, TaskSpec
+from shoal.core.scaling_settings import ScalingSettings
 from shoal.core.settings import WorkerSettings
 from shoal.core.states import TaskState
 from shoal.core.store import Store
 from shoal.scheduler.scaling.autoscaler import Autoscaler
 from shoal.scheduler.scaling.backends import LocalBackend, NoneBackend
-from shoal.scheduler.scaling.settings import ScalingSettings
 
 
 def scaling(**overrides: Any) -> ScalingSettings:
@@ -181,7 +181,7 @@ async def test_get_scaling_shows_the_latest_decision_and_history(
     # The scheduler must not lead: its own autoscaler would record decisions beside the test's.
     await store.redis.set(store.keys.leader, "the-test:token", px=60_000)
     server = api_factory(api_token=TOKEN)
-    server.app.state.scaling_settings = scaling(scaler_backend="local", scaler_max_replicas=7)
+    server.app.state.settings.scaling = scaling(scaler_backend="local", scaler_max_replicas=7)
     with server.client() as shoal:
         empty = await asyncio.to_thread(shoal.scaling)
     assert empty == {

@@ -1,9 +1,9 @@
 """The environment the chart gives each container is accepted by the services' own settings.
 
 For every ci/*-values.yaml set, each Shoal container's environment is resolved as the kubelet
-would (ConfigMap, downward API, Secret keys, `$(VAR)` expansion) and loaded into the real
-pydantic settings classes of the services, so a chart value the code would refuse, or a name
-that points at the wrong object, fails here rather than in a crash-looping pod.
+would (ConfigMap, downward API, Secret keys, `$(VAR)` expansion) and loaded by the services'
+own `load_settings()`, so a chart value the code would refuse, a `SHOAL_*` variable no setting
+reads, or a name that points at the wrong object, fails here rather than in a crash-looping pod.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from shoal.core.settings import ApiSettings, LogSettings, RedisSettings, TaskSettings, WorkerSettings
-from shoal.scheduler.kube_settings import KubeSettings
-from shoal.scheduler.scaling.settings import ScalingSettings
+from shoal.core.settings import load_settings
 from tests.helm_render import (
     CI_VALUES,
     NAMESPACE,
@@ -82,9 +80,8 @@ def test_scheduler_settings_load_and_point_at_the_right_objects(
     pod = "shoal-scheduler-6d5f7c9b8-x2x7q"
     env = _env_of(rendered, "scheduler", pod)
     _apply(environment, env)
-    redis, api, kube, scaling = RedisSettings(), ApiSettings(), KubeSettings(), ScalingSettings()
-    TaskSettings()
-    LogSettings()
+    settings = load_settings()  # every group valid, and no SHOAL_* name that no setting reads
+    redis, api, kube, scaling = settings.redis, settings.api, settings.kube, settings.scaling
     worker = rendered.workload("worker")
 
     assert api.api_token == API_TOKEN
@@ -110,9 +107,8 @@ def test_worker_settings_load_with_the_pod_name_as_worker_id(
 ) -> None:
     pod = "shoal-worker-7c9d8f6b5-abcde"
     _apply(environment, _env_of(rendered, "worker", pod))
-    worker, redis = WorkerSettings(), RedisSettings()
-    TaskSettings()
-    LogSettings()
+    settings = load_settings()
+    worker, redis = settings.worker, settings.redis
     container = rendered.container("worker")
     assert worker.worker_id == pod
     queues = values.get("worker", {}).get("queues", ["default"])
@@ -131,7 +127,7 @@ def test_dashboard_reaches_the_api_through_the_scheduler_service(
     if not any(component_of(w) == "dashboard" for w in rendered.workloads()):
         pytest.skip("this value set disables the dashboard")
     _apply(environment, _env_of(rendered, "dashboard", "shoal-dashboard-5f6d7c8b9-zz9zz"))
-    api = ApiSettings()
+    api = load_settings().api
     assert api.api_token == API_TOKEN
     url = urlsplit(api.api_url)
     service = rendered.one("Service", url.hostname)

@@ -24,7 +24,6 @@ from dashboard_support import no_exceptions, open_page, silent_server, wait_unti
 from shoal.client import ShoalClient
 from shoal.core.store import Store
 from shoal.dashboard.untrusted import displayed_text
-from shoal.scheduler.scaling.settings import get_scaling_settings
 
 ALL_PAGES = ("overview", "tasks", "submit", "workers", "queues", "scaling", "schedules")
 
@@ -367,9 +366,7 @@ def fast_autoscaler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("SHOAL_SCALER_MAX_REPLICAS", "6")
     monkeypatch.setenv("SHOAL_SCALER_MAX_STEP_UP", "10")
     monkeypatch.setenv("SHOAL_CONCURRENCY", "8")
-    get_scaling_settings.cache_clear()
     yield
-    get_scaling_settings.cache_clear()
 
 
 def test_scaling_page_shows_the_autoscalers_decisions(

@@ -19,7 +19,8 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from shoal.scheduler import kube_settings
+from shoal.core import kube_settings
+from shoal.core.kube_settings import KubeSettings, in_cluster
 from shoal.scheduler.kube import (
     POD_DELETION_COST,
     RBAC_RULES,
@@ -35,7 +36,6 @@ from shoal.scheduler.kube import (
     RetryPolicy,
     ScaleState,
 )
-from shoal.scheduler.kube_settings import KubeSettings, in_cluster
 from tests.k8s_fixture import DEPLOYMENTS, PODS, KubeApi, deployment, pod, running_kube_api
 
 SELECTOR = "app.kubernetes.io/component=worker"

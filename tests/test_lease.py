@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from shoal.core.kube_settings import KubeSettings
 from shoal.scheduler.kube import K8sUnavailable, KubeClient, LeaseRecord, RetryPolicy
-from shoal.scheduler.kube_settings import KubeSettings
 from shoal.scheduler.lease import KubernetesLeaseElector
 from tests.k8s_fixture import LEASES, KubeApi
 

@@ -13,11 +13,11 @@ import pytest
 
 from k8s_fixture import DEPLOYMENTS, PODS, KubeApi, deployment, pod
 from shoal.core.models import TaskSpec, WorkerInfo
+from shoal.core.scaling_settings import ScalingSettings
 from shoal.core.store import Store
 from shoal.scheduler.kube import POD_DELETION_COST, K8sForbidden, K8sNotFound
 from shoal.scheduler.scaling.autoscaler import Autoscaler
 from shoal.scheduler.scaling.backends import KubernetesBackend, ScaleInPlan
-from shoal.scheduler.scaling.settings import ScalingSettings
 
 SELECTOR = "app.kubernetes.io/component=worker"
 

@@ -148,7 +148,7 @@ async def test_heartbeat_reports_a_drain_request(store: Store) -> None:
 
 
 async def test_a_silent_worker_is_declared_lost_and_its_tasks_queue_now(namespace: str) -> None:
-    async with other_store(namespace, worker_ttl_s=0.3) as store:
+    async with other_store(namespace, worker_ttl_s=0.3, heartbeat_s=0.1) as store:
         await register(store, "silent")
         await register(store, "alive")
         t_silent, t_alive = await submit_specs(store, [spec(max_retries=3), spec()])
@@ -174,7 +174,7 @@ async def test_a_silent_worker_is_declared_lost_and_its_tasks_queue_now(namespac
 
 
 async def test_a_lost_workers_attempt_counts(namespace: str) -> None:
-    async with other_store(namespace, worker_ttl_s=0.3) as store:
+    async with other_store(namespace, worker_ttl_s=0.3, heartbeat_s=0.1) as store:
         await register(store, "w1")
         task_id = await submit(store, max_retries=0)
         await claim_one(store, worker="w1")
@@ -184,7 +184,7 @@ async def test_a_lost_workers_attempt_counts(namespace: str) -> None:
 
 
 async def test_a_worker_that_comes_back_can_register_again(namespace: str) -> None:
-    async with other_store(namespace, worker_ttl_s=0.3) as store:
+    async with other_store(namespace, worker_ttl_s=0.3, heartbeat_s=0.1) as store:
         await register(store, "w1")
         await asyncio.sleep(0.35)
         assert await store.reap_lost_workers() == ["w1"]
@@ -283,7 +283,7 @@ async def test_a_refused_stale_completion_does_not_take_the_new_attempt_from_the
 
 
 async def test_a_heartbeat_after_deregistering_is_not_accepted(namespace: str) -> None:
-    async with other_store(namespace, worker_ttl_s=0.3) as store:
+    async with other_store(namespace, worker_ttl_s=0.3, heartbeat_s=0.1) as store:
         await register(store, "w1")
         await store.deregister_worker("w1")
         reply = await store.heartbeat("w1", [])  # a last beat racing the shutdown

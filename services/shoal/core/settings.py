@@ -2,6 +2,9 @@
 
 Settings are grouped by concern; each group is its own `BaseSettings` so that the
 flat variable names users know (`SHOAL_REDIS_URL`, `SHOAL_LEASE_S` ...) stay flat.
+`Settings` holds every group (the Kubernetes and scaling groups live in their own modules
+of this package); a service builds it once with `load_settings()`, which also refuses
+`SHOAL_*` variables that no group defines (`shoal.core.env_check`), and passes it down.
 """
 
 from __future__ import annotations
@@ -10,10 +13,17 @@ import os
 import re
 import socket
 import uuid
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shoal.core.env_check import known_variables, unknown_variables
+from shoal.core.kube_settings import KubeSettings
+from shoal.core.scaling_settings import ScalingSettings
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
@@ -62,9 +72,22 @@ class TaskSettings(BaseSettings):
     scheduler replica takes over the reaper and the other singleton loops within this."""
 
     @model_validator(mode="after")
-    def _heartbeat_renews_in_time(self) -> TaskSettings:
+    def _timings_fit_together(self) -> TaskSettings:
         if self.heartbeat_s * 2 > self.lease_s:
-            raise ValueError("heartbeat_s must be at most half of lease_s, or leases expire under load")
+            raise ValueError(
+                f"SHOAL_HEARTBEAT_S ({self.heartbeat_s:g}) must be at most half of SHOAL_LEASE_S "
+                f"({self.lease_s:g}), or leases expire under load"
+            )
+        if self.worker_ttl_s < self.heartbeat_s * 2:
+            raise ValueError(
+                f"SHOAL_WORKER_TTL_S ({self.worker_ttl_s:g}) must be at least twice SHOAL_HEARTBEAT_S "
+                f"({self.heartbeat_s:g}), or a worker that is one heartbeat late is declared lost"
+            )
+        if self.backoff_base_s > self.backoff_max_s:
+            raise ValueError(
+                f"SHOAL_BACKOFF_BASE_S ({self.backoff_base_s:g}) must not exceed SHOAL_BACKOFF_MAX_S "
+                f"({self.backoff_max_s:g})"
+            )
         return self
 
 
@@ -192,8 +215,28 @@ class LogSettings(BaseSettings):
     """Least severe log records written."""
 
 
+class StartupSettings(BaseSettings):
+    model_config = _ENV
+
+    unknown_settings: Literal["refuse", "warn"] = "refuse"
+    """What a service does at start with a `SHOAL_*` variable that is no setting (a typo in a
+    name): `refuse` to start, naming the closest valid name, or `warn` and start
+    (for a rollback that leaves a newer version's variable behind)."""
+
+
 class Settings:
-    """All groups together; built once per process by `get_settings()`."""
+    """All groups together; a service builds it once (`load_settings()`) and passes it down."""
+
+    GROUPS: ClassVar[dict[str, type[BaseSettings]]] = {
+        "redis": RedisSettings,
+        "tasks": TaskSettings,
+        "api": ApiSettings,
+        "worker": WorkerSettings,
+        "log": LogSettings,
+        "scaling": ScalingSettings,
+        "kube": KubeSettings,
+        "startup": StartupSettings,
+    }
 
     def __init__(self) -> None:
         self.redis = RedisSettings()
@@ -201,8 +244,43 @@ class Settings:
         self.api = ApiSettings()
         self.worker = WorkerSettings()
         self.log = LogSettings()
+        self.scaling = ScalingSettings()
+        self.kube = KubeSettings()
+        self.startup = StartupSettings()
+        self.warnings: list[str] = []
+        """Problems found at load time that did not stop the start (`SHOAL_UNKNOWN_SETTINGS=warn`);
+        the service logs them once logging is configured."""
+
+
+class SettingsError(ValueError):
+    """The configuration cannot work; `problems` are one-line messages naming the variables."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Every group from the environment, checked: invalid values and unknown `SHOAL_*` names
+    raise `SettingsError` (unknown names only warn with `SHOAL_UNKNOWN_SETTINGS=warn`)."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise SettingsError([_describe(error) for error in exc.errors()]) from None
+    unknown = unknown_variables(os.environ if environ is None else environ, known_variables(Settings.GROUPS))
+    if unknown and settings.startup.unknown_settings == "refuse":
+        raise SettingsError([*unknown, "set SHOAL_UNKNOWN_SETTINGS=warn to start anyway"])
+    settings.warnings = unknown
+    return settings
+
+
+def _describe(error: ErrorDetails) -> str:
+    field = "_".join(str(part) for part in error.get("loc", ()))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"SHOAL_{field.upper()}: {message}" if field else message
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings, loaded once (a FastAPI dependency tests can override)."""
+    return load_settings()

@@ -31,7 +31,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.watch.watch import iter_resp_lines
 
 from shoal.core.errors import ShoalError
-from shoal.scheduler.kube_settings import KubeSettings, in_cluster
+from shoal.core.kube_settings import KubeSettings, in_cluster
 
 log = logging.getLogger(__name__)
 
@@ -362,9 +362,8 @@ class KubeClient:
         return cls(api_client, namespace, retry=retry, request_timeout_s=request_timeout_s)
 
     @classmethod
-    def from_settings(cls, settings: KubeSettings | None = None) -> Self:
+    def from_settings(cls, settings: KubeSettings) -> Self:
         """In a pod: the service account; elsewhere: the kubeconfig (for `make` against kind)."""
-        settings = settings or KubeSettings()
         if in_cluster():
             return cls.from_service_account(
                 settings.k8s_namespace, request_timeout_s=settings.k8s_request_timeout_s

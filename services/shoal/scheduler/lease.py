@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from shoal.core.kube_settings import KubeSettings
 from shoal.scheduler.kube import K8sConflict, K8sError, K8sNotFound, KubeClient, LeaseRecord
-from shoal.scheduler.kube_settings import KubeSettings
 
 log = logging.getLogger(__name__)
 

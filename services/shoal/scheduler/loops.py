@@ -33,8 +33,9 @@ METRICS_EVERY_S = 5.0
 LeaderTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
-def default_identity() -> str:
-    return os.environ.get("SHOAL_POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+def default_identity(settings: Settings) -> str:
+    """Who this replica is in the leader lock: its pod name, else host and process id."""
+    return settings.kube.pod_name or f"{socket.gethostname()}-{os.getpid()}"
 
 
 class LeaderLoops:
@@ -48,7 +49,7 @@ class LeaderLoops:
         self.store = store
         self.settings = settings
         self.elector = elector or RedisLeaderElector(
-            store.redis, store.keys, default_identity(), ttl_s=settings.tasks.leader_lock_s
+            store.redis, store.keys, default_identity(settings), ttl_s=settings.tasks.leader_lock_s
         )
         self._extra = extra or []
         self._stop = asyncio.Event()

@@ -11,7 +11,9 @@ loops, and closes all of it on shutdown.
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,7 +24,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from shoal.core.logging import configure_logging
-from shoal.core.settings import Settings, get_settings
+from shoal.core.settings import Settings, SettingsError, get_settings
 from shoal.core.store import Store
 from shoal.scheduler.api import docs
 from shoal.scheduler.api.deps import require_token
@@ -36,6 +38,8 @@ from shoal.scheduler.schedule_schemas import ScheduleBody, ScheduleCreate
 from shoal.scheduler.schemas import BatchCreate, ErrorPublic, TaskCreate, ValidationLimits
 from shoal.scheduler.submission import Submitter
 from shoal.scheduler.waiters import Waiters
+
+log = logging.getLogger("shoal.scheduler")
 
 API_PREFIX = "/api/v1"
 DESCRIPTION = """\
@@ -59,6 +63,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log.log_format, settings.log.log_level)
+        for warning in settings.warnings:
+            log.warning("configuration: %s", warning)
         own_store = store is None
         active = store if store is not None else Store.from_settings(settings)
         waiters = Waiters(active)
@@ -67,8 +73,6 @@ def create_app(
         app.state.waiters = waiters
         app.state.submitter = Submitter(active, settings)
         app.state.loops = operator.loops if operator is not None else None
-        if operator is not None:
-            app.state.scaling_settings = operator.scaling
         await waiters.start(getattr(app.state, "waiters_confirm_timeout_s", 5.0))
         if operator is not None:
             await operator.start()
@@ -158,4 +162,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-app = create_app()
+def _app_or_exit() -> FastAPI:
+    """The app uvicorn serves; a configuration that cannot work ends the process with exit
+    code 2 and a one-line message (no traceback), before uvicorn binds its port."""
+    try:
+        return create_app()
+    except SettingsError as exc:
+        print(f"shoal scheduler: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = _app_or_exit()

@@ -15,12 +15,10 @@ from shoal.core.settings import Settings
 from shoal.core.store import Store
 from shoal.scheduler.bulk_runner import BulkRunner
 from shoal.scheduler.kube import KubeClient
-from shoal.scheduler.kube_settings import KubeSettings
 from shoal.scheduler.lease import KubernetesLeaseElector
 from shoal.scheduler.loops import LeaderLoops, LeaderTask
 from shoal.scheduler.podwatch import PodWatcher
 from shoal.scheduler.scaling.autoscaler import Autoscaler
-from shoal.scheduler.scaling.settings import ScalingSettings, get_scaling_settings
 from shoal.scheduler.ticker import Ticker
 
 log = logging.getLogger(__name__)
@@ -30,7 +28,6 @@ log = logging.getLogger(__name__)
 class Operator:
     loops: LeaderLoops
     autoscaler: Autoscaler
-    scaling: ScalingSettings
     kube: KubeClient | None = None
     extras: list[LeaderTask] = field(default_factory=list)
 
@@ -45,8 +42,7 @@ class Operator:
 
 
 def build_operator(store: Store, settings: Settings) -> Operator:
-    scaling = get_scaling_settings()
-    kube_settings = KubeSettings()
+    scaling, kube_settings = settings.scaling, settings.kube
     election = kube_settings.resolved_leader_election()
     uses_kubernetes = election == "kubernetes" or scaling.scaler_backend == "kubernetes"
     kube = KubeClient.from_settings(kube_settings) if uses_kubernetes else None
@@ -68,4 +64,4 @@ def build_operator(store: Store, settings: Settings) -> Operator:
         },
     )
     loops = LeaderLoops(store, settings, elector=elector, extra=extras)
-    return Operator(loops=loops, autoscaler=autoscaler, scaling=scaling, kube=kube, extras=extras)
+    return Operator(loops=loops, autoscaler=autoscaler, kube=kube, extras=extras)

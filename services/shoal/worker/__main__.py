@@ -13,11 +13,8 @@ import os
 import signal
 import sys
 
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
-
 from shoal.core.logging import configure_logging
-from shoal.core.settings import Settings, get_settings
+from shoal.core.settings import Settings, SettingsError, load_settings
 from shoal.core.store import Store
 from shoal.worker.registry import TaskModuleError, import_task_modules
 from shoal.worker.runtime import Worker, WorkerCrashed, WorkerStartupError
@@ -39,19 +36,15 @@ async def serve(settings: Settings) -> Worker:
     return worker
 
 
-def _describe(error: ErrorDetails) -> str:
-    field = "_".join(str(part) for part in error.get("loc", ()))
-    return f"SHOAL_{field.upper()}: {error['msg']}" if field else str(error["msg"])
-
-
 def main() -> int:
     try:
-        settings = get_settings()
-    except ValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
-        print(f"shoal worker: invalid configuration: {problems}", file=sys.stderr)
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"shoal worker: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log.log_format, settings.log.log_level)
+    for warning in settings.warnings:
+        log.warning("configuration: %s", warning)
     try:
         import_task_modules(settings.worker.module_list)
     except TaskModuleError as exc:

@@ -23,6 +23,7 @@ from typing import Any
 
 from shoal.core.logging import log_context
 from shoal.core.models import ClaimedTask, Outcome
+from shoal.core.settings import LogSettings
 from shoal.worker import metrics
 from shoal.worker.bounds import OutcomeBounds, ResultNotStorable
 from shoal.worker.deadlines import DeadlineExceeded, Deadlines
@@ -44,12 +45,13 @@ class Executor:
         processes: int,
         worker_id: str | None = None,
         bounds: OutcomeBounds | None = None,
+        log: LogSettings | None = None,
     ) -> None:
         self.registry = registry
         self.worker_id = worker_id
         self.bounds = bounds or OutcomeBounds()
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shoal-task")
-        self.processes = ProcessPool(processes)
+        self.processes = ProcessPool(processes, log)
         # Thread tasks that overran their timeout or were taken away: Python cannot stop a
         # thread, so they keep a pool thread busy until they return on their own.
         self._overrunning: set[Future[Any]] = set()

@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from shoal.core.logging import configure_logging, log_context
-from shoal.core.settings import get_settings
+from shoal.core.settings import LogSettings
 from shoal.worker.registry import Fail, Retry
 
 log = logging.getLogger(__name__)
@@ -66,21 +66,13 @@ def classify_exception(exc: BaseException) -> tuple[str, bool, float | None]:
     return f"{type(exc).__name__}: {exc}", True, None
 
 
-def _configure_child_logging() -> None:
-    """Log like the worker does (same env), so lines from process tasks are structured too."""
-    try:
-        settings = get_settings().log
-        configure_logging(settings.log_format, settings.log_level)
-    except Exception as exc:  # a bad setting was already reported by the worker itself
-        print(f"shoal task process: logging left unconfigured: {exc}", file=sys.stderr)
-
-
-def _child_main(conn: Connection) -> None:
+def _child_main(conn: Connection, log_format: str, log_level: str) -> None:
     """Loop of a pool process: receive (func, args, kwargs, log fields), answer with a tagged tuple."""
     # The parent owns shutdown: Ctrl-C on the terminal must not kill tasks inside their grace.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _configure_child_logging()
+    # Log like the worker does, so lines from process tasks are structured too.
+    configure_logging(log_format, log_level)
     while True:
         try:
             func, args, kwargs, log_fields = conn.recv()
@@ -196,10 +188,12 @@ def _death_message(process: multiprocessing.process.BaseProcess) -> str:
 class ProcessPool:
     """At most `size` processes, each running one task at a time."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, log: LogSettings | None = None) -> None:
+        """`log`: how the pool's processes log (the worker's own settings); the defaults otherwise."""
         if size < 1:
             raise ValueError("process pool size must be >= 1")
         self.size = size
+        self._log_args = (log.log_format, log.log_level) if log is not None else ("auto", "INFO")
         self._ctx = _context()
         self._idle: list[_Child] = []
         self._busy: set[_Child] = set()
@@ -252,7 +246,12 @@ class ProcessPool:
 
     async def _spawn(self) -> _Child:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=_child_main, args=(child_conn,), daemon=True, name="shoal-task")
+        process = self._ctx.Process(
+            target=_child_main,
+            args=(child_conn, *self._log_args),
+            daemon=True,
+            name="shoal-task",
+        )
         # Starting talks to the fork server (or spawns an interpreter): keep it off the loop.
         starting = asyncio.ensure_future(asyncio.to_thread(_start, process))
         try:

@@ -76,6 +76,7 @@ class Worker:
             processes=ws.process_pool_size,
             worker_id=self.id,
             bounds=OutcomeBounds.from_settings(ws),
+            log=settings.log,
         )
         self.liveness = Liveness(settings.tasks.lease_s)
         self.flusher = CompletionFlusher(store, self.id, self.liveness.redis_ok)

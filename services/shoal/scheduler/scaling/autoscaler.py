@@ -22,12 +22,12 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from shoal.core.kube_settings import KubeSettings
+from shoal.core.scaling_settings import ScalingSettings
 from shoal.core.settings import WorkerSettings
 from shoal.core.store import Store
-from shoal.scheduler.kube_settings import KubeSettings
 from shoal.scheduler.scaling.backends import ScaleInPlan, ScalingBackend, backend_from_settings
 from shoal.scheduler.scaling.policy import Recommendation, ScalingDecision, ScalingInput, decide
-from shoal.scheduler.scaling.settings import ScalingSettings
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from shoal.core.errors import ShoalError
+from shoal.core.kube_settings import KubeSettings
 from shoal.scheduler.kube import POD_DELETION_COST, KubeClient
-from shoal.scheduler.kube_settings import KubeSettings
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +267,7 @@ class KubernetesBackend:
         self._owns_client = owns_client
 
     @classmethod
-    def from_settings(cls, settings: KubeSettings | None = None) -> KubernetesBackend:
-        settings = settings or KubeSettings()
+    def from_settings(cls, settings: KubeSettings) -> KubernetesBackend:
         kube = KubeClient.from_settings(settings)
         return cls(kube, settings.worker_deployment, settings.worker_pod_selector, owns_client=True)
 
@@ -317,5 +316,7 @@ def backend_from_settings(
     if backend == "local":
         return LocalBackend(env=local_env)
     if backend == "kubernetes":
+        if kube_settings is None:
+            raise ScalingBackendError("the kubernetes scaling backend needs the Kubernetes settings")
         return KubernetesBackend.from_settings(kube_settings)
     raise ScalingBackendError(f"unknown scaling backend {backend!r}: expected none, local or kubernetes")

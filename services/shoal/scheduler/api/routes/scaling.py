@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from shoal.scheduler.api.deps import StoreDep
+from shoal.core.scaling_settings import ScalingSettings
+from shoal.scheduler.api.deps import SettingsDep, StoreDep
 from shoal.scheduler.api.responses import JSONBytesResponse
-from shoal.scheduler.scaling.settings import ScalingSettings, get_scaling_settings
 
 router = APIRouter(prefix="/scaling", tags=["scaling"])
 
 
-async def scaling_settings(request: Request) -> ScalingSettings:
-    """`app.state.scaling_settings` when the app was given some, else SHOAL_SCALER_* from the env."""
-    settings = getattr(request.app.state, "scaling_settings", None)
-    return settings if settings is not None else get_scaling_settings()
+async def scaling_settings(settings: SettingsDep) -> ScalingSettings:
+    """The autoscaler's settings: the group of the app's settings."""
+    return settings.scaling
 
 
 ScalingSettingsDep = Annotated[ScalingSettings, Depends(scaling_settings)]

@@ -20,7 +20,6 @@ from shoal.scheduler.api.body import read_json_body
 from shoal.scheduler.api.deps import LimitsDep, SettingsDep, StoreDep, SubmitterDep, WaitersDep
 from shoal.scheduler.api.responses import JSONBytesResponse
 from shoal.scheduler.explain import ScalingView, explain_task
-from shoal.scheduler.scaling.settings import get_scaling_settings
 from shoal.scheduler.schemas import (
     BatchCreate,
     BatchPublic,
@@ -165,7 +164,7 @@ async def retry_task(task_id: TaskId, store: StoreDep) -> Response:
     description="A plain-words reason (`reason`), a stable `code` and the facts behind them.",
     responses={**_NOT_FOUND, **_ERRORS},
 )
-async def explain(task_id: TaskId, store: StoreDep) -> Response:
+async def explain(task_id: TaskId, store: StoreDep, settings: SettingsDep) -> Response:
     task = await store.get(task_id)
     if task is None:
         raise NotFound(f"task {task_id} not found")
@@ -183,13 +182,12 @@ async def explain(task_id: TaskId, store: StoreDep) -> Response:
         dependencies=dependencies,
         ahead=ahead,
         workers=workers,
-        scaling=await _scaling_view(store),
+        scaling=await _scaling_view(store, settings.scaling.scaler_backend),
     )
     return JSONBytesResponse(answer.as_dict())
 
 
-async def _scaling_view(store: Store) -> ScalingView:
-    backend = get_scaling_settings().scaler_backend
+async def _scaling_view(store: Store, backend: str) -> ScalingView:
     last = await store.scaling_history(1)
     if not last:
         return ScalingView(backend=backend)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -45,9 +44,3 @@ class ScalingSettings(BaseSettings):
                 f"SHOAL_SCALER_MAX_REPLICAS ({self.scaler_max_replicas})"
             )
         return self
-
-
-@lru_cache(maxsize=1)
-def get_scaling_settings() -> ScalingSettings:
-    """The process-wide scaling settings; a FastAPI dependency tests can override."""
-    return ScalingSettings()
