@@ -29,7 +29,8 @@ API-server semantics instead of kmock's plain dict merging:
   ADDED/DELETED for a selector, as the API server does.
 
 Test controls, all callable from the test's thread: `inject_error()` (any status, optional
-Retry-After, for N requests matching a method/path), `inject_delay()` (a slow answer),
+Retry-After, for N requests matching a method/path; or a write carried out whose answer is
+lost), `inject_delay()` (a slow answer),
 `drop_watches()` (end open watches, cleanly or by cutting the connection), `compact()`,
 `paused()` (several changes at once), and `create/patch/replace/delete/get` to play kubelet
 or kubectl without going through HTTP. `running_kube_api()` runs it on its
@@ -205,6 +206,7 @@ class _Fault:
     retry_after: str | None
     message: str
     delay_s: float = 0.0
+    after_commit: bool = False  # serve the request first, then answer with the error instead
 
 
 @dataclass
@@ -276,9 +278,12 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         times: int = 1,
         retry_after: float | int | None = None,
         message: str = "injected by the test",
+        after_commit: bool = False,
     ) -> None:
         """Answer the next `times` requests that match (method, a substring of the path, watch or not)
-        with this HTTP status and a Status body, and a Retry-After header if given."""
+        with this HTTP status and a Status body, and a Retry-After header if given. With
+        `after_commit` the request is carried out first and only its answer is lost (a proxy's
+        504 after the API server committed the write)."""
         with self._state:
             self._faults.append(
                 _Fault(
@@ -289,6 +294,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                     times=times,
                     retry_after=None if retry_after is None else str(retry_after),
                     message=message,
+                    after_commit=after_commit,
                 )
             )
 
@@ -393,6 +399,8 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         fault = self._take_fault(request)
         if fault is not None and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.after_commit and request.resource in self._served():
+            await self._serve(request)
         if fault is not None and fault.status is not None:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
             return aiohttp.web.json_response(

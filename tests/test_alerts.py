@@ -26,6 +26,7 @@ SEL = f'namespace="{NAMESPACE}"'
 METRIC_MODULES = (
     "shoal.scheduler.metrics",
     "shoal.scheduler.scaling.autoscaler",
+    "shoal.scheduler.supervisor",
     "shoal.worker.metrics",
 )
 
@@ -64,7 +65,7 @@ def _metrics_in(expr: str) -> set[str]:
 def test_promtool_accepts_the_rules(rules_file: Path) -> None:
     done = subprocess.run([_promtool(), "check", "rules", str(rules_file)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 5 rules found" in done.stdout
+    assert "SUCCESS: 6 rules found" in done.stdout
 
 
 def test_alerts_cover_the_required_conditions(rules_file: Path) -> None:
@@ -74,6 +75,7 @@ def test_alerts_cover_the_required_conditions(rules_file: Path) -> None:
         "ShoalNoWorkers",
         "ShoalTaskFailureRateHigh",
         "ShoalLeaderMissing",
+        "ShoalSchedulerLoopFailing",
     } <= set(rules)
     for rule in rules.values():
         assert rule["labels"]["severity"] in {"warning", "critical"}
@@ -254,6 +256,21 @@ CASES = [
         },
         "10m",
         "ShoalLeaderMissing",
+        [],
+    ),
+    # Loops: the reaper failing every minute, against one failure that the restart cured.
+    _case(
+        "a loop failing again and again alerts",
+        {f'shoal_scheduler_loop_failures_total{{{SEL},loop="reaper",pod="scheduler-a"}}': "0+1x30"},
+        "20m",
+        "ShoalSchedulerLoopFailing",
+        [_alert("warning", "15", namespace=NAMESPACE, loop="reaper")],
+    ),
+    _case(
+        "one failure cured by its restart does not",
+        {f'shoal_scheduler_loop_failures_total{{{SEL},loop="reaper",pod="scheduler-a"}}': "0x10 1x20"},
+        "20m",
+        "ShoalSchedulerLoopFailing",
         [],
     ),
     # Replicas: the autoscaler wants 5, only 2 run for longer than 15 minutes.

@@ -100,12 +100,20 @@ def test_probes_and_metrics(api: ApiServer, client: ShoalClient) -> None:
     assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{api.url}/readyz")
     assert ready.status_code == 200
-    assert ready.json() | {"leader": True} == {
+    body = ready.json()
+    assert body | {"leader": True, "loops": {}} == {
         "status": "ready",
         "redis": True,
         "events": True,
         "leader": True,
+        "loops": {},
     }
+    # Every loop this replica runs is listed with its state; the singleton ones while it leads.
+    expected = {"election", "metrics"} | (
+        {"reaper", "promoter", "retention", "autoscaler"} if body["leader"] else set()
+    )
+    assert set(body["loops"]) == expected
+    assert {loop["state"] for loop in body["loops"].values()} == {"running"}
     assert client.health()["status"] == "ready"
     assert client.scaling()["backend"] in ("none", "local", "kubernetes")
     client.submit("echo", queue="metrics-q")
@@ -121,7 +129,13 @@ def test_readyz_is_503_and_api_calls_503_when_redis_is_unreachable(namespace: st
     try:
         response = httpx.get(f"{broken.url}/readyz")
         assert response.status_code == 503
-        assert response.json() == {"status": "not ready", "redis": False, "events": False, "leader": False}
+        assert response.json() == {
+            "status": "not ready",
+            "redis": False,
+            "events": False,
+            "leader": False,
+            "loops": {},
+        }
         failed = httpx.get(f"{broken.url}/api/v1/stats")
         assert (failed.status_code, failed.json()) == (
             503,
@@ -216,14 +230,33 @@ async def test_sse_resumes_after_last_event_id_and_replays_since(api: ApiServer)
         first, second, third = (client.submit("echo") for _ in range(3))
         events: queue.Queue[Any] = queue.Queue()
         _consume(client, events, since=start)
-        replayed = [_until(events, lambda e: True) for _ in range(3)]
+        # Only task events: the leader's autoscaler publishes scaling events into the same stream.
+        replayed = [_until(events, _is_task) for _ in range(3)]
         assert [e["changes"] for e in replayed] == [[[t["id"], "queued"]] for t in (first, second, third)]
 
     with api.client() as client:
         resumed: queue.Queue[Any] = queue.Queue()
         _consume(client, resumed, last_event_id=replayed[0]["id"])
-        after = [_until(resumed, lambda e: True) for _ in range(2)]
-        assert [e["id"] for e in after] == [e["id"] for e in replayed[1:]]
+        seen = _events_until(resumed, tasks=2)
+        assert [e["id"] for e in seen if _is_task(e)] == [e["id"] for e in replayed[1:]]
+        assert all(_stream_id(e["id"]) > _stream_id(replayed[0]["id"]) for e in seen), "replayed too far back"
+
+
+def _is_task(event: dict[str, Any]) -> bool:
+    return event.get("kind") == "task"
+
+
+def _events_until(events: queue.Queue[Any], tasks: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """Every event received until `tasks` task events have arrived, in order."""
+    seen: list[dict[str, Any]] = []
+    while sum(map(_is_task, seen)) < tasks:
+        seen.append(_until(events, lambda e: True, timeout_s))
+    return seen
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def test_sse_sends_keepalive_comments_and_refuses_bad_ids(api: ApiServer) -> None:

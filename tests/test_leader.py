@@ -160,7 +160,7 @@ async def test_loops_reap_and_promote_only_while_leader(redis: Redis, namespace:
 
     async with other_store(namespace, lease_s=0.3, heartbeat_s=0.1) as store:
         elector = RedisLeaderElector(store.redis, store.keys, "me", ttl_s=TTL_S)
-        loops = LeaderLoops(store, Settings(), elector=elector, extra=[extra])
+        loops = LeaderLoops(store, Settings(), elector=elector, extra={"extra": extra})
         running = await submit(store)
         await claim_one(store)
         delayed = await submit(store, delay_s=0.05)

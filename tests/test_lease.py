@@ -190,6 +190,59 @@ async def test_step_down_frees_the_lease_for_an_immediate_successor(
     assert _holder(kube_api) == "pod-b"
 
 
+def _writes(kube_api: KubeApi, method: str) -> int:
+    return len([r for r in kube_api.emu.request_log if r.method.value == method and "/leases" in r.url.path])
+
+
+async def test_a_create_whose_answer_was_lost_still_leads_after_the_retried_409(
+    kube_api: KubeApi, elector: Any
+) -> None:
+    a = elector("pod-a")
+    kube_api.emu.inject_error(504, method="POST", path="/leases", after_commit=True)
+    assert await a.try_acquire_or_renew()  # the retry met 409 AlreadyExists: the Lease is ours
+    assert a.is_leader and _holder(kube_api) == "pod-a"
+    assert _writes(kube_api, "POST") == 2
+    assert await a.try_acquire_or_renew()  # and it renews from the resourceVersion it read back
+    assert _writes(kube_api, "PUT") == 1
+
+
+async def test_a_renewal_whose_answer_was_lost_keeps_leadership(
+    kube_api: KubeApi, elector: Any, clock: FakeClock
+) -> None:
+    a, b = elector("pod-a"), elector("pod-b")
+    assert await a.try_acquire_or_renew()
+    clock.now += 2
+    kube_api.emu.inject_error(504, method="PUT", path="/leases", after_commit=True)
+    assert await a.try_acquire_or_renew()  # the retried PUT met 409: its own write, read back
+    assert a.is_leader and _writes(kube_api, "PUT") == 2
+    assert not await b.try_acquire_or_renew() and b.observed_holder == "pod-a"
+
+
+async def test_a_409_from_a_real_rival_still_loses_after_the_read_back(
+    kube_api: KubeApi, elector: Any
+) -> None:
+    a = elector("pod-a")
+    racing = RacingKube.from_kubeconfig(str(kube_api.kubeconfig), retry=RetryPolicy(attempts=1))
+    b = elector("pod-b", kube=racing)
+    racing.before_write = a.try_acquire_or_renew
+    assert not await b.try_acquire_or_renew()
+    assert not b.is_leader and b.observed_holder == "pod-a"
+
+
+async def test_a_resigning_leader_stays_out_for_one_lease_duration(
+    kube_api: KubeApi, elector: Any, clock: FakeClock
+) -> None:
+    a, b = elector("pod-a"), elector("pod-b")
+    assert await a.try_acquire_or_renew()
+    await a.resign()
+    assert not a.is_leader and _holder(kube_api) is None
+    assert not await a.try_acquire_or_renew()  # it does not take the free Lease back itself
+    assert await b.try_acquire_or_renew() and _holder(kube_api) == "pod-b"
+    clock.now += 15.01
+    assert not await a.try_acquire_or_renew()  # campaigning again, but pod-b holds it
+    assert a.observed_holder == "pod-b"
+
+
 async def test_step_down_of_a_non_leader_writes_nothing(kube_api: KubeApi, elector: Any) -> None:
     a, b = elector("pod-a"), elector("pod-b")
     assert await a.try_acquire_or_renew()

@@ -193,7 +193,9 @@ async def test_a_late_completion_is_refused_and_logged(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="shoal.worker")
     # Heartbeats far apart, so the worker cannot learn it lost the task before it finishes.
-    async with running_worker(namespace, tasks={"lease_s": 60, "heartbeat_s": 30}, concurrency=1):
+    async with running_worker(
+        namespace, tasks={"lease_s": 60, "heartbeat_s": 30, "worker_ttl_s": 60}, concurrency=1
+    ):
         task_id = await submit(store, "span_async", 0.5)
         await wait_state(store, task_id, TaskState.RUNNING)
         # The worker is presumed dead: its lease expires and the reaper takes the task back.

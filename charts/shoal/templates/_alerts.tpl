@@ -93,6 +93,21 @@ groups:
             No scheduler replica in {{`{{ $labels.namespace }}`}} has held the leader lease for 5 minutes
             (or none is scraped): expired leases are not reaped, delayed tasks are not promoted and the
             worker pool is not scaled. Check the scheduler pods and their Lease RBAC.
+      - alert: ShoalSchedulerLoopFailing
+        expr: |-
+          max by (namespace, loop) (increase(shoal_scheduler_loop_failures_total{{ printf "{%s}" $sel }}[15m])) >= 3
+        labels:
+          severity: warning
+          {{- with $rule.additionalLabels }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: Shoal scheduler loop {{`{{ $labels.loop }}`}} keeps failing
+          description: >-
+            The {{`{{ $labels.loop }}`}} loop of a scheduler in {{`{{ $labels.namespace }}`}} failed
+            {{`{{ $value }}`}} times in 15 minutes; it is restarted with backoff each time, and a leader
+            whose loop fails 5 times in a row resigns. The scheduler's log has the tracebacks and
+            /readyz the last error of each loop.
       - alert: ShoalWorkerReplicasNotReached
         expr: |-
           max by (namespace) (shoal_worker_replicas_desired{{ printf "{%s}" $sel }})

@@ -35,6 +35,10 @@ class LeaderElector(Protocol):
 
     async def run(self, stop: asyncio.Event) -> None: ...
 
+    async def resign(self) -> None:
+        """Stop leading and stay out of the campaign for one term, so another replica takes over."""
+        ...
+
 
 class RedisLeaderElector:
     def __init__(self, redis: Redis, keys: Keys, identity: str, ttl_s: float = 5.0) -> None:
@@ -45,6 +49,7 @@ class RedisLeaderElector:
         self._ttl_ms = int(ttl_s * 1000)
         self._renew_every = ttl_s / 3
         self._valid_until = 0.0
+        self._resigned_until = 0.0
         self._renew = redis.register_script(load_plain("leader_renew"))
         self._release = redis.register_script(load_plain("leader_release"))
 
@@ -55,6 +60,8 @@ class RedisLeaderElector:
 
     async def try_acquire(self) -> bool:
         started = time.monotonic()
+        if started < self._resigned_until:
+            return False
         try:
             held = await self._renew(keys=[self._key], args=[self._token, self._ttl_ms])
         except RedisError as exc:
@@ -73,6 +80,12 @@ class RedisLeaderElector:
             await self._release(keys=[self._key], args=[self._token])
         except RedisError as exc:
             log.warning("could not release the leader lock", extra={"error": str(exc)})
+
+    async def resign(self) -> None:
+        # Other candidates try every third of the lock's life: one whole life is room enough.
+        self._resigned_until = time.monotonic() + self._ttl_ms / 1000
+        log.warning("resigning leadership", extra={"leader": self.identity, "for_s": self._ttl_ms / 1000})
+        await self.step_down()
 
     async def run(self, stop: asyncio.Event) -> None:
         try:

@@ -36,6 +36,11 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _same_instant(a: datetime | None, b: datetime | None) -> bool:
+    # The client nudges a time on an exact second by 1 µs when it writes it (kube._microtime).
+    return a is not None and b is not None and abs((a - b).total_seconds()) < 1e-5
+
+
 class KubernetesLeaseElector:
     """Implements the LeaderElector protocol (services/shoal/scheduler/leader.py) with a Kubernetes Lease."""
 
@@ -67,6 +72,7 @@ class KubernetesLeaseElector:
         self._observed_at = 0.0
         self._leader = False
         self._renewed_at = -math.inf
+        self._resigned_until = -math.inf
 
     @classmethod
     def from_settings(cls, kube: KubeClient, settings: KubeSettings) -> KubernetesLeaseElector:
@@ -109,6 +115,8 @@ class KubernetesLeaseElector:
         Losing a race (409) returns False; other API errors propagate (the caller retries).
         """
         now, wall = self._clock(), self._wall_clock()
+        if now < self._resigned_until:
+            return False
         duration = max(1, math.ceil(self.lease_duration_s))
         try:
             current = await self.kube.get_lease(self.lease_name)
@@ -117,8 +125,7 @@ class KubernetesLeaseElector:
             try:
                 created = await self.kube.create_lease(self.lease_name, record)
             except K8sConflict:
-                self._set_leader(False, "another candidate created the Lease first")
-                return False
+                return await self._after_conflict(record, now, "another candidate created the Lease first")
             self._observe(created, now)
             self._renewed_at = now
             self._set_leader(True, "created the Lease")
@@ -141,12 +148,28 @@ class KubernetesLeaseElector:
         try:
             updated = await self.kube.replace_lease(self.lease_name, record)
         except K8sConflict:
-            self._set_leader(False, "another candidate wrote the Lease first")
-            return False
+            return await self._after_conflict(record, now, "another candidate wrote the Lease first")
         self._observe(updated, now)
         self._renewed_at = now
         self._set_leader(True, "renewed" if mine else f"took over from {current.holder or 'nobody'}")
         return True
+
+    async def _after_conflict(self, written: LeaseRecord, now: float, why: str) -> bool:
+        """A 409 on our write. The client retries writes whose answer was lost (5xx, a dropped
+        connection), so the write it retried may have committed: read the Lease back, and if it
+        holds exactly what we wrote, we lead. True if we hold the Lease."""
+        try:
+            current = await self.kube.get_lease(self.lease_name)
+        except K8sNotFound:
+            self._set_leader(False, why)
+            return False
+        self._observe(current, now)
+        if current.holder == self.identity and _same_instant(current.renew_time, written.renew_time):
+            self._renewed_at = now
+            self._set_leader(True, "our write had committed; only its answer was lost")
+            return True
+        self._set_leader(False, why)
+        return False
 
     async def step_down(self) -> None:
         """Stop leading and clear holderIdentity so that another replica takes over at once."""
@@ -168,6 +191,12 @@ class KubernetesLeaseElector:
             pass  # someone else holds or removed it already: nothing of ours to release
         except K8sError as e:
             log.warning("could not release the Lease; it expires on its own", extra={"error": str(e)})
+
+    async def resign(self) -> None:
+        """Step down (clearing holderIdentity) and do not campaign for one lease duration, so that
+        another candidate, trying every retry period, takes over."""
+        self._resigned_until = self._clock() + self.lease_duration_s
+        await self.step_down()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Campaign, then renew, every retry period until `stop` is set; then step down."""

@@ -29,7 +29,7 @@ class Operator:
     loops: LeaderLoops
     autoscaler: Autoscaler
     kube: KubeClient | None = None
-    extras: list[LeaderTask] = field(default_factory=list)
+    extras: dict[str, LeaderTask] = field(default_factory=dict)
 
     async def start(self) -> None:
         await self.loops.start()
@@ -49,10 +49,14 @@ def build_operator(store: Store, settings: Settings) -> Operator:
     autoscaler = Autoscaler.from_settings(
         store, scaling, settings.worker, kube_settings if scaling.scaler_backend == "kubernetes" else None
     )
-    extras: list[LeaderTask] = [autoscaler.run, Ticker(store, settings.tasks).run, BulkRunner(store).run]
+    extras: dict[str, LeaderTask] = {
+        "autoscaler": autoscaler.run,
+        "ticker": Ticker(store, settings.tasks).run,
+        "bulk": BulkRunner(store).run,
+    }
     elector = None
     if kube is not None:
-        extras.append(PodWatcher(kube, kube_settings.worker_pod_selector, store.release_worker).run)
+        extras["podwatch"] = PodWatcher(kube, kube_settings.worker_pod_selector, store.release_worker).run
         if election == "kubernetes":
             elector = KubernetesLeaseElector.from_settings(kube, kube_settings)
     log.info(

@@ -26,7 +26,13 @@ from shoal.core.kube_settings import KubeSettings
 from shoal.core.scaling_settings import ScalingSettings
 from shoal.core.settings import WorkerSettings
 from shoal.core.store import Store
-from shoal.scheduler.scaling.backends import ScaleInPlan, ScalingBackend, backend_from_settings
+from shoal.scheduler.kube import K8sError
+from shoal.scheduler.scaling.backends import (
+    ScaleInPlan,
+    ScalingBackend,
+    ScalingBackendError,
+    backend_from_settings,
+)
 from shoal.scheduler.scaling.policy import Recommendation, ScalingDecision, ScalingInput, decide
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,9 @@ log = logging.getLogger(__name__)
 DECISIONS = Counter("shoal_scaling_decisions", "Autoscaler decisions by direction", ["direction"])
 REPLICAS_DESIRED = Gauge("shoal_worker_replicas_desired", "Worker replicas the autoscaler asks for")
 REPLICAS_ACTUAL = Gauge("shoal_worker_replicas_actual", "Worker replicas that exist")
+BACKEND_ERRORS = Counter(
+    "shoal_scaling_errors", "Autoscaler steps that failed: the backend could not be reached"
+)
 
 RATE_WINDOW_S = 60
 """Arrival rate and run time are averaged over about this many seconds."""
@@ -235,7 +244,12 @@ class Autoscaler:
     # ---- the loop -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Decide every SHOAL_SCALER_INTERVAL_S until `stop` is set; errors are logged, not fatal."""
+        """Decide every SHOAL_SCALER_INTERVAL_S until `stop` is set.
+
+        A backend that cannot be reached (the Kubernetes API, a worker process that does not
+        start) is logged and tried again next interval; any other error propagates to the loop
+        supervisor (`shoal.scheduler.supervisor`), which counts it and restarts this loop.
+        """
         interval = self.settings.scaler_interval_s
         # Another leader may have scaled while this one was not leading: what it finds now is
         # the starting point, not a manual change.
@@ -245,8 +259,9 @@ class Autoscaler:
             started = time.monotonic()
             try:
                 await self.step(time.time())
-            except Exception:
-                log.exception("autoscaler step failed; trying again next interval")
+            except (K8sError, ScalingBackendError) as e:
+                BACKEND_ERRORS.inc()
+                log.error("autoscaler step failed; trying again next interval", extra={"error": str(e)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(0.0, interval - (time.monotonic() - started)))
         log.info("autoscaler stopped", extra={"backend": self.backend.name})

@@ -38,6 +38,9 @@ async def readyz(request: Request, store: StoreDep, waiters: WaitersDep) -> Resp
         "redis": redis_ok,
         "events": waiters.subscribed,
         "leader": bool(loops is not None and loops.is_leader),
+        # Shown, not judged: a restarting leader loop does not stop this replica serving the API
+        # (the supervisor restarts it, and the leader resigns if it keeps failing).
+        "loops": loops.status() if loops is not None else {},
     }
     code = status.HTTP_200_OK if body["status"] == "ready" else status.HTTP_503_SERVICE_UNAVAILABLE
     return JSONBytesResponse(body, status_code=code)
