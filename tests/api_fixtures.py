@@ -19,10 +19,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from shoal.client import ShoalClient
+from shoal.core.http_settings import HttpSettings
 from shoal.core.models import Outcome
 from shoal.core.settings import ApiSettings, RedisSettings, Settings
 from shoal.core.store import Store
-from shoal.scheduler.http_settings import HttpSettings
 from shoal.scheduler.main import create_app
 from shoal.scheduler.server import server_config
 
@@ -52,7 +52,9 @@ class ApiServer:
         self.url = f"http://127.0.0.1:{self.port}"
         # The production server's config (shoal.scheduler.server), so every API test runs behind
         # the same connection guards.
-        config = server_config(app, http, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+        config = server_config(
+            app, http or settings.http, log_level="warning", access_log=False, timeout_graceful_shutdown=2
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, name="api-server", daemon=True

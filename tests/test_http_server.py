@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from api_fixtures import ApiServer, make_settings
-from shoal.scheduler.http_settings import HttpSettings
+from shoal.core.http_settings import HttpSettings
 from shoal.scheduler.main import create_app
 from shoal.scheduler.server import CONNECTIONS_CUT
 

@@ -14,13 +14,29 @@ from pydantic_settings import BaseSettings
 
 PREFIX = "SHOAL_"
 
-OTHER_VARIABLES: dict[str, str] = {
-    "SHOAL_RUN_DIR": "where `shoal dev` keeps its private Redis (shoal.redis_local)",
-    "SHOAL_REDIS_PASSWORD": "set by the chart only to build SHOAL_REDIS_URL from the Secret",
-    "SHOAL_DASHBOARD_TIMEOUT_S": "the dashboard's HTTP timeout (shoal.dashboard.api)",
-    "SHOAL_TEST_REDIS_URL": "the Redis the test suite uses (Makefile, tests/conftest.py)",
-}
-"""Variables read outside the settings classes, with where they are read."""
+OTHER_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
+    ("SHOAL_DASHBOARD_TIMEOUT_S", "`5`", "number, > 0", "How long the dashboard waits for an API answer."),
+    (
+        "SHOAL_RUN_DIR",
+        "`run`",
+        "path",
+        "Where `make up` / `shoal dev` keep the private Redis' data and logs.",
+    ),
+    (
+        "SHOAL_REDIS_PASSWORD",
+        "(unset)",
+        "text",
+        "Set by the chart only, to build SHOAL_REDIS_URL from the Secret by `$(VAR)` expansion.",
+    ),
+    (
+        "SHOAL_TEST_REDIS_URL",
+        "`redis://127.0.0.1:6379/15`",
+        "text",
+        "The Redis the test suite uses (`make test`; tests/conftest.py).",
+    ),
+)
+"""Variables read outside the settings classes: (env, default, values, meaning) for the settings
+reference (shoal.settings_reference), which documents them beside the groups."""
 
 
 def variable_names(group: type[BaseSettings]) -> set[str]:
@@ -35,7 +51,7 @@ def variable_names(group: type[BaseSettings]) -> set[str]:
 
 def known_variables(groups: Mapping[str, type[BaseSettings]]) -> frozenset[str]:
     """Every `SHOAL_*` name some part of Shoal reads."""
-    names = set(OTHER_VARIABLES)
+    names = {env for env, *_ in OTHER_VARIABLES}
     for group in groups.values():
         names |= variable_names(group)
     return frozenset(names)

@@ -22,6 +22,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shoal.core.env_check import known_variables, unknown_variables
+from shoal.core.http_settings import HttpSettings
 from shoal.core.kube_settings import KubeSettings
 from shoal.core.scaling_settings import ScalingSettings
 
@@ -231,6 +232,7 @@ class Settings:
         "redis": RedisSettings,
         "tasks": TaskSettings,
         "api": ApiSettings,
+        "http": HttpSettings,
         "worker": WorkerSettings,
         "log": LogSettings,
         "scaling": ScalingSettings,
@@ -242,6 +244,7 @@ class Settings:
         self.redis = RedisSettings()
         self.tasks = TaskSettings()
         self.api = ApiSettings()
+        self.http = HttpSettings()
         self.worker = WorkerSettings()
         self.log = LogSettings()
         self.scaling = ScalingSettings()

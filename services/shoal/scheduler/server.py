@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 import orjson
@@ -28,7 +29,8 @@ from prometheus_client import Counter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shoal.scheduler.http_settings import HttpSettings
+from shoal.core.http_settings import HttpSettings
+from shoal.core.settings import SettingsError, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +168,8 @@ def guarded_protocol(settings: HttpSettings) -> type[asyncio.Protocol]:
     return type("GuardedHttpProtocol", (_ConnectionGuard, base), attributes)
 
 
-def server_config(app: Any, settings: HttpSettings | None = None, **options: Any) -> uvicorn.Config:
+def server_config(app: Any, settings: HttpSettings, **options: Any) -> uvicorn.Config:
     """uvicorn's Config for `app` with every protection of `settings`; `options` add to it."""
-    settings = settings or HttpSettings()
     options.setdefault("host", settings.http_host)
     options.setdefault("port", settings.http_port)
     return uvicorn.Config(
@@ -189,4 +190,9 @@ def serve(host: str | None = None, port: int | None = None, access_log: bool = T
         options["host"] = host
     if port is not None:
         options["port"] = port
-    uvicorn.Server(server_config("shoal.scheduler.main:app", **options)).run()
+    try:
+        settings = get_settings()  # the app (shoal.scheduler.main) is built from this same object
+    except SettingsError as exc:
+        print(f"shoal scheduler: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    uvicorn.Server(server_config("shoal.scheduler.main:app", settings.http, **options)).run()
