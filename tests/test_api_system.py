@@ -108,11 +108,14 @@ def test_probes_and_metrics(api: ApiServer, client: ShoalClient) -> None:
         "leader": True,
         "loops": {},
     }
-    # Every loop this replica runs is listed with its state; the singleton ones while it leads.
-    expected = {"election", "metrics"} | (
-        {"reaper", "promoter", "retention", "autoscaler"} if body["leader"] else set()
-    )
-    assert set(body["loops"]) == expected
+    # Every loop this replica runs is listed with its state; the singleton ones once it leads
+    # (it is the only replica of this namespace, so it does).
+    singletons = {"reaper", "promoter", "retention", "autoscaler", "ticker", "bulk"}
+    deadline = time.monotonic() + 10
+    while not (body["leader"] and singletons <= set(body["loops"])) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        body = httpx.get(f"{api.url}/readyz").json()
+    assert set(body["loops"]) == {"election", "metrics", *singletons}
     assert {loop["state"] for loop in body["loops"].values()} == {"running"}
     assert client.health()["status"] == "ready"
     assert client.scaling()["backend"] in ("none", "local", "kubernetes")
