@@ -28,7 +28,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shoal.client import ShoalClient  # noqa: E402 - after the path set-up above
+from shoal import Client  # noqa: E402 - after the path set-up above
 from shoal.core.keys import Keys  # noqa: E402
 from shoal.redis_local import ensure_redis, free_port  # noqa: E402
 
@@ -106,7 +106,7 @@ class Stack:
         )  # fmt: skip
         wait_for(f"{self.dashboard_url}/_stcore/health", "the dashboard")
 
-    def wait_for_workers(self, client: ShoalClient, timeout_s: float = 30.0) -> None:
+    def wait_for_workers(self, client: Client, timeout_s: float = 30.0) -> None:
         """The scheduler's autoscaler (local backend) starts the first worker on its own."""
         deadline = time.monotonic() + timeout_s
         while not any(w["state"] == "active" for w in client.workers()):
@@ -187,7 +187,7 @@ def shoot(stack: Stack, out: Path, width: int, warmup_s: float) -> None:
         save("submit", settle_s=0.5)
 
         go("Tasks")  # first, while the DAG is at work
-        with ShoalClient(stack.api_url, token="") as client:
+        with Client(stack.api_url, token="") as client:
             # The DAG's last task: it waits on the whole last layer, so its graph is the DAG.
             join = next(t for t in client.iter_tasks() if len(t["depends_on"]) > 2 and t["args"] == [0.1])
         page.get_by_placeholder("paste an id to open it").fill(join["id"])
@@ -227,7 +227,7 @@ def main() -> int:
         stack = Stack(redis_url, namespace, logs)
         try:
             stack.start()
-            with ShoalClient(stack.api_url, token="") as client:
+            with Client(stack.api_url, token="") as client:
                 stack.wait_for_workers(client)
             shoot(stack, args.out, args.width, args.warmup)
         finally:

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from shoal.client import ShoalClient
+from shoal import Client
 from shoal.core.http_settings import HttpSettings
 from shoal.core.models import Outcome
 from shoal.core.settings import ApiSettings, RedisSettings, Settings
@@ -42,12 +42,14 @@ def make_settings(namespace: str, redis_url: str, **api: Any) -> Settings:
 class ApiServer:
     """uvicorn serving `app` in a thread on 127.0.0.1 and a free port."""
 
-    def __init__(self, app: FastAPI, settings: Settings, http: HttpSettings | None = None) -> None:
+    def __init__(
+        self, app: FastAPI, settings: Settings, http: HttpSettings | None = None, port: int = 0
+    ) -> None:
         self.app = app
         self.settings = settings
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket.bind(("127.0.0.1", port))
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         # The production server's config (shoal.scheduler.server), so every API test runs behind
@@ -79,21 +81,24 @@ class ApiServer:
         self._thread.join(timeout=15)
         self._socket.close()
 
-    def client(self, token: str | None = "", timeout: float = 10.0) -> ShoalClient:
+    def client(self, token: str | None = "", timeout: float = 10.0) -> Client:
         """A client of this server; `token=""` means the server's own token (if any)."""
         if token == "":
             token = self.settings.api.api_token
-        return ShoalClient(self.url, token=token or "", timeout=timeout)
+        return Client(self.url, token=token or "", timeout_s=timeout)
 
 
 @pytest.fixture
 def api_factory(namespace: str, redis_url: str) -> Iterator[Callable[..., ApiServer]]:
-    """Start schedulers on this test's namespace: `api_factory(api_token=..., max_batch=...)`."""
+    """Start schedulers on this test's namespace: `api_factory(api_token=..., max_batch=...)`.
+
+    `port` picks the port (default: any free one), e.g. to restart a scheduler where it was.
+    """
     servers: list[ApiServer] = []
 
-    def start(**api: Any) -> ApiServer:
+    def start(port: int = 0, **api: Any) -> ApiServer:
         settings = make_settings(namespace, redis_url, **api)
-        server = ApiServer(create_app(settings), settings).start()
+        server = ApiServer(create_app(settings), settings, port=port).start()
         servers.append(server)
         return server
 
@@ -108,7 +113,7 @@ def api(api_factory: Callable[..., ApiServer]) -> ApiServer:
 
 
 @pytest.fixture
-def client(api: ApiServer) -> Iterator[ShoalClient]:
+def client(api: ApiServer) -> Iterator[Client]:
     with api.client() as shoal:
         yield shoal
 

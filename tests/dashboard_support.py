@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import httpx
 from streamlit.testing.v1 import AppTest
 
-from shoal.client import ShoalClient
+from shoal import Client
 from shoal.dashboard import PAGES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,7 @@ def child_env(**extra: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def worker_process(
-    client: ShoalClient,
+    client: Client,
     redis_url: str,
     namespace: str,
     log_path: Path,

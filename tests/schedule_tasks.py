@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from shoal.worker import Schedule, task
+from shoal import Schedule, task
 
 
 @task(schedule=Schedule(every_s=1, id="heartbeat-report", kwargs={"label": "hb"}, misfire_grace_s=30))

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from api_fixtures import *  # noqa: F403  (the fixtures)
-from shoal.client import ShoalApiError, ShoalClient
+from shoal import Client, ShoalError, task_request
 from shoal.core.store import Store
 from shoal.scheduler.bulk_schemas import BulkJobPublic, BulkPreview, FailureGroups
 from store_helpers import claim_one, failed
 
 
-def wait_done(client: ShoalClient, job_id: str, timeout_s: float = 30) -> dict[str, Any]:
+def wait_done(client: Client, job_id: str, timeout_s: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         job: dict[str, Any] = client.request("GET", f"/api/v1/bulk/{job_id}")
@@ -23,7 +23,7 @@ def wait_done(client: ShoalClient, job_id: str, timeout_s: float = 30) -> dict[s
         time.sleep(0.05)
 
 
-def test_a_bulk_cancel_runs_to_the_end_with_its_progress(client: ShoalClient) -> None:
+def test_a_bulk_cancel_runs_to_the_end_with_its_progress(client: Client) -> None:
     client.submit_batch([{"name": "echo", "queue": "q1"} for _ in range(40)])
     client.submit_batch([{"name": "echo", "queue": "q2"} for _ in range(7)])
     body = {"action": "cancel", "filter": {"queue": "q1", "states": ["queued"]}}
@@ -43,9 +43,9 @@ def test_a_bulk_cancel_runs_to_the_end_with_its_progress(client: ShoalClient) ->
     assert [j["id"] for j in client.request("GET", "/api/v1/bulk")["jobs"]] == [job["id"]]
 
 
-async def test_failures_are_grouped_and_one_group_is_retried(client: ShoalClient, store: Store) -> None:
+async def test_failures_are_grouped_and_one_group_is_retried(client: Client, store: Store) -> None:
     for error in ["TimeoutError: upstream", "TimeoutError: upstream", "KeyError: 'id'"]:
-        client.submit("echo", max_retries=0)
+        client.submit_request(task_request("echo", max_retries=0))
         claimed = await claim_one(store)
         await store.complete("w1", [failed(claimed, error=error, retry=False)])
     groups = client.request("GET", "/api/v1/failures")
@@ -74,20 +74,20 @@ async def test_failures_are_grouped_and_one_group_is_retried(client: ShoalClient
     ],
 )
 def test_bad_bulk_requests_are_422_and_start_nothing(
-    client: ShoalClient, body: dict[str, Any], needle: str
+    client: Client, body: dict[str, Any], needle: str
 ) -> None:
-    with pytest.raises(ShoalApiError) as err:
+    with pytest.raises(ShoalError) as err:
         client.request("POST", "/api/v1/bulk", body=body)
     assert err.value.status == 422 and needle in str(err.value.detail)
     assert client.request("GET", "/api/v1/bulk")["jobs"] == []
 
 
-def test_unknown_jobs_are_404_and_finished_ones_cannot_be_stopped(client: ShoalClient) -> None:
-    with pytest.raises(ShoalApiError) as err:
+def test_unknown_jobs_are_404_and_finished_ones_cannot_be_stopped(client: Client) -> None:
+    with pytest.raises(ShoalError) as err:
         client.request("GET", "/api/v1/bulk/0123456789abcdef")
     assert err.value.status == 404
     job = client.request("POST", "/api/v1/bulk", body={"action": "cancel"})
     wait_done(client, job["id"])
-    with pytest.raises(ShoalApiError) as err:
+    with pytest.raises(ShoalError) as err:
         client.request("POST", f"/api/v1/bulk/{job['id']}/stop")
     assert err.value.status == 409

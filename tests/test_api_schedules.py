@@ -12,7 +12,7 @@ import pytest
 
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer
-from shoal.client import ShoalApiError, ShoalClient
+from shoal import Client, ShoalError
 from shoal.core.models import WorkerInfo
 from shoal.core.store import Store
 from shoal.scheduler.schedule_schemas import SchedulePublic
@@ -24,7 +24,7 @@ def nightly(**overrides: Any) -> dict[str, Any]:
     return {"id": "nightly", "task": "echo", "cron": "30 2 * * *", "timezone": "Europe/Berlin", **overrides}
 
 
-def test_a_schedule_is_created_listed_and_read_with_its_coming_ticks(client: ShoalClient) -> None:
+def test_a_schedule_is_created_listed_and_read_with_its_coming_ticks(client: Client) -> None:
     created = client.request("POST", API, body=nightly(args=["report"]))
     SchedulePublic.model_validate(created)
     assert created["description"] == "At 02:30 every day (Europe/Berlin)"
@@ -41,9 +41,9 @@ def test_a_schedule_is_created_listed_and_read_with_its_coming_ticks(client: Sho
     assert one["next_runs"] == ticks[:2]
 
 
-def test_creating_an_existing_id_is_a_conflict_and_put_replaces_it(client: ShoalClient) -> None:
+def test_creating_an_existing_id_is_a_conflict_and_put_replaces_it(client: Client) -> None:
     client.request("POST", API, body=nightly())
-    with pytest.raises(ShoalApiError) as err:
+    with pytest.raises(ShoalError) as err:
         client.request("POST", API, body=nightly())
     assert err.value.status == 409
     replaced = client.request("PUT", f"{API}/nightly", body={"task": "echo", "every_s": 60})
@@ -64,9 +64,9 @@ def test_creating_an_existing_id_is_a_conflict_and_put_replaces_it(client: Shoal
     ],
 )
 def test_invalid_schedules_are_refused_with_422_and_a_reason(
-    client: ShoalClient, body: dict[str, Any], needle: str
+    client: Client, body: dict[str, Any], needle: str
 ) -> None:
-    with pytest.raises(ShoalApiError) as err:
+    with pytest.raises(ShoalError) as err:
         client.request("POST", API, body=body)
     assert err.value.status == 422
     assert needle in str(err.value.detail)
@@ -80,14 +80,14 @@ async def test_a_schedule_for_a_task_no_worker_knows_is_refused(
     info = WorkerInfo("w1", "h", ["default"], 1, ["echo"], "0", 1, time.time())
     await store.register_worker(info)
     with api.client() as client:
-        with pytest.raises(ShoalApiError) as err:
+        with pytest.raises(ShoalError) as err:
             client.request("POST", API, body=nightly(task="nope"))
         assert err.value.status == 422
         assert "unknown task name 'nope'" in str(err.value.detail)
         assert client.request("POST", API, body=nightly())["task"] == "echo"
 
 
-def test_pause_resume_and_delete(client: ShoalClient) -> None:
+def test_pause_resume_and_delete(client: Client) -> None:
     client.request("POST", API, body=nightly())
     paused = client.request("POST", f"{API}/nightly/pause")
     assert paused["paused"] and paused["next_runs"] == [] and paused["next_run"] is None
@@ -96,19 +96,19 @@ def test_pause_resume_and_delete(client: ShoalClient) -> None:
     assert not resumed["paused"] and len(resumed["next_runs"]) == 5
     assert client.request("DELETE", f"{API}/nightly") is None
     for method, path in (("GET", "/nightly"), ("POST", "/nightly/pause"), ("DELETE", "/nightly")):
-        with pytest.raises(ShoalApiError) as err:
+        with pytest.raises(ShoalError) as err:
             client.request(method, API + path)
         assert err.value.status == 404
 
 
-def test_a_schedule_created_paused_enqueues_nothing(client: ShoalClient) -> None:
+def test_a_schedule_created_paused_enqueues_nothing(client: Client) -> None:
     created = client.request("POST", API, body={"id": "p", "task": "echo", "every_s": 1, "paused": True})
     assert created["paused"] and created["paused_at"] is not None
     time.sleep(1.6)  # more than one interval, with the ticker polling every 0.25 s
     assert client.list_tasks()["tasks"] == []
 
 
-def test_the_leader_ticker_enqueues_each_tick_of_an_interval_schedule(client: ShoalClient) -> None:
+def test_the_leader_ticker_enqueues_each_tick_of_an_interval_schedule(client: Client) -> None:
     created = client.request("POST", API, body={"id": "tick", "task": "echo", "every_s": 1, "args": ["x"]})
     first_tick = created["next_run"]
     deadline = time.monotonic() + 15

@@ -10,7 +10,7 @@ import pytest
 
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer
-from shoal.client import ShoalApiError
+from shoal import ShoalError, task_request
 
 TOKEN = "s3cret-token-for-tests"
 API_ROUTES = [
@@ -59,11 +59,11 @@ def test_every_api_route_needs_the_token(secured: ApiServer, authorization: str 
 
 def test_the_right_token_opens_the_api_and_probes_need_none(secured: ApiServer) -> None:
     with secured.client() as client:
-        task = client.submit("echo", ["x"])
+        task = client.submit_request(task_request("echo", ["x"]))
         assert client.get(task["id"])["id"] == task["id"]
     for probe in ("/healthz", "/readyz", "/metrics"):
         assert httpx.get(f"{secured.url}{probe}").status_code == 200
-    with secured.client(token=None) as anonymous, pytest.raises(ShoalApiError) as caught:
+    with secured.client(token=None) as anonymous, pytest.raises(ShoalError) as caught:
         anonymous.stats()
     assert caught.value.status == 401
 

@@ -19,7 +19,7 @@ import pytest
 
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer, make_settings, work_once
-from shoal.client import ShoalApiError, ShoalClient, task_request
+from shoal import Client, Event, ShoalError, TaskEvent, WorkerEvent, task_request
 from shoal.core.models import WorkerInfo
 from shoal.core.store import Store
 from shoal.scheduler.main import create_app
@@ -44,9 +44,7 @@ def worker_info(worker_id: str = "w1", **overrides: Any) -> WorkerInfo:
 # ---------------------------------------------------------------- workers, queues, stats
 
 
-async def test_workers_are_listed_with_their_load_and_can_be_drained(
-    client: ShoalClient, store: Store
-) -> None:
+async def test_workers_are_listed_with_their_load_and_can_be_drained(client: Client, store: Store) -> None:
     assert client.workers() == []
     await store.register_worker(worker_info("w1"))
     await store.register_worker(worker_info("w2", queues=["default"]))
@@ -62,12 +60,12 @@ async def test_workers_are_listed_with_their_load_and_can_be_drained(
     assert (drained["id"], drained["state"]) == ("w1", "draining")
     reply = await store.heartbeat("w1", [])
     assert reply.drain_requested
-    with pytest.raises(ShoalApiError) as caught:
+    with pytest.raises(ShoalError) as caught:
         client.drain_worker("nobody")
     assert (caught.value.status, caught.value.detail) == (404, "worker nobody not found")
 
 
-def test_queues_show_ready_tasks_by_priority(client: ShoalClient) -> None:
+def test_queues_show_ready_tasks_by_priority(client: Client) -> None:
     client.submit_batch(
         [
             task_request("a", priority=9),
@@ -82,7 +80,7 @@ def test_queues_show_ready_tasks_by_priority(client: ShoalClient) -> None:
     assert queues["low"]["ready"] == 1 and queues["low"]["by_priority"] == {"0": 1}
 
 
-async def test_stats_count_by_state_with_percentiles(client: ShoalClient, store: Store) -> None:
+async def test_stats_count_by_state_with_percentiles(client: Client, store: Store) -> None:
     client.submit_batch([task_request("a") for _ in range(3)])
     await work_once(store, 2)
     stats = client.stats()
@@ -96,7 +94,7 @@ async def test_stats_count_by_state_with_percentiles(client: ShoalClient, store:
 # ---------------------------------------------------------------- probes, metrics, OpenAPI
 
 
-def test_probes_and_metrics(api: ApiServer, client: ShoalClient) -> None:
+def test_probes_and_metrics(api: ApiServer, client: Client) -> None:
     assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{api.url}/readyz")
     assert ready.status_code == 200
@@ -119,7 +117,7 @@ def test_probes_and_metrics(api: ApiServer, client: ShoalClient) -> None:
     assert {loop["state"] for loop in body["loops"].values()} == {"running"}
     assert client.health()["status"] == "ready"
     assert client.scaling()["backend"] in ("none", "local", "kubernetes")
-    client.submit("echo", queue="metrics-q")
+    client.submit_request(task_request("echo", queue="metrics-q"))
     text = client.metrics()
     assert 'shoal_tasks_submitted_total{queue="metrics-q"} 1.0' in text
 
@@ -184,12 +182,12 @@ def test_openapi_documents_every_route_and_the_request_bodies(api: ApiServer) ->
 # ---------------------------------------------------------------- events (SSE)
 
 
-def _consume(client: ShoalClient, into: queue.Queue[Any], **options: Any) -> threading.Thread:
+def _consume(client: Client, into: queue.Queue[Any], **options: Any) -> threading.Thread:
     def run() -> None:
         try:
-            for event in client.events(read_timeout_s=10, **options):
+            for event in client.events(read_timeout_s=10, reconnect=False, **options):
                 into.put(event)
-        except ShoalApiError as error:  # the server closed the stream when the test ended
+        except ShoalError as error:  # the server closed the stream when the test ended
             into.put(error)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -197,11 +195,11 @@ def _consume(client: ShoalClient, into: queue.Queue[Any], **options: Any) -> thr
     return thread
 
 
-def _until(events: queue.Queue[Any], predicate: Any, timeout_s: float = 5.0) -> dict[str, Any]:
+def _until(events: queue.Queue[Any], predicate: Any, timeout_s: float = 5.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         event = events.get(timeout=max(0.01, deadline - time.monotonic()))
-        if isinstance(event, dict) and predicate(event):
+        if not isinstance(event, Exception) and predicate(event):
             return event
 
 
@@ -217,48 +215,48 @@ async def test_sse_streams_task_events_live(api: ApiServer, store: Store) -> Non
     with api.client() as watcher, api.client() as client:
         _consume(watcher, events)
         _wait_for_stream(api)
-        task = client.submit("echo")
-        queued = _until(events, lambda e: e["kind"] == "task" and [task["id"], "queued"] in e["changes"])
+        task = client.submit_request(task_request("echo"))
+        queued = _until(events, lambda e: isinstance(e, TaskEvent) and (task["id"], "queued") in e.changes)
         await work_once(store)
-        done = _until(events, lambda e: e["kind"] == "task" and [task["id"], "succeeded"] in e["changes"])
-        assert queued["id"] < done["id"] and done["ts"] >= queued["ts"]
+        done = _until(events, lambda e: isinstance(e, TaskEvent) and (task["id"], "succeeded") in e.changes)
+        assert queued.id < done.id and done.ts >= queued.ts
         await store.register_worker(worker_info("w9"))
-        registered = _until(events, lambda e: e["kind"] == "worker")
-        assert (registered["worker_id"], registered["event"]) == ("w9", "registered")
+        registered = _until(events, lambda e: isinstance(e, WorkerEvent))
+        assert (registered.worker_id, registered.event) == ("w9", "registered")
 
 
 async def test_sse_resumes_after_last_event_id_and_replays_since(api: ApiServer) -> None:
     with api.client() as client:
         start = time.time() - 1
-        first, second, third = (client.submit("echo") for _ in range(3))
+        first, second, third = (client.submit_request(task_request("echo")) for _ in range(3))
         events: queue.Queue[Any] = queue.Queue()
         _consume(client, events, since=start)
         # Only task events: the leader's autoscaler publishes scaling events into the same stream.
         replayed = [_until(events, _is_task) for _ in range(3)]
-        assert [e["changes"] for e in replayed] == [[[t["id"], "queued"]] for t in (first, second, third)]
+        assert [e.changes for e in replayed] == [[(t["id"], "queued")] for t in (first, second, third)]
 
     with api.client() as client:
         resumed: queue.Queue[Any] = queue.Queue()
-        _consume(client, resumed, last_event_id=replayed[0]["id"])
+        _consume(client, resumed, last_event_id=replayed[0].id)
         seen = _events_until(resumed, tasks=2)
-        assert [e["id"] for e in seen if _is_task(e)] == [e["id"] for e in replayed[1:]]
-        assert all(_stream_id(e["id"]) > _stream_id(replayed[0]["id"]) for e in seen), "replayed too far back"
+        assert [e.id for e in seen if _is_task(e)] == [e.id for e in replayed[1:]]
+        assert all(_stream_id(e.id) > _stream_id(replayed[0].id) for e in seen), "replayed too far back"
 
 
-def _is_task(event: dict[str, Any]) -> bool:
-    return event.get("kind") == "task"
+def _is_task(event: Event) -> bool:
+    return isinstance(event, TaskEvent)
 
 
-def _events_until(events: queue.Queue[Any], tasks: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+def _events_until(events: queue.Queue[Any], tasks: int, timeout_s: float = 5.0) -> list[Event]:
     """Every event received until `tasks` task events have arrived, in order."""
-    seen: list[dict[str, Any]] = []
+    seen: list[Event] = []
     while sum(map(_is_task, seen)) < tasks:
         seen.append(_until(events, lambda e: True, timeout_s))
     return seen
 
 
-def _stream_id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
+def _stream_id(entry_id: str | None) -> tuple[int, int]:
+    ms, _, seq = (entry_id or "0").partition("-")
     return int(ms), int(seq or 0)
 
 
@@ -280,7 +278,7 @@ def test_sse_sends_keepalive_comments_and_refuses_bad_ids(api: ApiServer) -> Non
     assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["detail"]
 
 
-async def test_waiters_share_one_subscription(api: ApiServer, client: ShoalClient, store: Store) -> None:
+async def test_waiters_share_one_subscription(api: ApiServer, client: Client, store: Store) -> None:
     tasks = client.submit_batch([task_request("echo") for _ in range(20)])
     waits = [asyncio.to_thread(client.wait, t["id"], 10) for t in tasks[:5]]
     gathered = asyncio.gather(*waits)
@@ -310,11 +308,12 @@ def test_sigterm_ends_event_streams_so_uvicorn_exits_at_once(namespace: str, red
             assert time.monotonic() < deadline and server.poll() is None, "the scheduler did not start"
             time.sleep(0.1)
         events: queue.Queue[Any] = queue.Queue()
-        with ShoalClient(url, token="") as watcher:
-            thread = _consume(watcher, events)
-            with ShoalClient(url, token="") as client:
-                task = client.submit("echo")
-                _until(events, lambda e: e["kind"] == "task" and [task["id"], "queued"] in e["changes"])
+        with Client(url, token="") as watcher:
+            # From a time before the submit: the stream may open after the submit's event.
+            thread = _consume(watcher, events, since=time.time() - 1)
+            with Client(url, token="") as client:
+                task = client.submit_request(task_request("echo"))
+                _until(events, lambda e: isinstance(e, TaskEvent) and (task["id"], "queued") in e.changes)
             started = time.monotonic()
             server.send_signal(signal.SIGTERM)
             assert server.wait(timeout=10) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
@@ -328,10 +327,10 @@ def test_sigterm_ends_event_streams_so_uvicorn_exits_at_once(namespace: str, red
 
 
 async def test_waits_survive_a_dropped_events_connection(
-    api: ApiServer, client: ShoalClient, store: Store
+    api: ApiServer, client: Client, store: Store
 ) -> None:
     waiters = api.app.state.waiters
-    task = client.submit("echo")
+    task = client.submit_request(task_request("echo"))
     waiting = asyncio.create_task(asyncio.to_thread(client.wait, task["id"], 10))
     await asyncio.sleep(0.3)
     # Drop the one subscription's connection under the scheduler's feet (in its own loop).

@@ -12,7 +12,7 @@ import pytest
 
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer, work_once
-from shoal.client import ShoalApiError, ShoalClient, task_request
+from shoal import Client, ShoalError, task_request
 from shoal.core.models import WorkerInfo
 from shoal.core.store import Store
 from shoal.scheduler.schemas import TaskPublic
@@ -20,7 +20,7 @@ from shoal.scheduler.schemas import TaskPublic
 # ---------------------------------------------------------------- submit and read
 
 
-def test_submit_answers_201_with_the_task_as_stored(api: ApiServer, client: ShoalClient) -> None:
+def test_submit_answers_201_with_the_task_as_stored(api: ApiServer, client: Client) -> None:
     body = {
         "name": "echo",
         "args": ["hi"],
@@ -49,18 +49,18 @@ def test_submit_answers_201_with_the_task_as_stored(api: ApiServer, client: Shoa
     assert all(abs(stored[k] - created[k]) < 0.05 for k in times)
 
 
-def test_unknown_task_is_404_and_a_malformed_id_422(client: ShoalClient) -> None:
-    with pytest.raises(ShoalApiError) as caught:
+def test_unknown_task_is_404_and_a_malformed_id_422(client: Client) -> None:
+    with pytest.raises(ShoalError) as caught:
         client.get(uuid.uuid4().hex)
     assert caught.value.status == 404 and "not found" in caught.value.detail
-    with pytest.raises(ShoalApiError) as caught:
+    with pytest.raises(ShoalError) as caught:
         client.get("bad id!")
     assert caught.value.status == 422
 
 
-def test_delayed_task_is_scheduled(client: ShoalClient) -> None:
+def test_delayed_task_is_scheduled(client: Client) -> None:
     before = time.time()
-    task = client.submit("noop", delay_s=60)
+    task = client.submit_request(task_request("noop", delay_s=60))
     assert task["state"] == "scheduled" and task["enqueued_at"] is None
     assert before + 59 < task["scheduled_for"] < time.time() + 61
     assert client.get(task["id"])["state"] == "scheduled"
@@ -90,12 +90,12 @@ async def test_unknown_task_names_422_once_workers_advertise_names(
         started_at=0,
     )
     with api.client() as client:
-        client.submit("whatever")  # no worker has advertised names yet
+        client.submit_request(task_request("whatever"))  # no worker has advertised names yet
         await store.register_worker(info)
         await asyncio.sleep(2.1)  # while none were known, the scheduler re-reads names every 2 s
-        assert client.submit("echo")["name"] == "echo"
-        with pytest.raises(ShoalApiError) as caught:
-            client.submit("nope")
+        assert client.submit_request(task_request("echo"))["name"] == "echo"
+        with pytest.raises(ShoalError) as caught:
+            client.submit_request(task_request("nope"))
     assert caught.value.status == 422
     assert caught.value.detail == "unknown task name(s) 'nope': no worker has registered them"
 
@@ -103,7 +103,7 @@ async def test_unknown_task_names_422_once_workers_advertise_names(
 # ---------------------------------------------------------------- batches
 
 
-def test_batch_answers_in_request_order_with_refs_resolved(api: ApiServer, client: ShoalClient) -> None:
+def test_batch_answers_in_request_order_with_refs_resolved(api: ApiServer, client: Client) -> None:
     items = [
         task_request("report", ref="report", depends_on=["a", "b"]),
         task_request("fetch", ["a"], ref="a"),
@@ -117,25 +117,25 @@ def test_batch_answers_in_request_order_with_refs_resolved(api: ApiServer, clien
     assert client.get(report["id"])["depends_on"] == [a["id"], b["id"]]
 
 
-def test_batch_cycle_is_422_naming_the_cycle(client: ShoalClient) -> None:
+def test_batch_cycle_is_422_naming_the_cycle(client: Client) -> None:
     items = [
         task_request("x", ref="extract", depends_on=["load"]),
         task_request("x", ref="transform", depends_on=["extract"]),
         task_request("x", ref="load", depends_on=["transform"]),
     ]
-    with pytest.raises(ShoalApiError) as caught:
+    with pytest.raises(ShoalError) as caught:
         client.submit_batch(items)
     assert caught.value.status == 422
     assert caught.value.detail == "dependency cycle: extract -> load -> transform -> extract"
     assert client.list_tasks()["tasks"] == []  # nothing of the batch was written
 
 
-def test_batch_unknown_ref_or_id_is_422_naming_it(client: ShoalClient) -> None:
-    with pytest.raises(ShoalApiError) as caught:
+def test_batch_unknown_ref_or_id_is_422_naming_it(client: Client) -> None:
+    with pytest.raises(ShoalError) as caught:
         client.submit_batch([task_request("x", ref="a"), task_request("y", depends_on=["a", "no-such-ref"])])
     assert caught.value.status == 422
     assert "unknown task id(s) 'no-such-ref'" in caught.value.detail
-    with pytest.raises(ShoalApiError) as caught:
+    with pytest.raises(ShoalError) as caught:
         client.submit_batch([task_request("x", ref="a"), task_request("y", ref="a")])
     assert caught.value.status == 422 and "ref 'a' is used by items 0 and 1" in caught.value.detail
 
@@ -143,21 +143,19 @@ def test_batch_unknown_ref_or_id_is_422_naming_it(client: ShoalClient) -> None:
 def test_batch_bounds_are_422(api_factory: Callable[..., ApiServer]) -> None:
     api = api_factory(max_batch=10, max_payload_bytes=100)
     with api.client() as client:
-        with pytest.raises(ShoalApiError) as caught:
+        with pytest.raises(ShoalError) as caught:
             client.submit_batch([task_request("x")] * 11)
         assert caught.value.status == 422
         assert caught.value.detail[0]["msg"] == "Value error, 11 tasks in one batch; the limit is 10"
-        with pytest.raises(ShoalApiError) as caught:
-            client.submit("x", ["y" * 200])
+        with pytest.raises(ShoalError) as caught:
+            client.submit_request(task_request("x", ["y" * 200]))
         assert caught.value.status == 422 and "the limit is 100" in caught.value.detail[0]["msg"]
         assert len(client.submit_batch([task_request("x")] * 10)) == 10
 
 
-async def test_depending_on_an_existing_task_that_succeeds_releases_it(
-    client: ShoalClient, store: Store
-) -> None:
-    first = client.submit("a")
-    second = client.submit("b", depends_on=[first["id"]])
+async def test_depending_on_an_existing_task_that_succeeds_releases_it(client: Client, store: Store) -> None:
+    first = client.submit_request(task_request("a"))
+    second = client.submit_request(task_request("b", depends_on=[first["id"]]))
     assert second["state"] == "pending"
     await work_once(store, 1)
     assert client.get(second["id"])["state"] == "queued"
@@ -166,8 +164,8 @@ async def test_depending_on_an_existing_task_that_succeeds_releases_it(
 # ---------------------------------------------------------------- wait
 
 
-async def test_wait_returns_as_soon_as_the_task_finishes(client: ShoalClient, store: Store) -> None:
-    task = client.submit("echo", ["hi"])
+async def test_wait_returns_as_soon_as_the_task_finishes(client: Client, store: Store) -> None:
+    task = client.submit_request(task_request("echo", ["hi"]))
     waiting = asyncio.create_task(asyncio.to_thread(client.wait, task["id"], 10))
     await asyncio.sleep(0.3)
     assert not waiting.done()
@@ -185,8 +183,8 @@ async def test_wait_returns_as_soon_as_the_task_finishes(client: ShoalClient, st
     assert done["started_at"] is not None and done["finished_at"] is not None
 
 
-async def test_wait_times_out_with_the_current_state(api: ApiServer, client: ShoalClient) -> None:
-    task = client.submit("echo")
+async def test_wait_times_out_with_the_current_state(api: ApiServer, client: Client) -> None:
+    task = client.submit_request(task_request("echo"))
     started = time.monotonic()
     current = await asyncio.to_thread(client.wait, task["id"], 0.4)
     assert 0.4 <= time.monotonic() - started < 2.0
@@ -194,16 +192,16 @@ async def test_wait_times_out_with_the_current_state(api: ApiServer, client: Sho
     assert api.app.state.waiters.waiting == 0  # the waiter's registration was removed
 
 
-async def test_wait_on_a_finished_task_answers_at_once(client: ShoalClient, store: Store) -> None:
-    task = client.submit("echo")
+async def test_wait_on_a_finished_task_answers_at_once(client: Client, store: Store) -> None:
+    task = client.submit_request(task_request("echo"))
     await work_once(store)
     started = time.monotonic()
     done = await asyncio.to_thread(client.wait, task["id"], 30)
     assert done["state"] == "succeeded" and time.monotonic() - started < 1.0
 
 
-def test_wait_bounds(client: ShoalClient, api: ApiServer) -> None:
-    with pytest.raises(ShoalApiError) as caught:
+def test_wait_bounds(client: Client, api: ApiServer) -> None:
+    with pytest.raises(ShoalError) as caught:
         client.wait(uuid.uuid4().hex, 1)
     assert caught.value.status == 404
     response = httpx.get(f"{api.url}/api/v1/tasks/abc/wait", params={"timeout_s": 301})
@@ -213,27 +211,27 @@ def test_wait_bounds(client: ShoalClient, api: ApiServer) -> None:
 # ---------------------------------------------------------------- cancel and retry
 
 
-def test_cancel_then_409_on_the_terminal_task(client: ShoalClient) -> None:
-    task = client.submit("sleep", [10])
+def test_cancel_then_409_on_the_terminal_task(client: Client) -> None:
+    task = client.submit_request(task_request("sleep", [10]))
     cancelled = client.cancel(task["id"])
     assert cancelled["state"] == "cancelled" and cancelled["finished_at"] is not None
-    with pytest.raises(ShoalApiError) as caught:
+    with pytest.raises(ShoalError) as caught:
         client.cancel(task["id"])
     assert (caught.value.status, caught.value.detail) == (409, f"task {task['id']} is already cancelled")
-    with pytest.raises(ShoalApiError) as caught:
+    with pytest.raises(ShoalError) as caught:
         client.cancel(uuid.uuid4().hex)
     assert caught.value.status == 404
 
 
-def test_cancel_cascades_to_pending_dependents(client: ShoalClient) -> None:
+def test_cancel_cascades_to_pending_dependents(client: Client) -> None:
     parent, child = client.submit_batch([task_request("a", ref="p"), task_request("b", depends_on=["p"])])
     client.cancel(parent["id"])
     assert client.get(child["id"])["state"] == "upstream_failed"
 
 
-async def test_retry_requeues_a_failed_task(client: ShoalClient, store: Store) -> None:
-    task = client.submit("fail", max_retries=0)
-    with pytest.raises(ShoalApiError) as caught:
+async def test_retry_requeues_a_failed_task(client: Client, store: Store) -> None:
+    task = client.submit_request(task_request("fail", max_retries=0))
+    with pytest.raises(ShoalError) as caught:
         client.retry(task["id"])
     assert caught.value.status == 409
     await work_once(store, ok=False, retry=False)
@@ -245,7 +243,7 @@ async def test_retry_requeues_a_failed_task(client: ShoalClient, store: Store) -
     assert worked.ids == [task["id"]]
     done = client.get(task["id"])
     assert done["state"] == "succeeded" and done["attempts"] == 2
-    with pytest.raises(ShoalApiError) as caught:
+    with pytest.raises(ShoalError) as caught:
         client.retry(uuid.uuid4().hex)
     assert caught.value.status == 404
 
@@ -253,7 +251,7 @@ async def test_retry_requeues_a_failed_task(client: ShoalClient, store: Store) -
 # ---------------------------------------------------------------- list
 
 
-def test_list_pages_through_a_cursor_newest_first(client: ShoalClient) -> None:
+def test_list_pages_through_a_cursor_newest_first(client: Client) -> None:
     ids = [t["id"] for t in client.submit_batch([task_request("n", [i]) for i in range(25)])]
     seen: list[str] = []
     cursor = None
@@ -269,10 +267,10 @@ def test_list_pages_through_a_cursor_newest_first(client: ShoalClient) -> None:
     assert [t["id"] for t in client.iter_tasks(page=7)] == seen
 
 
-def test_list_filters(client: ShoalClient) -> None:
-    a = client.submit("alpha", queue="q1")
-    client.submit("beta", queue="q2")
-    c = client.submit("alpha", queue="q2")
+def test_list_filters(client: Client) -> None:
+    a = client.submit_request(task_request("alpha", queue="q1"))
+    client.submit_request(task_request("beta", queue="q2"))
+    c = client.submit_request(task_request("alpha", queue="q2"))
     client.cancel(c["id"])
     assert [t["id"] for t in client.list_tasks(name="alpha")["tasks"]] == [c["id"], a["id"]]
     assert [t["id"] for t in client.list_tasks(queue="q1")["tasks"]] == [a["id"]]
@@ -290,7 +288,7 @@ def test_list_refuses_bad_parameters(api: ApiServer, query: str) -> None:
 # ---------------------------------------------------------------- explain
 
 
-def test_explain_says_why_a_task_waits(client: ShoalClient) -> None:
+def test_explain_says_why_a_task_waits(client: Client) -> None:
     parent, child = client.submit_batch([task_request("a", ref="p"), task_request("b", depends_on=["p"])])
     answer = client.explain(child["id"])
     assert answer["state"] == "pending" and answer["code"] and parent["id"] in str(answer)

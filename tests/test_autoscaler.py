@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from api_fixtures import TOKEN, ApiServer, api_factory, work_once  # noqa: F401 - a fixture
 from conftest import REDIS_URL
-from shoal.client import ShoalApiError
+from shoal import ShoalError
 from shoal.core.models import Outcome, TaskSpec
 from shoal.core.scaling_settings import ScalingSettings
 from shoal.core.settings import WorkerSettings
@@ -208,12 +208,12 @@ async def test_get_scaling_shows_the_latest_decision_and_history(
     assert body["history"][1]["reason"] == first.reason
     assert "capped at max 7" in first.reason and first.desired == 4
     with server.client() as shoal:
-        one = await asyncio.to_thread(shoal.request, "GET", "/api/v1/scaling", params={"limit": 1})
-        with pytest.raises(ShoalApiError) as bad:
-            await asyncio.to_thread(shoal.request, "GET", "/api/v1/scaling", params={"limit": 0})
+        one = await asyncio.to_thread(shoal.scaling, 1)
+        with pytest.raises(ShoalError) as bad:
+            await asyncio.to_thread(shoal.scaling, 0)
     assert [h["ts"] for h in one["history"]] == [1005.0]
     assert bad.value.status == 422
-    with server.client(token=None) as anonymous, pytest.raises(ShoalApiError) as refused:
+    with server.client(token=None) as anonymous, pytest.raises(ShoalError) as refused:
         await asyncio.to_thread(anonymous.scaling)
     assert refused.value.status == 401
 

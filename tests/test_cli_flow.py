@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import shoal
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer
 from tests.test_cli import cli
@@ -38,7 +39,7 @@ def test_a_bad_cron_expression_is_a_clear_message(api: ApiServer) -> None:
 def test_bulk_cancel_asks_for_yes_then_follows_the_job_to_the_end(api: ApiServer) -> None:
     with api.client() as client:
         client.submit_batch([{"name": "echo", "queue": "old"} for _ in range(12)])
-        client.submit("echo", queue="keep")
+        client.submit(shoal.remote("echo").options(queue="keep"))
     asked = cli(api.url, "bulk", "cancel", "--queue", "old")
     assert asked.returncode == 2
     assert "12 tasks match; run again with --yes" in asked.stderr

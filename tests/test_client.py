@@ -1,39 +1,77 @@
-"""ShoalClient against a real scheduler over HTTP: errors, defaults, waits, paging, events."""
+"""shoal.Client against a real scheduler over HTTP: typed errors, defaults, waits, paging, retries."""
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
+import shoal
 from api_fixtures import *  # noqa: F403  (the fixtures)
-from api_fixtures import ApiServer
-from shoal.client import ShoalApiError, ShoalClient, ShoalConnectionError, _parse_sse, task_request
+from api_fixtures import ApiServer, work_once
+from shoal import Client, task_request
+from shoal.core.store import Store
+from shoal.sdk.http import IDLE_KEEP_S
 
 
-def test_api_errors_carry_the_servers_status_and_message(client: ShoalClient) -> None:
-    with pytest.raises(ShoalApiError) as caught:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # nothing listens here once the socket closes
+
+
+def test_api_errors_are_typed_and_carry_the_servers_status_and_message(client: Client) -> None:
+    with pytest.raises(shoal.InvalidTask) as caught:
         client.submit_batch([task_request("a", ref="x", depends_on=["x"])])
     assert caught.value.status == 422
     assert caught.value.detail == "dependency cycle: x -> x"
+    assert caught.value.errors == [{"cycle": "x -> x"}]
     assert str(caught.value) == "422: dependency cycle: x -> x"
-    with pytest.raises(ShoalApiError) as caught:
+    with pytest.raises(shoal.InvalidTask) as caught:
         client.submit("bad name")
-    assert caught.value.status == 422 and caught.value.detail[0]["loc"] == ["name"]
+    assert caught.value.detail[0]["loc"] == ["name"]
+    with pytest.raises(shoal.NotFound) as missing:
+        client.get("0" * 32)
+    assert missing.value.status == 404 and "not found" in str(missing.value)
+    task = client.submit("echo")
+    client.cancel(task.id)
+    with pytest.raises(shoal.Conflict):
+        client.cancel(task.id)
 
 
-def test_an_unreachable_scheduler_is_a_connection_error() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nothing listens here once the socket closes
-    with ShoalClient(f"http://127.0.0.1:{port}", token="", timeout=2) as client:
-        with pytest.raises(ShoalConnectionError) as caught:
+def test_an_unreachable_scheduler_is_unavailable_after_the_retries() -> None:
+    port = _free_port()
+    with Client(f"http://127.0.0.1:{port}", token="", timeout_s=2, retries=2) as client:
+        started = time.monotonic()
+        with pytest.raises(shoal.Unavailable) as caught:
             client.stats()
-        assert caught.value.status == 0 and f"127.0.0.1:{port}" in str(caught.value.detail)
-        with pytest.raises(ShoalConnectionError):
+        assert caught.value.status == 0 and f"127.0.0.1:{port}" in str(caught.value)
+        # Two retries with full-jitter backoff of at most 0.05 and 0.1 s, then the error.
+        assert time.monotonic() - started < 2
+        with pytest.raises(shoal.Unavailable):
             client.health()
+
+
+def test_a_scheduler_that_comes_up_during_the_retries_answers(api_factory: Callable[..., ApiServer]) -> None:
+    """A connection that was refused sent nothing, so even a submit without a key is retried."""
+    port = _free_port()
+    late: list[ApiServer] = []
+
+    def start_late() -> None:
+        time.sleep(0.3)
+        late.append(api_factory(port=port))
+
+    starter = threading.Thread(target=start_late)
+    starter.start()
+    try:
+        with Client(f"http://127.0.0.1:{port}", token="", retries=12) as client:
+            handle = client.submit("echo", 1)
+            assert handle.submitted is not None and handle.submitted["state"] == "queued"
+    finally:
+        starter.join()
 
 
 def test_defaults_come_from_the_environment(
@@ -42,15 +80,43 @@ def test_defaults_come_from_the_environment(
     api = api_factory(api_token="env-token-12345")
     monkeypatch.setenv("SHOAL_API_URL", api.url + "/")
     monkeypatch.setenv("SHOAL_API_TOKEN", "env-token-12345")
-    with ShoalClient() as client:
-        assert client.base_url == api.url
-        assert client.submit("echo")["state"] == "queued"
-    with ShoalClient(token="") as anonymous, pytest.raises(ShoalApiError) as caught:
+    with Client() as client:
+        assert client.url == api.url
+        assert client.submit("echo").submitted["state"] == "queued"  # type: ignore[index]
+    with Client(token="") as anonymous, pytest.raises(shoal.Unauthorized) as caught:
         anonymous.stats()
     assert caught.value.status == 401
 
 
-def test_task_request_leaves_unset_options_to_the_server() -> None:
+def test_submit_passes_every_option(client: Client) -> None:
+    parent = client.submit("a")
+    echo = shoal.remote("echo").options(
+        queue="q",
+        priority=-5,
+        depends_on=[parent],
+        max_retries=7,
+        timeout_s=12.5,
+        idempotency_key="key-1",
+    )
+    handle = client.submit(echo, 1, 2, k="v")
+    task = handle.info()
+    expected = {
+        "name": "echo",
+        "args": [1, 2],
+        "kwargs": {"k": "v"},
+        "queue": "q",
+        "priority": -5,
+        "depends_on": [parent.id],
+        "max_retries": 7,
+        "timeout_s": 12.5,
+        "idempotency_key": "key-1",
+        "state": "pending",
+    }
+    assert {k: task[k] for k in expected} == expected  # type: ignore[literal-required]
+    assert client.submit(echo, 1, 2, k="v").id == handle.id  # the key makes it the same task
+
+
+def test_wire_requests_leave_unset_options_to_the_server(client: Client) -> None:
     assert task_request("echo") == {"name": "echo"}
     assert task_request("echo", ("a",), {"k": 1}, ref="r", depends_on=("x",), priority=0, delay_s=None) == {
         "name": "echo",
@@ -60,71 +126,88 @@ def test_task_request_leaves_unset_options_to_the_server() -> None:
         "depends_on": ["x"],
         "priority": 0,
     }
+    task = client.submit_request(task_request("echo", [1], delay_s=60))
+    assert (task["state"], task["max_retries"], task["timeout_s"]) == ("scheduled", 3, 300.0)
 
 
-def test_submit_passes_every_option(client: ShoalClient) -> None:
-    parent = client.submit("a")
-    task = client.submit(
-        "echo",
-        [1, 2],
-        {"k": "v"},
-        queue="q",
-        priority=-5,
-        depends_on=[parent["id"]],
-        max_retries=7,
-        timeout_s=12.5,
-        idempotency_key="key-1",
-    )
-    expected = {
-        "name": "echo",
-        "args": [1, 2],
-        "kwargs": {"k": "v"},
-        "queue": "q",
-        "priority": -5,
-        "depends_on": [parent["id"]],
-        "max_retries": 7,
-        "timeout_s": 12.5,
-        "idempotency_key": "key-1",
-        "state": "pending",
-    }
-    assert {k: task[k] for k in expected} == expected
-    assert client.submit("echo", idempotency_key="key-1")["id"] == task["id"]
-
-
-def test_wait_with_no_time_answers_the_current_state(client: ShoalClient) -> None:
-    task = client.submit("echo")
+def test_wait_with_no_time_answers_the_current_state(client: Client) -> None:
+    handle = client.submit("echo")
     started = time.monotonic()
-    assert client.wait(task["id"], timeout_s=0)["state"] == "queued"
+    assert client.wait(handle.id, timeout_s=0)["state"] == "queued"
+    assert handle.state() is shoal.TaskState.QUEUED
+    with pytest.raises(shoal.WaitTimeout) as caught:
+        handle.result(timeout=0)
+    assert caught.value.task["state"] == "queued"
     assert time.monotonic() - started < 1.0
 
 
-def test_iter_tasks_follows_every_page(client: ShoalClient) -> None:
+async def test_result_waits_and_failures_raise_task_failed(client: Client, store: Store) -> None:
+    ok = client.submit("echo", "hi")
+    await work_once(store, result="hi")
+    assert ok.result(timeout=5) == "hi"
+    failing = client.submit(shoal.remote("fail").options(max_retries=0))
+    await work_once(store, ok=False)
+    with pytest.raises(shoal.TaskFailed) as caught:
+        failing.result(timeout=5)
+    assert (caught.value.state, caught.value.error) == ("failed", "boom")
+    explained = failing.explain()
+    assert explained["state"] == "failed" and explained["code"]
+
+
+def test_iter_tasks_follows_every_page(client: Client) -> None:
     ids = {t["id"] for t in client.submit_batch([task_request("n") for _ in range(12)])}
     assert {t["id"] for t in client.iter_tasks(page=5)} == ids
     assert [t["id"] for t in client.iter_tasks(name="other")] == []
 
 
+def test_a_connection_idle_past_the_servers_keep_alive_is_not_reused(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn closes idle keep-alive connections after 5 s; the client must not send into one."""
+    first = client.submit("echo")
+    pooled = client._transport._idle[-1][0]
+    monkeypatch.setattr("shoal.sdk.http.time.monotonic", lambda: time.perf_counter() + 10 * IDLE_KEEP_S)
+    second = client.submit("echo")
+    assert pooled.sock is None  # closed instead of reused
+    assert first.id != second.id
+
+
+def test_the_client_is_shared_between_threads(client: Client) -> None:
+    handles: list[shoal.Handle[object]] = []
+    lock = threading.Lock()
+
+    def submit_some() -> None:
+        for i in range(20):
+            handle = client.submit("echo", i)
+            with lock:
+                handles.append(handle)
+
+    threads = [threading.Thread(target=submit_some) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({h.id for h in handles}) == 80
+    assert sorted(t["args"][0] for t in client.iter_tasks(name="echo")) == sorted(list(range(20)) * 4)
+
+
 def test_events_refused_by_the_server_raise(api_factory: Callable[..., ApiServer]) -> None:
     api = api_factory(api_token="only-the-right-one")
-    with api.client(token="the-wrong-one") as client, pytest.raises(ShoalApiError) as caught:
+    with api.client(token="the-wrong-one") as client, pytest.raises(shoal.Unauthorized) as caught:
         next(client.events())
     assert caught.value.status == 401
 
 
-def test_sse_parser_joins_data_lines_and_skips_comments() -> None:
-    lines = [
-        "retry: 2000",
-        "",
-        ": keepalive",
-        "",
-        "id: 1-0",
-        "event: task",
-        'data: {"id": "1-0",',
-        'data: "kind": "task"}',
-        "",
-        "data:[1]",
-        "",
-        'data:{"id":"2-0"}',
-        "",
-    ]
-    assert list(_parse_sse(iter(lines))) == [{"id": "1-0", "kind": "task"}, {"id": "2-0"}]
+@pytest.fixture
+def no_default_client() -> Iterator[None]:
+    shoal.set_default_client(None)
+    yield
+    shoal.set_default_client(None)
+
+
+def test_task_submit_uses_the_default_client(api: ApiServer, no_default_client: None) -> None:
+    with api.client() as client:
+        shoal.set_default_client(client)
+        handle = shoal.remote("echo").options(priority=4).submit("x")
+        assert shoal.default_client() is client
+        assert client.get(handle.id)["priority"] == 4

@@ -18,6 +18,7 @@ import pytest
 from api_fixtures import *  # noqa: F403 - the api / api_factory fixtures
 from api_fixtures import ApiServer
 from dashboard_support import dashboard_process, finish_tasks
+from shoal import task_request
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -72,7 +73,7 @@ def test_a_task_link_opens_its_detail_and_explanation(api: ApiServer, dashboard:
     from playwright.sync_api import expect
 
     with api.client() as client:
-        task = client.submit("sleep", [1], queue="nightly")
+        task = client.submit_request(task_request("sleep", [1], queue="nightly"))
     page = browser_page
     page.goto(f"{dashboard}/tasks?task={task['id']}")
     expect(page.get_by_role("heading", name="Tasks")).to_be_visible(timeout=20_000)
@@ -111,7 +112,10 @@ def test_plain_value_results_render_as_values(
     from playwright.sync_api import expect
 
     with api.client() as client:
-        number, text = client.submit("echo")["id"], client.submit("echo")["id"]
+        number, text = (
+            client.submit_request(task_request("echo"))["id"],
+            client.submit_request(task_request("echo"))["id"],
+        )
     finish_tasks(redis_url, namespace, results={number: 1.07, text: "ok"})
     page = browser_page
     for task_id, shown, kind in ((number, "1.07", "number"), (text, "ok", "string of 2 characters")):
@@ -134,7 +138,7 @@ def test_a_task_error_with_markdown_shows_as_text_and_fetches_nothing(
         f'<img src="{host}/html.png"> **loud** :red[red]'
     )
     with api.client() as client:
-        task = client.submit("fail", max_retries=0)
+        task = client.submit_request(task_request("fail", max_retries=0))
     finish_tasks(redis_url, namespace, errors={task["id"]: error})
     page = browser_page
     page.goto(f"{dashboard}/tasks?task={task['id']}")

@@ -10,12 +10,12 @@ import pytest
 from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtures
 from api_fixtures import ApiServer
 from dashboard_support import no_exceptions, open_page
-from shoal.client import ShoalClient
+from shoal import Client
 from shoal.dashboard.untrusted import displayed_text
 
 
 @pytest.fixture
-def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoalClient]:
+def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     monkeypatch.delenv("SHOAL_API_TOKEN", raising=False)
     monkeypatch.setenv("SHOAL_API_URL", api.url)
     with api.client() as client:
@@ -34,7 +34,7 @@ def submit(at) -> None:  # type: ignore[no-untyped-def]
     next(b for b in at.button if b.label == "Create").click().run()
 
 
-def test_the_schedules_page_lists_pauses_and_deletes_after_a_confirmation(shoal: ShoalClient) -> None:
+def test_the_schedules_page_lists_pauses_and_deletes_after_a_confirmation(shoal: Client) -> None:
     shoal.request("POST", "/api/v1/schedules", body={"id": "nightly", "task": "echo", "cron": "30 2 * * *"})
     at = open_page("schedules")
     no_exceptions(at)
@@ -59,7 +59,7 @@ def test_the_schedules_page_lists_pauses_and_deletes_after_a_confirmation(shoal:
     assert "Schedule nightly deleted." in shown(at)
 
 
-def test_a_schedule_is_created_from_the_form_and_bad_input_is_a_banner(shoal: ShoalClient) -> None:
+def test_a_schedule_is_created_from_the_form_and_bad_input_is_a_banner(shoal: Client) -> None:
     at = open_page("schedules")
     assert "No schedule yet" in shown(at)
     form = at.get("form")

@@ -21,7 +21,7 @@ from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtur
 from api_fixtures import ApiServer, work_once
 from conftest import make_task_settings
 from dashboard_support import no_exceptions, open_page, silent_server, wait_until, worker_process
-from shoal.client import ShoalClient
+from shoal import Client, task_request
 from shoal.core.store import Store
 from shoal.dashboard.untrusted import displayed_text
 
@@ -35,7 +35,7 @@ def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoalClient]:
+def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     """The dashboard pointed at this test's scheduler, and a client of that scheduler."""
     monkeypatch.setenv("SHOAL_API_URL", api.url)
     with api.client() as client:
@@ -43,7 +43,7 @@ def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoalClie
 
 
 @pytest.fixture
-def worker(shoal: ShoalClient, redis_url: str, namespace: str, tmp_path: Path) -> Iterator[dict]:
+def worker(shoal: Client, redis_url: str, namespace: str, tmp_path: Path) -> Iterator[dict]:
     with worker_process(shoal, redis_url, namespace, tmp_path / "worker.log") as info:
         yield info
 
@@ -110,10 +110,10 @@ def test_refused_token_says_which_setting_to_fix(api_factory, monkeypatch: pytes
 
 
 def test_overview_counts_follow_the_system(
-    shoal: ShoalClient, redis_url: str, namespace: str, tmp_path: Path
+    shoal: Client, redis_url: str, namespace: str, tmp_path: Path
 ) -> None:
     for i in range(3):
-        shoal.submit("echo", [i])
+        shoal.submit_request(task_request("echo", [i]))
     at = open_page("overview")
     no_exceptions(at)
     shown = metrics(at)
@@ -135,7 +135,7 @@ def test_overview_counts_follow_the_system(
 # ---------------------------------------------------------------- tasks
 
 
-def test_tasks_table_filters_and_pages_through_the_cursor(shoal: ShoalClient) -> None:
+def test_tasks_table_filters_and_pages_through_the_cursor(shoal: Client) -> None:
     shoal.submit_batch([{"name": "echo", "queue": "alpha", "args": [i]} for i in range(30)])
     shoal.submit_batch([{"name": "sleep", "queue": "beta", "args": [1]} for _ in range(4)])
     at = open_page("tasks")
@@ -164,8 +164,8 @@ def test_tasks_table_filters_and_pages_through_the_cursor(shoal: ShoalClient) ->
     assert "No task matches these filters." in texts(at)
 
 
-def test_task_detail_explains_and_cancel_really_cancels(shoal: ShoalClient) -> None:
-    task = shoal.submit("echo", ["hi"], queue="nobody-serves-this", priority=3)
+def test_task_detail_explains_and_cancel_really_cancels(shoal: Client) -> None:
+    task = shoal.submit_request(task_request("echo", ["hi"], queue="nobody-serves-this", priority=3))
     at = open_page("tasks", {"task": task["id"]})
     no_exceptions(at)
     assert at.subheader[0].value.endswith("echo")
@@ -180,8 +180,8 @@ def test_task_detail_explains_and_cancel_really_cancels(shoal: ShoalClient) -> N
     assert at.button(key="retry").disabled  # the API retries failed tasks only (409 otherwise)
 
 
-def test_retry_button_queues_a_failed_task_again(shoal: ShoalClient, namespace: str, redis_url: str) -> None:
-    task = shoal.submit("fail", max_retries=0)
+def test_retry_button_queues_a_failed_task_again(shoal: Client, namespace: str, redis_url: str) -> None:
+    task = shoal.submit_request(task_request("fail", max_retries=0))
 
     async def fail_it() -> None:
         store = Store(Redis.from_url(redis_url, decode_responses=True), namespace, make_task_settings())
@@ -203,8 +203,8 @@ def test_retry_button_queues_a_failed_task_again(shoal: ShoalClient, namespace: 
     assert shoal.get(task["id"])["state"] == "queued"
 
 
-def test_detail_of_a_real_run_shows_result_attempts_and_timeline(shoal: ShoalClient, worker: dict) -> None:
-    task = shoal.submit("echo", ["hello dashboard"])
+def test_detail_of_a_real_run_shows_result_attempts_and_timeline(shoal: Client, worker: dict) -> None:
+    task = shoal.submit_request(task_request("echo", ["hello dashboard"]))
     done = shoal.wait(task["id"], timeout_s=15)
     assert done["state"] == "succeeded"
     at = open_page("tasks", {"task": task["id"]})
@@ -217,13 +217,13 @@ def test_detail_of_a_real_run_shows_result_attempts_and_timeline(shoal: ShoalCli
     assert at.get("vega_lite_chart"), "the timeline chart"
 
 
-def test_missing_task_says_so(shoal: ShoalClient) -> None:
+def test_missing_task_says_so(shoal: Client) -> None:
     at = open_page("tasks", {"task": "no-such-task"})
     no_exceptions(at)
     assert "There is no task no-such-task " in displayed_text(at.warning[0].value)
 
 
-def test_dependency_graph_is_coloured_and_links_to_related_tasks(shoal: ShoalClient) -> None:
+def test_dependency_graph_is_coloured_and_links_to_related_tasks(shoal: Client) -> None:
     batch = shoal.submit_batch(
         [
             {"ref": "a", "name": "echo", "args": [1]},
@@ -247,7 +247,7 @@ def test_dependency_graph_is_coloured_and_links_to_related_tasks(shoal: ShoalCli
     assert any(code.value == a for code in at.code)  # the detail now shows a
 
 
-def test_clicking_a_row_opens_that_task(shoal: ShoalClient) -> None:
+def test_clicking_a_row_opens_that_task(shoal: Client) -> None:
     ids = [t["id"] for t in shoal.submit_batch([{"name": "echo", "args": [i]} for i in range(3)])]
     at = open_page("tasks")
     table = at.dataframe[0].value
@@ -263,7 +263,7 @@ def test_clicking_a_row_opens_that_task(shoal: ShoalClient) -> None:
 # ---------------------------------------------------------------- submit
 
 
-def test_submit_refuses_bad_json_before_sending(shoal: ShoalClient, worker: dict) -> None:
+def test_submit_refuses_bad_json_before_sending(shoal: Client, worker: dict) -> None:
     at = open_page("submit")
     no_exceptions(at)
     at.text_area(key="s_args").input("[1, 2")
@@ -276,7 +276,7 @@ def test_submit_refuses_bad_json_before_sending(shoal: ShoalClient, worker: dict
     assert shoal.list_tasks()["tasks"] == []
 
 
-def test_submit_form_runs_a_task_the_workers_know(shoal: ShoalClient, worker: dict) -> None:
+def test_submit_form_runs_a_task_the_workers_know(shoal: Client, worker: dict) -> None:
     at = open_page("submit")
     assert set(at.selectbox(key="s_name").options) >= {"echo", "sleep", "noop"}
     at.selectbox(key="s_name").set_value("echo")
@@ -290,7 +290,7 @@ def test_submit_form_runs_a_task_the_workers_know(shoal: ShoalClient, worker: di
     assert (done["state"], done["result"], done["priority"]) == ("succeeded", "from the form", 7)
 
 
-def test_demo_loads_submit_a_dag_and_a_thousand_tasks(shoal: ShoalClient, worker: dict) -> None:
+def test_demo_loads_submit_a_dag_and_a_thousand_tasks(shoal: Client, worker: dict) -> None:
     at = open_page("submit")
     at.button(key="demo_dag").click().run(timeout=20)
     no_exceptions(at)
@@ -309,7 +309,7 @@ def test_demo_loads_submit_a_dag_and_a_thousand_tasks(shoal: ShoalClient, worker
 # ---------------------------------------------------------------- workers
 
 
-def test_workers_page_shows_live_load_and_drain_really_drains(shoal: ShoalClient, worker: dict) -> None:
+def test_workers_page_shows_live_load_and_drain_really_drains(shoal: Client, worker: dict) -> None:
     at = open_page("workers")
     no_exceptions(at)
     table = at.dataframe[0].value
@@ -330,7 +330,7 @@ def test_workers_page_shows_live_load_and_drain_really_drains(shoal: ShoalClient
     assert state in ("draining", "stopped", "gone")
 
 
-def test_workers_page_without_workers_says_how_to_start_one(shoal: ShoalClient) -> None:
+def test_workers_page_without_workers_says_how_to_start_one(shoal: Client) -> None:
     at = open_page("workers")
     no_exceptions(at)
     assert "python -m shoal.worker" in displayed_text(at.info[0].value)
@@ -339,10 +339,10 @@ def test_workers_page_without_workers_says_how_to_start_one(shoal: ShoalClient) 
 # ---------------------------------------------------------------- queues
 
 
-def test_queues_page_shows_depth_by_queue_and_priority(shoal: ShoalClient) -> None:
+def test_queues_page_shows_depth_by_queue_and_priority(shoal: Client) -> None:
     shoal.submit_batch([{"name": "echo", "queue": "reports", "priority": p} for p in (0, 0, 5, 9, 9, 9)])
-    shoal.submit("echo", queue="default")
-    shoal.submit("echo", queue="reports", delay_s=600)
+    shoal.submit_request(task_request("echo", queue="default"))
+    shoal.submit_request(task_request("echo", queue="reports", delay_s=600))
     at = open_page("queues")
     no_exceptions(at)
     table = at.dataframe[0].value.set_index("queue")

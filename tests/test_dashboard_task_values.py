@@ -16,7 +16,7 @@ import pytest
 from api_fixtures import *  # noqa: F403 - the api / api_factory fixtures
 from api_fixtures import ApiServer
 from dashboard_support import finish_tasks, no_exceptions, open_page
-from shoal.client import ShoalClient
+from shoal import Client, task_request
 from shoal.dashboard.untrusted import displayed_text
 from shoal.dashboard.values import FOLD_CHARS
 
@@ -53,7 +53,7 @@ def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[ShoalClient]:
+def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     monkeypatch.setenv("SHOAL_API_URL", api.url)
     with api.client() as client:
         yield client
@@ -65,9 +65,9 @@ def _result_column(at: Any) -> Any:
 
 
 def test_every_kind_of_result_is_shown_by_an_element_that_can_draw_it(
-    shoal: ShoalClient, redis_url: str, namespace: str
+    shoal: Client, redis_url: str, namespace: str
 ) -> None:
-    ids = {kind: shoal.submit("echo")["id"] for kind in RESULTS}
+    ids = {kind: shoal.submit_request(task_request("echo"))["id"] for kind in RESULTS}
     finish_tasks(redis_url, namespace, results={ids[kind]: value for kind, (value, _) in RESULTS.items()})
     at = open_page("tasks")
     for kind, (value, named) in RESULTS.items():
@@ -110,10 +110,8 @@ def _markup_elements(at: Any) -> list[str]:
     return [e.value for kind in kinds for e in at.get(kind)]
 
 
-def test_a_task_error_with_markdown_is_shown_as_text(
-    shoal: ShoalClient, redis_url: str, namespace: str
-) -> None:
-    task = shoal.submit("fail", max_retries=0)
+def test_a_task_error_with_markdown_is_shown_as_text(shoal: Client, redis_url: str, namespace: str) -> None:
+    task = shoal.submit_request(task_request("fail", max_retries=0))
     finish_tasks(redis_url, namespace, errors={task["id"]: EVIL})
     at = open_page("tasks", {"task": task["id"]})
     no_exceptions(at)
@@ -130,9 +128,9 @@ def test_a_task_error_with_markdown_is_shown_as_text(
     assert EVIL in [c.value for c in at.tabs[1].code]
 
 
-def test_names_and_ids_in_sentences_are_escaped(shoal: ShoalClient) -> None:
+def test_names_and_ids_in_sentences_are_escaped(shoal: Client) -> None:
     # Names are [A-Za-z0-9_.:-]: enough for emphasis, shortcodes and a bare domain.
-    task = shoal.submit("__bold__", queue="www.example.com")
+    task = shoal.submit_request(task_request("__bold__", queue="www.example.com"))
     at = open_page("tasks", {"task": task["id"]})
     no_exceptions(at)
     assert displayed_text(at.subheader[0].value).endswith("__bold__")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import socket
 
-import httpx
+import orjson
 import pytest
 
 from dashboard_support import silent_server
-from shoal.client import ShoalApiError, ShoalClient
+from shoal import Client, RequestTimeout, ShoalError
 from shoal.dashboard import charts, demo, forms, graph, series
 from shoal.dashboard import format as fmt
 from shoal.dashboard.api import ApiTarget, describe, target_from_env
 from shoal.scheduler.schemas import BatchCreate
+from shoal.sdk.answers import error_for
 
 # ---------------------------------------------------------------- format
 
@@ -358,7 +359,8 @@ def test_target_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     ],
 )
 def test_api_errors_become_advice(status: int, detail: object, kind: str, words: str) -> None:
-    problem = describe(ShoalApiError(status, detail), TARGET, "reading")
+    answer = orjson.dumps({"detail": detail})
+    problem = describe(error_for(status, "application/json", answer), TARGET, "reading")
     assert problem.kind == kind and problem.status == status
     assert words in problem.message
 
@@ -368,8 +370,8 @@ def test_an_unreachable_api_is_told_apart_from_a_slow_one() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with (
-        ShoalClient(f"http://127.0.0.1:{port}", token="", timeout=0.3) as client,
-        pytest.raises(ShoalApiError) as refused,
+        Client(f"http://127.0.0.1:{port}", token="", timeout_s=0.3) as client,
+        pytest.raises(ShoalError) as refused,
     ):
         client.stats()
     problem = describe(refused.value, TARGET, "reading stats")
@@ -378,8 +380,8 @@ def test_an_unreachable_api_is_told_apart_from_a_slow_one() -> None:
 
     with (
         silent_server() as url,
-        ShoalClient(url, token="", timeout=0.3) as client,
-        pytest.raises(ShoalApiError) as slow,
+        Client(url, token="", timeout_s=0.3) as client,
+        pytest.raises(ShoalError) as slow,
     ):
         client.stats()
     problem = describe(slow.value, TARGET, "reading stats")
@@ -390,4 +392,4 @@ def test_an_unreachable_api_is_told_apart_from_a_slow_one() -> None:
 def test_unexpected_errors_are_still_words() -> None:
     problem = describe(ValueError("odd"), TARGET, "drawing")
     assert problem.message == "Unexpected error while drawing: ValueError: odd"
-    assert describe(httpx.ReadTimeout("slow"), TARGET, "x").kind == "timeout"
+    assert describe(RequestTimeout("slow"), TARGET, "x").kind == "timeout"

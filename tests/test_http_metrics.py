@@ -7,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api_fixtures import *  # noqa: F403 - the api / client fixtures
 from api_fixtures import ApiServer
+from shoal import task_request
 
 METRIC = "shoal_http_request_duration_seconds"
 
@@ -54,7 +55,7 @@ def test_requests_are_counted_by_route_template_and_status(api: ApiServer) -> No
 
 def test_latency_is_the_time_until_the_answer(api: ApiServer) -> None:
     with api.client() as client:
-        task = client.submit("echo", queue="nobody-serves-this")
+        task = client.submit_request(task_request("echo", queue="nobody-serves-this"))
     before = scrape(api)
     # The scheduler holds a wait for its timeout when the task does not finish: a lower bound.
     answer = httpx.get(f"{api.url}/api/v1/tasks/{task['id']}/wait", params={"timeout_s": 0.5})

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from process_stack import ProcessStack
-from shoal.client import ShoalClient, ShoalConnectionError, task_request
+from shoal import Client, Unavailable, task_request
 from shoal.core import jsonutil
 from shoal.core.keys import Keys
 
@@ -101,14 +101,14 @@ def workload(rng: random.Random) -> list[list[dict[str, Any]]]:
 
 def submit_all(stack: ProcessStack, batches: list[list[dict[str, Any]]], out: dict[str, Any]) -> None:
     """Submit every batch; on a dead scheduler, retry the same batch (same idempotency keys)."""
-    with ShoalClient(stack.url, token="", timeout=30) as client:
+    with Client(stack.url, token="", timeout_s=30) as client:
         for items in batches:
             body = [{k: v for k, v in item.items() if k != "expect"} for item in items]
             while True:
                 try:
                     tasks = client.submit_batch(body)
                     break
-                except ShoalConnectionError:
+                except Unavailable:
                     out["retried_batches"] = out.get("retried_batches", 0) + 1
                     time.sleep(0.2)
             for item, task in zip(items, tasks, strict=True):

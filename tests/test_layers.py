@@ -57,6 +57,17 @@ def lint_imports(source_root: Path, cwd: Path) -> subprocess.CompletedProcess[st
             "import shoal.worker.runtime\n",
             "core is shared; scheduler, worker and dashboard do not import each other",
         ),
+        # What a producer imports must not drag the scheduler's or the dashboard's stack in.
+        (
+            "sdk/sneaky.py",
+            "import fastapi\n",
+            "the SDK imports no service, nor fastapi, streamlit or kubernetes",
+        ),
+        (
+            "sdk/sneaky.py",
+            "from shoal.scheduler import main\n",
+            "the SDK imports no service, nor fastapi, streamlit or kubernetes",
+        ),
     ],
 )
 def test_a_violating_module_breaks_its_contract(
@@ -74,4 +85,4 @@ def test_a_violating_module_breaks_its_contract(
 def test_the_package_as_it_is_keeps_every_contract(package_copy: Path, tmp_path: Path) -> None:
     result = lint_imports(package_copy, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 3 kept, 0 broken." in result.stdout
+    assert "Contracts: 4 kept, 0 broken." in result.stdout

@@ -18,12 +18,12 @@ import shoal.worker.builtins  # noqa: F401 - registers echo and fail
 import worker_tasks  # noqa: F401 - registers the test tasks
 from shoal.core.jsonutil import MAX_NESTING
 from shoal.core.models import ClaimedTask, Outcome, TaskSpec
+from shoal.core.registry import default_registry
 from shoal.core.settings import WorkerSettings
 from shoal.core.store import Store
 from shoal.worker.bounds import OutcomeBounds, ResultNotStorable
 from shoal.worker.executor import Executor
 from shoal.worker.flusher import MAX_BATCH, MAX_BATCH_BYTES, _batch_length
-from shoal.worker.registry import default_registry
 
 BOUNDS = OutcomeBounds(max_result_bytes=2048, max_error_chars=300, max_traceback_chars=1200)
 CUT = re.compile(r" \[\.\.\. (\d+) more characters cut\]$")

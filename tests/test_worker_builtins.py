@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from shoal.core.registry import default_registry
 from shoal.worker import builtins
 from shoal.worker.executor import Executor
-from shoal.worker.registry import default_registry
 from test_worker_executor import claimed
 
 

@@ -21,10 +21,10 @@ import pytest
 import shoal.worker.builtins
 import worker_tasks  # noqa: F401 - registers the test tasks
 from shoal.core.models import ClaimedTask, Outcome
+from shoal.core.registry import default_registry
 from shoal.worker import metrics
 from shoal.worker.deadlines import DeadlineExceeded, Deadlines
 from shoal.worker.executor import Executor
-from shoal.worker.registry import default_registry
 
 
 def claimed(name: str, *args: Any, timeout_s: float = 30.0, queue: str = "q", **kwargs: Any) -> ClaimedTask:

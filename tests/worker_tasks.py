@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from shoal.worker import Fail, Retry, task
+from shoal import Fail, Retry, task
 
 
 def _span(start: float) -> dict[str, float]:

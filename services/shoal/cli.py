@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from shoal.core import jsonutil
+from shoal.sdk.calls import task_request
+
+if TYPE_CHECKING:
+    from shoal.sdk.client import Client
 
 EXIT_USAGE = 2
 
@@ -135,12 +139,12 @@ def _redis(args: argparse.Namespace) -> int:
 
 
 def _api_command(args: argparse.Namespace) -> int:
-    from shoal.client import ShoalApiError, ShoalClient
+    from shoal import Client, ShoalError
 
     try:
-        with ShoalClient(base_url=args.api, token=args.token) as client:
+        with Client(args.api, token=args.token) as client:
             return _run_api_command(client, args)
-    except ShoalApiError as exc:
+    except ShoalError as exc:
         print(f"shoal {args.command}: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
@@ -148,7 +152,7 @@ def _api_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-def _run_api_command(client: Any, args: argparse.Namespace) -> int:
+def _run_api_command(client: Client, args: argparse.Namespace) -> int:
     cmd = args.command
     from shoal import cli_flow
 
@@ -158,22 +162,20 @@ def _run_api_command(client: Any, args: argparse.Namespace) -> int:
         kwargs = jsonutil.loads(args.kwargs) if args.kwargs else {}
         if not isinstance(kwargs, dict):
             raise ValueError("--kwargs must be a JSON object")
-        options: dict[str, Any] = {
-            "queue": args.queue,
-            "priority": args.priority,
-            "depends_on": args.depends_on,
-            "delay_s": args.delay,
-        }
-        for key, value in (
-            ("max_retries", args.max_retries),
-            ("timeout_s", args.timeout),
-            ("idempotency_key", args.idempotency_key),
-        ):
-            if value is not None:
-                options[key] = value
-        task = client.submit(args.name, args=[_json_arg(a) for a in args.args], kwargs=kwargs, **options)
-        if args.wait:
-            task = client.wait(task["id"], timeout_s=300)
+        request = task_request(
+            args.name,
+            [_json_arg(a) for a in args.args],
+            kwargs,
+            queue=args.queue,
+            priority=args.priority,
+            depends_on=args.depends_on,
+            delay_s=args.delay,
+            max_retries=args.max_retries,
+            timeout_s=args.timeout,
+            idempotency_key=args.idempotency_key,
+        )
+        # --wait: the scheduler answers once the task finished (or after 5 minutes), one request.
+        task = client.submit_request(request, wait_s=300 if args.wait else None)
         _print(task)
         return 0 if task["state"] != "failed" else 1
     if cmd == "status":

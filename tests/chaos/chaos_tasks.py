@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from shoal.worker import task
+from shoal import task
 
 
 def _first_time(marker: str) -> bool:

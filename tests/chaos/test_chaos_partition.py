@@ -20,7 +20,7 @@ from chaos.invariants import p50_max, read_tasks, recovery_times, worker_ids_of
 from chaos.report import Report, Row
 from chaos.tcp_proxy import TcpProxy
 from chaos.workload import extra_items, mixed_workload
-from shoal.client import task_request
+from shoal import task_request
 from shoal.core import jsonutil
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]

@@ -23,7 +23,7 @@ from chaos.harness import ChaosRun
 from chaos.invariants import Stored, p50_max
 from chaos.report import Report, Row
 from chaos.workload import Item, extra_items, mixed_workload
-from shoal.client import task_request
+from shoal import task_request
 from shoal.worker.procpool import ProcessPool
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
-from shoal.client import task_request
+from shoal import task_request
 
 # Enough retries that no fault injected here can use them all up on a task meant to succeed.
 SAFE_RETRIES = 20

@@ -1,29 +1,24 @@
-"""Shoal's own errors: outside errors are turned into these at the boundary."""
+"""Shoal's own errors: outside errors are turned into these at the boundary.
+
+They are the public ones of `shoal.errors` (the SDK raises the same classes from API
+answers); `InvalidSubmission` is the engine's name for a refused submission.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from shoal.errors import Conflict, InvalidTask, NotFound, ShoalError
 
-class ShoalError(Exception):
-    """Base of every error Shoal raises on purpose."""
-
-
-class NotFound(ShoalError):
-    """The task or worker named does not exist (or its retention ran out)."""
+__all__ = ["Conflict", "DuplicateTaskId", "InvalidSubmission", "NotFound", "OutcomeUnknown", "ShoalError"]
 
 
-class Conflict(ShoalError):
-    """The operation is not legal in the object's current state."""
-
-
-class InvalidSubmission(ShoalError):
-    """A submission the scheduler refuses: unknown ids or refs, cycles, bad names."""
+class InvalidSubmission(InvalidTask):
+    """A submission the scheduler refuses: unknown ids or refs, cycles, bad names (422)."""
 
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details or []
+        super().__init__(message, errors=details)
+        self.details = self.errors
 
 
 class DuplicateTaskId(InvalidSubmission):

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from cronsim import CronSim, CronSimError
 
-from shoal.core.settings import NAME_PATTERN
+from shoal.core.names import NAME_PATTERN
 
 Misfire = Literal["skip", "run_once"]
 MISFIRE_POLICIES: tuple[str, ...] = ("skip", "run_once")

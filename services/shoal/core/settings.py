@@ -10,7 +10,6 @@ of this package); a service builds it once with `load_settings()`, which also re
 from __future__ import annotations
 
 import os
-import re
 import socket
 import uuid
 from collections.abc import Mapping
@@ -24,9 +23,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shoal.core.env_check import known_variables, unknown_variables
 from shoal.core.http_settings import HttpSettings
 from shoal.core.kube_settings import KubeSettings
+from shoal.core.names import NAME_PATTERN
 from shoal.core.scaling_settings import ScalingSettings
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 _ENV = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore", env_file=None)
 

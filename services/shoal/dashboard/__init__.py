@@ -1,6 +1,6 @@
 """The Streamlit dashboard's pages and helpers; `streamlit_app.py` is its entry point.
 
-Everything here reaches Shoal only through the HTTP API (`shoal.client.ShoalClient`).
+Everything here reaches Shoal only through the HTTP API, as a client like any other (`shoal.Client`).
 """
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The dashboard's only way to Shoal: the HTTP API through `ShoalClient`, with errors in plain words.
+"""The dashboard's only way to Shoal: the HTTP API through `shoal.Client`, with errors in plain words.
 
 All browser sessions share one client per API target (base URL and token from
 `SHOAL_API_URL` and `SHOAL_API_TOKEN`). Every call a page makes goes through `attempt`, which turns a refused
@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
 import streamlit as st
 
-from shoal.client import ShoalApiError, ShoalClient, ShoalConnectionError
+from shoal import Client, Explanation, RequestTimeout, ShoalError, Unauthorized, Unavailable
 from shoal.dashboard.untrusted import markdown_text
+from shoal.sdk.answers import detail_text
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 5.0
@@ -58,37 +58,27 @@ class ApiProblem(Exception):
         return self.kind in ("unreachable", "timeout", "auth")
 
 
-def _detail_text(detail: Any) -> str:
-    """FastAPI details are a string or a list of {loc, msg}; make either one readable."""
-    if isinstance(detail, list):
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                loc = ".".join(str(p) for p in item.get("loc", []) if p not in ("body",))
-                parts.append(f"{loc}: {item.get('msg', item)}" if loc else str(item.get("msg", item)))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    if isinstance(detail, dict):
-        return str(detail.get("message") or detail.get("detail") or detail)
-    return str(detail)
-
-
 def describe(error: BaseException, target: ApiTarget, action: str) -> ApiProblem:
     """What went wrong with `action` and what to check, for any error a call can raise."""
     if isinstance(error, ApiProblem):
         return error
-    if isinstance(error, ShoalConnectionError):
-        # The client wraps every transport failure; what lies beneath tells slow from unreachable.
-        error = (
-            error.__cause__
-            if isinstance(error.__cause__, httpx.TransportError)
-            else httpx.ConnectError(str(error))
+    if isinstance(error, RequestTimeout):
+        return ApiProblem(
+            f"The API at {target.url} did not answer within {target.timeout_s:g} s while {action}. "
+            "The scheduler may be overloaded or Redis slow: check their logs and GET /readyz.",
+            kind="timeout",
         )
-    if isinstance(error, ShoalApiError):
+    if isinstance(error, Unavailable) and not error.status:
+        return ApiProblem(
+            f"Cannot reach the Shoal API at {target.url} while {action}. "
+            "Is the scheduler running (`make up`, or `uvicorn shoal.scheduler.main:app`)? "
+            "Is SHOAL_API_URL right?",
+            kind="unreachable",
+        )
+    if isinstance(error, ShoalError) and error.status:
         status = error.status
-        detail = _detail_text(error.detail)
-        if status in (401, 403):
+        detail = detail_text(error.detail)
+        if isinstance(error, Unauthorized):
             return ApiProblem(
                 f"The API at {target.url} refused the dashboard's token ({status}) while {action}. "
                 "Set SHOAL_API_TOKEN for the dashboard to the scheduler's SHOAL_API_TOKEN.",
@@ -108,30 +98,18 @@ def describe(error: BaseException, target: ApiTarget, action: str) -> ApiProblem
                 status,
             )
         return ApiProblem(f"The API answered {status} while {action}: {detail}", status)
-    if isinstance(error, httpx.TimeoutException):
-        return ApiProblem(
-            f"The API at {target.url} did not answer within {target.timeout_s:g} s while {action}. "
-            "The scheduler may be overloaded or Redis slow: check their logs and GET /readyz.",
-            kind="timeout",
-        )
-    if isinstance(error, httpx.TransportError):
-        return ApiProblem(
-            f"Cannot reach the Shoal API at {target.url} ({type(error).__name__}) while {action}. "
-            "Is the scheduler running (`make up`, or `uvicorn shoal.scheduler.main:app`)? "
-            "Is SHOAL_API_URL right?",
-            kind="unreachable",
-        )
     return ApiProblem(f"Unexpected error while {action}: {type(error).__name__}: {error}", kind="unexpected")
 
 
 @st.cache_resource(max_entries=4, show_spinner=False, on_release=lambda c: c.close())
-def _shared_client(url: str, token: str | None, timeout_s: float) -> ShoalClient:
+def _shared_client(url: str, token: str | None, timeout_s: float) -> Client:
     # One keep-alive pool per API target for every browser session of this dashboard.
     # "" rather than None for no token: the client would otherwise read the environment itself.
-    return ShoalClient(url, token=token or "", timeout=timeout_s)
+    # No retries: a page shows what failed at once and the next refresh asks again.
+    return Client(url, token=token or "", timeout_s=timeout_s, retries=0)
 
 
-def client() -> ShoalClient:
+def client() -> Client:
     """The client of the API this session talks to (settings read again on each call)."""
     target = target_from_env()
     st.session_state["_shoal_target"] = target
@@ -142,7 +120,7 @@ def target() -> ApiTarget:
     return st.session_state.get("_shoal_target") or target_from_env()
 
 
-def attempt(action: str, call: Callable[[ShoalClient], T]) -> T:
+def attempt(action: str, call: Callable[[Client], T]) -> T:
     """Run `call` with this session's client; any failure becomes an `ApiProblem` about `action`."""
     try:
         return call(client())
@@ -150,7 +128,7 @@ def attempt(action: str, call: Callable[[ShoalClient], T]) -> T:
         raise describe(e, target(), action) from e
 
 
-def attempt_or_banner(action: str, call: Callable[[ShoalClient], T]) -> T | None:
+def attempt_or_banner(action: str, call: Callable[[Client], T]) -> T | None:
     """Like `attempt`, but shows the problem as an error banner and returns None."""
     try:
         return attempt(action, call)
@@ -159,7 +137,7 @@ def attempt_or_banner(action: str, call: Callable[[ShoalClient], T]) -> T | None
         return None
 
 
-def explanation(task_id: str) -> dict[str, Any] | None:
+def explanation(task_id: str) -> Explanation | None:
     """The API's answer to "why is this task not running?", or None when it could not give one."""
     try:
         return attempt(f"explaining {task_id}", lambda c: c.explain(task_id))
@@ -167,7 +145,7 @@ def explanation(task_id: str) -> dict[str, Any] | None:
         return None
 
 
-def act(action: str, call: Callable[[ShoalClient], Any], done: str) -> None:
+def act(action: str, call: Callable[[Client], Any], done: str) -> None:
     """A button's callback: run `call`, and leave the outcome for `show_outcome` to display.
 
     Callbacks run before the page is drawn again, so the page shows the state after the action.

@@ -14,7 +14,7 @@ from shoal.dashboard.format import STATE_COLORS, short_id
 
 MAX_NODES = 60
 
-TaskDict = dict[str, Any]
+TaskDict = Mapping[str, Any]
 
 
 def _related(task: Mapping[str, Any]) -> list[str]:

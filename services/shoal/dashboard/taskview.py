@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -10,7 +10,7 @@ import pandas as pd
 from shoal.dashboard import format as fmt
 
 
-def table(tasks: list[dict[str, Any]], now: float) -> pd.DataFrame:
+def table(tasks: Sequence[Mapping[str, Any]], now: float) -> pd.DataFrame:
     """One row per task, newest first, with the columns an operator scans."""
     rows = []
     for t in tasks:

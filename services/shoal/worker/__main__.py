@@ -14,9 +14,9 @@ import signal
 import sys
 
 from shoal.core.logging import configure_logging
+from shoal.core.registry import TaskModuleError, import_task_modules
 from shoal.core.settings import Settings, SettingsError, load_settings
 from shoal.core.store import Store
-from shoal.worker.registry import TaskModuleError, import_task_modules
 from shoal.worker.runtime import Worker, WorkerCrashed, WorkerStartupError
 
 log = logging.getLogger("shoal.worker")

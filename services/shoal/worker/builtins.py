@@ -10,7 +10,8 @@ import math
 import random
 from typing import Any
 
-from shoal.worker.registry import Fail, task
+from shoal.core.registry import Fail
+from shoal.sdk.tasks import task
 
 MAX_SLEEP_S = 24 * 3600.0
 MAX_CPU_N = 10**10

@@ -23,12 +23,12 @@ from typing import Any
 
 from shoal.core.logging import log_context
 from shoal.core.models import ClaimedTask, Outcome
+from shoal.core.registry import Retry, TaskDef, TaskRegistry
 from shoal.core.settings import LogSettings
 from shoal.worker import metrics
 from shoal.worker.bounds import OutcomeBounds, ResultNotStorable
 from shoal.worker.deadlines import DeadlineExceeded, Deadlines
 from shoal.worker.procpool import ProcessCrashed, ProcessPool, RemoteTaskError, classify_exception
-from shoal.worker.registry import Retry, TaskDef, TaskRegistry
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,9 @@ class Executor:
     async def _in_process(self, definition: TaskDef, claimed: ClaimedTask, timeout_s: float) -> Any:
         fields = {"task_id": claimed.id, "attempt": claimed.attempt, "worker_id": self.worker_id}
         try:
-            return await self.processes.run(definition.func, claimed.args, claimed.kwargs, timeout_s, fields)
+            return await self.processes.run(
+                definition.target or definition.func, claimed.args, claimed.kwargs, timeout_s, fields
+            )
         except TimeoutError:  # the task's own TimeoutError arrives as a RemoteTaskError
             raise DeadlineExceeded from None
 

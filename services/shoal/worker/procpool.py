@@ -26,8 +26,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from shoal.core.logging import configure_logging, log_context
+from shoal.core.registry import Fail, Retry
 from shoal.core.settings import LogSettings
-from shoal.worker.registry import Fail, Retry
 
 log = logging.getLogger(__name__)
 

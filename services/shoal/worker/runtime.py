@@ -27,10 +27,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import shoal.worker.builtins  # noqa: F401 - the built-in tasks are always registered
-from shoal import worker as worker_package
+from shoal._version import __version__
 from shoal.core.errors import ShoalError
 from shoal.core.logging import log_context
 from shoal.core.models import ClaimedTask, HeartbeatReply, WorkerInfo
+from shoal.core.registry import TaskRegistry, default_registry
 from shoal.core.settings import Settings
 from shoal.core.store import Store
 from shoal.worker import metrics
@@ -40,7 +41,6 @@ from shoal.worker.executor import Executor
 from shoal.worker.flusher import CompletionFlusher
 from shoal.worker.heartbeat import Heartbeat
 from shoal.worker.probes import Liveness, ProbeServer, Response, verdict
-from shoal.worker.registry import TaskRegistry, default_registry
 from shoal.worker.wake import WakeSignal
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class Worker:
             queues=self.queues,
             concurrency=self.concurrency,
             task_names=self.registry.names(),
-            version=worker_package.__version__,
+            version=__version__,
             pid=os.getpid(),
             started_at=self.started_at,
             processed=self.processed,

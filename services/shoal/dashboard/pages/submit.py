@@ -72,8 +72,8 @@ if submitted:
         for error in errors:
             st.error(markdown_text(error.message), icon=":material/front_hand:")
         if body is not None:
-            request: dict[str, Any] = body
-            task = api.attempt_or_banner(f"submitting {request['name']}", lambda c: c.submit(**request))
+            request = body
+            task = api.attempt_or_banner(f"submitting {request['name']}", lambda c: c.submit_request(request))
             if task is not None:
                 st.success(
                     # Ids are [A-Za-z0-9_.:-]: a code span shows them as they are.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
@@ -141,7 +142,7 @@ task_table()
 # ---------------------------------------------------------------- one task
 
 
-def _explanation(task: dict[str, Any]) -> dict[str, Any]:
+def _explanation(task: Mapping[str, Any]) -> Mapping[str, Any]:
     """The API's plain-words reason; if it cannot give one, what the task itself says."""
     served = api.explanation(task["id"])
     if served is not None:
@@ -158,7 +159,7 @@ def _explanation(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _show_explanation(task: dict[str, Any], explanation: dict[str, Any]) -> None:
+def _show_explanation(task: Mapping[str, Any], explanation: Mapping[str, Any]) -> None:
     state = task["state"]
     # The reason quotes the task's own error and ids: text, never markup.
     text = markdown_text(explanation.get("reason", ""))
@@ -179,7 +180,7 @@ def _close() -> None:
     st.session_state.pop("_opened_id", None)
 
 
-def _actions(task: dict[str, Any]) -> None:
+def _actions(task: Mapping[str, Any]) -> None:
     cols = st.columns([1, 1, 1, 3])
     task_id = task["id"]
     cols[0].button(
@@ -202,7 +203,7 @@ def _actions(task: dict[str, Any]) -> None:
     cols[2].button("Close", icon=":material/close:", key="close", on_click=_close)
 
 
-def _dependencies(task: dict[str, Any], related: dict[str, Any]) -> None:
+def _dependencies(task: Mapping[str, Any], related: Mapping[str, Any]) -> None:
     if len(related) <= 1:
         st.caption("No dependencies: this task does not wait on any other task.")
         return
@@ -228,7 +229,7 @@ def _dependencies(task: dict[str, Any], related: dict[str, Any]) -> None:
         st.rerun()
 
 
-def _fetch_or_none(task_id: str) -> dict[str, Any] | None:
+def _fetch_or_none(task_id: str) -> Mapping[str, Any] | None:
     try:
         return api.attempt(f"reading task {task_id}", lambda c: c.get(task_id))
     except api.ApiProblem as problem:

@@ -1,8 +1,8 @@
 """Every error the API answers with, in one place, as JSON `{"detail": ...}`.
 
-Shoal's own errors map to status codes here (NotFound 404, Conflict 409,
-InvalidSubmission 422, OutcomeUnknown 503); validation errors lose their echoed input and
-are capped; Redis being unreachable or busy is a 503; anything unexpected is logged and answered 500
+Shoal's own errors carry their status (`shoal.errors`: NotFound 404, Conflict 409,
+InvalidSubmission 422, OutcomeUnknown 503; others 400); validation errors lose their echoed
+input and are capped; Redis being unreachable or busy is a 503; anything unexpected is logged and answered 500
 without leaking a traceback.
 """
 
@@ -21,19 +21,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from shoal.core.errors import Conflict, InvalidSubmission, NotFound, OutcomeUnknown, ShoalError
+from shoal.core.errors import InvalidSubmission, OutcomeUnknown, ShoalError
+from shoal.errors import ApiError
 from shoal.scheduler.api.responses import JSONBytesResponse
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_ERRORS = 50
 
-SHOAL_ERROR_STATUS: dict[type[ShoalError], int] = {
-    NotFound: status.HTTP_404_NOT_FOUND,
-    Conflict: status.HTTP_409_CONFLICT,
-    InvalidSubmission: status.HTTP_422_UNPROCESSABLE_CONTENT,
-    OutcomeUnknown: status.HTTP_503_SERVICE_UNAVAILABLE,
-}
 _RETRY_AFTER = {"Retry-After": "1"}
 
 
@@ -50,10 +45,10 @@ def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
 
 
 async def _shoal_error(_: Request, exc: Exception) -> Response:
-    code = next(
-        (code for kind, code in SHOAL_ERROR_STATUS.items() if isinstance(exc, kind)),
-        status.HTTP_400_BAD_REQUEST,
-    )
+    if isinstance(exc, OutcomeUnknown):
+        code = status.HTTP_503_SERVICE_UNAVAILABLE
+    else:
+        code = exc.status if isinstance(exc, ApiError) and exc.status else status.HTTP_400_BAD_REQUEST
     content: dict[str, Any] = {"detail": str(exc)}
     if isinstance(exc, InvalidSubmission) and exc.details:
         content["errors"] = exc.details

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from shoal.core.errors import NotFound
 from shoal.core.settings import NAME_PATTERN
-from shoal.core.states import TaskState
+from shoal.core.states import TERMINAL, TaskState
 from shoal.core.store import Store
 from shoal.scheduler.api.body import read_json_body
 from shoal.scheduler.api.deps import LimitsDep, SettingsDep, StoreDep, SubmitterDep, WaitersDep
@@ -32,6 +32,8 @@ from shoal.scheduler.schemas import (
 from shoal.scheduler.waiters import MAX_WAIT_S
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+TERMINAL_VALUES = frozenset(state.value for state in TERMINAL)
 
 TaskId = Annotated[str, Path(pattern=NAME_PATTERN.pattern, description="Task id.")]
 
@@ -62,18 +64,34 @@ def _json_body(schema: str) -> dict[str, Any]:
     status_code=status.HTTP_201_CREATED,
     response_model=TaskPublic,
     summary="Submit a task",
-    description="201 with the new task; 200 with the first one when its `idempotency_key` was seen before.",
+    description=(
+        "201 with the new task; 200 with the first one when its `idempotency_key` was seen before. "
+        "With `wait_s`, the answer comes once the task finished, or with its state after that long: "
+        "submit and result in one request."
+    ),
     responses={200: {"model": TaskPublic, "description": "Idempotent repeat: the first task."}, **_ERRORS},
     openapi_extra=_json_body("TaskCreate"),
 )
 async def create_task(
-    request: Request, settings: SettingsDep, limits: LimitsDep, submitter: SubmitterDep
+    request: Request,
+    settings: SettingsDep,
+    limits: LimitsDep,
+    submitter: SubmitterDep,
+    waiters: WaitersDep,
+    wait_s: Annotated[
+        float, Query(ge=0, le=MAX_WAIT_S, description="Answer once the task finished, or after this long.")
+    ] = 0.0,
 ) -> Response:
     data = await read_json_body(request, settings.api.max_body_bytes)
     item = TaskCreate.model_validate(data, context=limits)
     admitted = await submitter.submit([item])
     code = status.HTTP_201_CREATED if admitted.created_any else status.HTTP_200_OK
-    return JSONBytesResponse(admitted.tasks[0], status_code=code)
+    answer = admitted.tasks[0]
+    if wait_s > 0 and answer["state"] not in TERMINAL_VALUES:
+        task = await waiters.wait(answer["id"], wait_s)
+        if task is not None:  # None: it expired meanwhile; answer what was submitted
+            answer = task_public(task)
+    return JSONBytesResponse(answer, status_code=code)
 
 
 @router.post(

@@ -1,14 +1,14 @@
-"""The task registry: the `@task` decorator, the exceptions task authors raise, module loading.
+"""The task registry: task names -> functions, the exceptions task authors raise, module loading.
 
-A task is a plain Python function registered under a name. The worker runs it in one of
-three ways, its *kind*:
+`@shoal.task` (shoal.sdk.tasks) adds to `default_registry`; the worker runs what is
+registered there, in one of three ways, its *kind*:
 
 - ``async``: a coroutine function, awaited on the worker's event loop;
 - ``thread``: a blocking function, run in the worker's thread pool;
 - ``process``: a CPU-bound function, run in a separate process (must be module-level).
 
-The decorator returns the function unchanged, so tasks stay callable (and picklable by
-reference, which the process pool relies on).
+A name belongs to exactly one function, told apart by its module and qualified name:
+registering another function under a taken name is an error naming both.
 """
 
 from __future__ import annotations
@@ -18,18 +18,17 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal
 
 from shoal.core.errors import ShoalError
+from shoal.core.names import NAME_PATTERN
 from shoal.core.schedules import Schedule, ScheduleDefinition, ScheduleError, definition_from_schedule
-from shoal.core.settings import NAME_PATTERN
 
 log = logging.getLogger(__name__)
 
 TaskKind = Literal["async", "thread", "process"]
 KINDS: frozenset[str] = frozenset({"async", "thread", "process"})
 
-F = TypeVar("F", bound=Callable[..., Any])
 ScheduleArg = str | Schedule | Iterable[str | Schedule]
 
 
@@ -76,6 +75,9 @@ class TaskDef:
     kind: TaskKind
     timeout_s: float | None = None  # an upper bound on top of the per-submission timeout
     schedules: tuple[ScheduleDefinition, ...] = ()  # periodic runs declared with the task
+    target: Callable[..., Any] | None = None
+    """What a process task's pool process is sent (by reference): the module-level object
+    that calls `func` (a `shoal.Task`), or `func` itself when None."""
 
 
 class TaskRegistry:
@@ -91,6 +93,7 @@ class TaskRegistry:
         kind: str | None = None,
         timeout_s: float | None = None,
         schedule: ScheduleArg | None = None,
+        target: Callable[..., Any] | None = None,
     ) -> TaskDef:
         if not callable(func):
             raise TaskRegistrationError(f"task must be callable, got {func!r}")
@@ -125,7 +128,14 @@ class TaskRegistry:
                 raise TaskRegistrationError(
                     f"task {name!r}: schedule id {d.id!r} is already declared by task {taken[d.id]!r}"
                 )
-        definition = TaskDef(name, func, kind, None if timeout_s is None else float(timeout_s), schedules)  # type: ignore[arg-type]
+        definition = TaskDef(
+            name,
+            func,
+            kind,  # type: ignore[arg-type]
+            None if timeout_s is None else float(timeout_s),
+            schedules,
+            target,
+        )
         self._tasks[name] = definition
         return definition
 
@@ -165,59 +175,13 @@ def _where(func: Callable[..., Any]) -> str:
 
 
 def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
-    # A module imported twice (e.g. as `tests.x` and `x`) re-registers the same function.
-    return a is b or (
-        getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None)
-        and getattr(a, "__module__", "").rsplit(".", 1)[-1] == getattr(b, "__module__", "").rsplit(".", 1)[-1]
-    )
+    # The same definition seen again (a module reloaded) is no clash; the same file imported
+    # under two module names is two functions, and so is anything else with another place.
+    return a is b or _where(a) == _where(b)
 
 
 default_registry = TaskRegistry()
-"""The registry `@task` adds to; the worker runs the tasks found here."""
-
-
-@overload
-def task(func: F, /) -> F: ...
-
-
-@overload
-def task(
-    *,
-    name: str | None = None,
-    kind: TaskKind | None = None,
-    timeout_s: float | None = None,
-    schedule: ScheduleArg | None = None,
-    registry: TaskRegistry | None = None,
-) -> Callable[[F], F]: ...
-
-
-def task(
-    func: F | None = None,
-    /,
-    *,
-    name: str | None = None,
-    kind: TaskKind | None = None,
-    timeout_s: float | None = None,
-    schedule: ScheduleArg | None = None,
-    registry: TaskRegistry | None = None,
-) -> F | Callable[[F], F]:
-    """Register a function as a task: `@task` or `@task(name="x", kind="process", timeout_s=30)`.
-
-    `kind` defaults to "async" for coroutine functions and "thread" otherwise; CPU-bound
-    functions should say `kind="process"`. `timeout_s` caps the run time whatever the
-    submitter asked for. `schedule` runs it periodically: a cron expression in UTC
-    (`"0 2 * * *"`), a `Schedule(cron=..., timezone=..., every_s=..., args=...)`, or a list of
-    them; a worker stores them when it starts (the leader enqueues the ticks).
-    """
-    target = registry if registry is not None else default_registry
-
-    def decorate(f: F) -> F:
-        target.add(f, name=name, kind=kind, timeout_s=timeout_s, schedule=schedule)
-        return f
-
-    if func is not None:
-        return decorate(func)
-    return decorate
+"""The registry `@shoal.task` adds to; the worker runs the tasks found here."""
 
 
 def import_task_modules(modules: Iterable[str]) -> None:

@@ -1,0 +1,1 @@
+"""The pieces of the public SDK; users import them from `shoal` (see its docstring)."""
