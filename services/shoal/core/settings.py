@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -94,7 +94,16 @@ class ApiSettings(BaseSettings):
     model_config = _ENV
 
     api_token: str | None = None
-    """When set, every /api/v1 route requires `Authorization: Bearer <token>`."""
+    """A read-write token (named `admin` in the audit). When any token is set, every /api/v1 route
+    requires `Authorization: Bearer <token>`."""
+    api_read_token: str | None = None
+    """A read-only token (named `reader`): every GET route; any other method answers 403."""
+    api_dashboard_token: str | None = None
+    """The dashboard's read-write token (named `dashboard`): the one token that may name the signed-in
+    person an action is for (`X-Shoal-Actor`), as the audit then records."""
+    api_tokens_file: str | None = None
+    """A file of more named tokens, one per line: `<name> <read|write> <token>` (`#` starts a comment).
+    Each name is what the audit shows for that token's actions."""
     api_url: str = "http://127.0.0.1:8000"
     """Where the CLI and the dashboard reach the scheduler API."""
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
@@ -112,13 +121,13 @@ class ApiSettings(BaseSettings):
     validate_task_names: bool = True
     """Refuse task names no worker has advertised (once any worker has registered)."""
 
-    @field_validator("api_token")
+    @field_validator("api_token", "api_read_token", "api_dashboard_token", "api_tokens_file")
     @classmethod
-    def _token_not_blank(cls, value: str | None) -> str | None:
+    def _token_not_blank(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and value.strip() == "":
             return None
-        if value is not None and len(value) < 8:
-            raise ValueError("SHOAL_API_TOKEN must be at least 8 characters")
+        if value is not None and info.field_name != "api_tokens_file" and len(value) < 8:
+            raise ValueError(f"SHOAL_{str(info.field_name).upper()} must be at least 8 characters")
         return value
 
 

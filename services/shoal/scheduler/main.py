@@ -32,6 +32,7 @@ from shoal.scheduler.api.errors import install_error_handlers
 from shoal.scheduler.api.http_metrics import HttpMetrics
 from shoal.scheduler.api.responses import JSONBytesResponse
 from shoal.scheduler.api.routes import bulk, events, health, queues, scaling, schedules, stats, tasks, workers
+from shoal.scheduler.api.tokens import TokenTable
 from shoal.scheduler.bulk_schemas import BulkCreate
 from shoal.scheduler.operator import build_operator
 from shoal.scheduler.schedule_schemas import ScheduleBody, ScheduleCreate
@@ -45,8 +46,9 @@ API_PREFIX = "/api/v1"
 DESCRIPTION = """\
 Shoal's scheduler: submit tasks, follow them, inspect workers, queues and scaling.
 
-When the scheduler runs with `SHOAL_API_TOKEN`, every `/api/v1` route needs
-`Authorization: Bearer <token>`. Errors are JSON `{"detail": ...}`. A submit with an
+When the scheduler has a token configured, every `/api/v1` route needs
+`Authorization: Bearer <token>`; a read-only token may call the GET routes only (403 on any
+other). Errors are JSON `{"detail": ...}`. A submit with an
 `idempotency_key` already seen answers **200** with the first task instead of **201**.
 """
 
@@ -99,6 +101,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.limits = ValidationLimits.from_settings(settings.api)
+    app.state.tokens = TokenTable.from_settings(settings.api)  # a bad tokens file stops start-up here
     install_error_handlers(app)
     app.add_middleware(HttpMetrics)
 
@@ -107,6 +110,11 @@ def create_app(
         dependencies=[Depends(require_token)],
         responses={
             401: {"model": ErrorPublic, "description": "Bearer token missing or wrong."},
+            403: {
+                "model": ErrorPublic,
+                "description": "A read-only token asked to change something, or a token that may not act "
+                "for people sent X-Shoal-Actor.",
+            },
             503: {"model": ErrorPublic, "description": "Redis is unreachable."},
         },
     )

@@ -8,21 +8,22 @@ them to `create_app(settings)` or by overriding `app_settings`.
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi import Depends, Header, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shoal.core.settings import Settings, get_settings
 from shoal.core.store import Store
+from shoal.scheduler.api.tokens import ACTOR_HEADER, ACTOR_PATTERN, ANONYMOUS, Actor, TokenTable, actor_for
 from shoal.scheduler.schemas import ValidationLimits
 from shoal.scheduler.submission import Submitter
 from shoal.scheduler.waiters import Waiters
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="Required on /api/v1 when the scheduler runs with SHOAL_API_TOKEN set.",
+    description="Required on /api/v1 when the scheduler has any token configured (SHOAL_API_TOKEN, "
+    "SHOAL_API_READ_TOKEN, SHOAL_API_DASHBOARD_TOKEN, SHOAL_API_TOKENS_FILE); read tokens may only GET.",
 )
 
 
@@ -58,17 +59,50 @@ LimitsDep = Annotated[ValidationLimits, Depends(_limits)]
 
 
 async def require_token(
-    settings: SettingsDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    actor_header: Annotated[
+        str | None,
+        Header(
+            alias=ACTOR_HEADER,
+            min_length=1,
+            max_length=128,
+            pattern=ACTOR_PATTERN,
+            description="The person an action is for; only the dashboard's token may send it "
+            "(403 otherwise).",
+        ),
+    ] = None,
 ) -> None:
-    """401 unless the request carries `Authorization: Bearer <SHOAL_API_TOKEN>` (when one is set)."""
-    expected = settings.api.api_token
-    if expected is None:
-        return
-    given = credentials.credentials if credentials is not None else ""
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    """401 without a configured token (when any is set); 403 when a read-only token asks to change
+    something, or a token that may not act for people names one. Leaves the actor on request.state."""
+    tokens: TokenTable = request.app.state.tokens
+    principal = ANONYMOUS
+    if tokens.required:
+        given = credentials.credentials if credentials is not None else ""
+        found = tokens.authenticate(given)
+        if found is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or wrong bearer token" if given else "this API requires a bearer token",
+                headers={"WWW-Authenticate": 'Bearer realm="shoal"'},
+            )
+        principal = found
+    if not principal.may(request.method):
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or wrong bearer token" if given else "this API requires a bearer token",
-            headers={"WWW-Authenticate": 'Bearer realm="shoal"'},
+            status.HTTP_403_FORBIDDEN,
+            f"the token {principal.name!r} is read-only: it may not {request.method} {request.url.path}",
         )
+    try:
+        request.state.actor = actor_for(principal, actor_header)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    except PermissionError as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+
+
+async def _actor(request: Request) -> Actor:
+    return getattr(request.state, "actor", None) or Actor(ANONYMOUS.name)
+
+
+ActorDep = Annotated[Actor, Depends(_actor)]
+"""Who the action of this request is recorded for (set by `require_token`)."""
