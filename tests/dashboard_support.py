@@ -133,19 +133,21 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None
 
 
 @contextlib.contextmanager
-def dashboard_process(api_url: str, log_path: Path, token: str | None = None) -> Iterator[str]:
-    """`streamlit run streamlit_app.py` on a free port, talking to `api_url`; yields its URL."""
+def dashboard_process(
+    api_url: str, log_path: Path, token: str | None = None, **env_extra: str
+) -> Iterator[str]:
+    """The dashboard as the chart runs it (`python -m shoal.dashboard.server`, sign-in gate in
+    front) on a free port, talking to `api_url`; yields its URL. `env_extra`: more variables
+    (SHOAL_DASHBOARD_AUTH=..., SHOAL_API_READ_TOKEN=...)."""
     port = free_port()
     env = child_env(SHOAL_API_URL=api_url)
-    env.pop("SHOAL_API_TOKEN", None)
+    tokens = ("SHOAL_API_TOKEN", "SHOAL_API_DASHBOARD_TOKEN", "SHOAL_API_READ_TOKEN")
+    for name in (*tokens, "SHOAL_DASHBOARD_AUTH"):
+        env.pop(name, None)
     if token:
         env["SHOAL_API_TOKEN"] = token
-    argv = [
-        sys.executable, "-m", "streamlit", "run", str(APP),
-        "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-    ]  # fmt: skip
+    env.update(env_extra)
+    argv = [sys.executable, "-m", "shoal.dashboard.server", "--port", str(port), "--address", "127.0.0.1"]
     url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=ROOT)
@@ -153,7 +155,7 @@ def dashboard_process(api_url: str, log_path: Path, token: str | None = None) ->
 
             def healthy() -> bool:
                 if proc.poll() is not None:
-                    raise AssertionError(f"streamlit exited: {log_path.read_text()[-2000:]}")
+                    raise AssertionError(f"the dashboard exited: {log_path.read_text()[-2000:]}")
                 with contextlib.suppress(httpx.HTTPError):
                     return httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200
                 return False

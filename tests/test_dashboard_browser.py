@@ -153,3 +153,58 @@ def test_a_task_error_with_markdown_shows_as_text_and_fetches_nothing(
     assert page.locator(f'img[src^="{host}"], a[href^="{host}"], [srcset*="{host}"]').count() == 0
     assert page.locator("strong", has_text="loud").count() == 0
     assert hits == []
+
+
+def test_sign_in_as_viewer_reads_and_as_operator_acts(api_factory, browser_page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    from shoal.dashboard.auth import account_line
+
+    tokens = {
+        "api_token": "admin-token-0123456789",
+        "api_read_token": "reader-token-0123456789",
+        "api_dashboard_token": "dashboard-token-0123456789",
+    }
+    api = api_factory(**tokens)
+    users = tmp_path / "users"
+    users.write_text(
+        account_line("victor", "viewer", "victor-password-1")
+        + "\n"
+        + account_line("alice", "operator", "alice-password-1")
+    )
+    with api.client() as client:
+        task = client.submit("echo", queue="nobody-serves-this")
+    with dashboard_process(
+        api.url,
+        tmp_path / "dashboard.log",
+        SHOAL_DASHBOARD_AUTH="accounts",
+        SHOAL_DASHBOARD_USERS_FILE=str(users),
+        SHOAL_DASHBOARD_SESSION_SECRET="s" * 40,
+        SHOAL_API_DASHBOARD_TOKEN=tokens["api_dashboard_token"],
+        SHOAL_API_READ_TOKEN=tokens["api_read_token"],
+    ) as dashboard:
+        page = browser_page
+
+        def sign_in(name: str, password: str) -> None:
+            page.goto(f"{dashboard}/tasks?task={task['id']}")
+            expect(page.get_by_role("heading", name="Shoal dashboard")).to_be_visible(timeout=20_000)
+            page.get_by_label("User").fill(name)
+            page.get_by_label("Password").fill(password)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_test_id("stCode").filter(has_text=task["id"])).to_be_visible(timeout=20_000)
+
+        sign_in("victor", "victor-password-1")
+        expect(page.get_by_text("victor · viewer: reads only")).to_be_visible()
+        expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
+        expect(page.get_by_role("link", name="Submit")).to_have_count(0)  # no Submit page for viewers
+
+        page.get_by_role("link", name="Sign out").click()
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=20_000)
+
+        sign_in("alice", "alice-password-1")
+        expect(page.get_by_text("alice · operator: may act")).to_be_visible()
+        expect(page.get_by_role("link", name="Submit")).to_be_visible()
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.get_by_text(f"Cancelled {task['id']}")).to_be_visible(timeout=20_000)
+    with api.client() as client:
+        assert client.get(task["id"])["state"] == "cancelled"

@@ -49,6 +49,9 @@ MARKUP = ("](", ":red[", "$x", "<img", ":material/home:")
 
 @pytest.fixture(autouse=True)
 def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # AppTest has no browser connection that could tell a local viewer from a remote one: these
+    # page tests open the dashboard without sign-in (test_dashboard_auth.py covers sign-in).
+    monkeypatch.setenv("SHOAL_DASHBOARD_AUTH", "none")
     monkeypatch.delenv("SHOAL_API_TOKEN", raising=False)
 
 

@@ -32,7 +32,8 @@ Submit them by reference, typed (mypy checks the arguments and the result type):
         handle = await aclient.submit(fetch, "https://example.com")
         status = await handle.result()
 
-Every error is a `shoal.ShoalError`: `NotFound`, `Conflict`, `InvalidTask`, `Unauthorized`,
+Every error is a `shoal.ShoalError`: `NotFound`, `Conflict`, `InvalidTask`, `Unauthorized` (and
+`Forbidden`, a token that may not do that),
 `Unavailable` (after the retries that were safe), `TaskFailed` (with the remote error
 and traceback), `WaitTimeout`. Importing this module loads neither the scheduler, the
 dashboard nor the Kubernetes client.
@@ -45,6 +46,7 @@ from shoal.core.states import TaskState
 from shoal.errors import (
     ApiError,
     Conflict,
+    Forbidden,
     InvalidTask,
     NotFound,
     RemoteTraceback,
@@ -114,6 +116,7 @@ __all__ = [
     "TaskPage",
     "TaskRequest",
     "TaskState",
+    "Forbidden",
     "Unauthorized",
     "Unavailable",
     "WaitTimeout",

@@ -71,6 +71,13 @@ class Unauthorized(ApiError):
     status = 401
 
 
+class Forbidden(Unauthorized):
+    """The token is known but may not do this: a read-only token asked to change something, or
+    a token that may not act for people named one (`actor`)."""
+
+    status = 403
+
+
 class Unavailable(ShoalError):
     """The scheduler (or its Redis) could not be reached, or answered 502/503/504.
 

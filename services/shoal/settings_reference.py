@@ -39,6 +39,7 @@ TITLES: dict[str, str] = {
     "log": "Logging",
     "scaling": "Autoscaler",
     "kube": "Kubernetes and leader election",
+    "dashboard": "Dashboard",
     "startup": "Start-up checks",
 }
 """The heading of each group of `Settings.GROUPS` in the reference (a group without one fails here)."""

@@ -15,7 +15,6 @@ from pydantic_settings import BaseSettings
 PREFIX = "SHOAL_"
 
 OTHER_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
-    ("SHOAL_DASHBOARD_TIMEOUT_S", "`5`", "number, > 0", "How long the dashboard waits for an API answer."),
     (
         "SHOAL_RUN_DIR",
         "`run`",

@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shoal.core.dashboard_settings import DashboardSettings
 from shoal.core.env_check import known_variables, unknown_variables
 from shoal.core.http_settings import HttpSettings
 from shoal.core.kube_settings import KubeSettings
@@ -244,6 +245,7 @@ class Settings:
         "log": LogSettings,
         "scaling": ScalingSettings,
         "kube": KubeSettings,
+        "dashboard": DashboardSettings,
         "startup": StartupSettings,
     }
 
@@ -256,6 +258,7 @@ class Settings:
         self.log = LogSettings()
         self.scaling = ScalingSettings()
         self.kube = KubeSettings()
+        self.dashboard = DashboardSettings()
         self.startup = StartupSettings()
         self.warnings: list[str] = []
         """Problems found at load time that did not stop the start (`SHOAL_UNKNOWN_SETTINGS=warn`);

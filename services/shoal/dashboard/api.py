@@ -15,12 +15,14 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from shoal import Client, Explanation, RequestTimeout, ShoalError, Unauthorized, Unavailable
+from shoal import Client, Explanation, Forbidden, RequestTimeout, ShoalError, Unauthorized, Unavailable
+from shoal.dashboard import session
+from shoal.dashboard.auth import User
 from shoal.dashboard.untrusted import markdown_text
+from shoal.core.dashboard_settings import DashboardSettings
 from shoal.sdk.answers import detail_text
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-DEFAULT_TIMEOUT_S = 5.0
 
 T = TypeVar("T")
 
@@ -30,17 +32,30 @@ class ApiTarget:
     url: str
     token: str | None
     timeout_s: float
+    actor: str | None = None  # the person actions are recorded for (`shoal.Client(actor=...)`)
 
 
-def target_from_env() -> ApiTarget:
-    """Where to find the API; read on each session start so a changed environment applies."""
-    url = os.environ.get("SHOAL_API_URL", "").strip() or DEFAULT_API_URL
-    token = os.environ.get("SHOAL_API_TOKEN", "").strip() or None
-    try:
-        timeout_s = float(os.environ.get("SHOAL_DASHBOARD_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-    except ValueError:
-        timeout_s = DEFAULT_TIMEOUT_S
-    return ApiTarget(url=url.rstrip("/"), token=token, timeout_s=timeout_s)
+def target_from_env(user: User | None = None) -> ApiTarget:
+    """Where to find the API, and with which token for `user`; read on each call so a changed
+    environment applies.
+
+    Viewers read with SHOAL_API_READ_TOKEN when there is one, so even a page bug cannot make
+    them change anything. Everyone else uses the dashboard's own token (SHOAL_API_DASHBOARD_TOKEN,
+    which may name the person acting), else SHOAL_API_TOKEN (then the audit says `admin`).
+    """
+    env = os.environ
+    url = env.get("SHOAL_API_URL", "").strip() or DEFAULT_API_URL
+    dashboard_token = env.get("SHOAL_API_DASHBOARD_TOKEN", "").strip() or None
+    read_token = env.get("SHOAL_API_READ_TOKEN", "").strip() or None
+    admin_token = env.get("SHOAL_API_TOKEN", "").strip() or None
+    timeout_s = DashboardSettings().dashboard_timeout_s
+    if user is not None and not user.may_act and read_token:
+        return ApiTarget(url.rstrip("/"), read_token, timeout_s)
+    token = dashboard_token or admin_token
+    # Only the dashboard's token may name a person (the API refuses it from any other token).
+    names_people = dashboard_token is not None or token is None
+    actor = user.name if user is not None and user.via in ("account", "proxy") and names_people else None
+    return ApiTarget(url.rstrip("/"), token, timeout_s, actor)
 
 
 class ApiProblem(Exception):
@@ -78,10 +93,12 @@ def describe(error: BaseException, target: ApiTarget, action: str) -> ApiProblem
     if isinstance(error, ShoalError) and error.status:
         status = error.status
         detail = detail_text(error.detail)
+        if isinstance(error, Forbidden):  # a known token that may not do this (a viewer's read token)
+            return ApiProblem(f"The API refused this ({action}): {detail}", status)
         if isinstance(error, Unauthorized):
             return ApiProblem(
                 f"The API at {target.url} refused the dashboard's token ({status}) while {action}. "
-                "Set SHOAL_API_TOKEN for the dashboard to the scheduler's SHOAL_API_TOKEN.",
+                "Give the dashboard the scheduler's SHOAL_API_DASHBOARD_TOKEN (or SHOAL_API_TOKEN).",
                 status,
                 "auth",
             )
@@ -101,19 +118,22 @@ def describe(error: BaseException, target: ApiTarget, action: str) -> ApiProblem
     return ApiProblem(f"Unexpected error while {action}: {type(error).__name__}: {error}", kind="unexpected")
 
 
-@st.cache_resource(max_entries=4, show_spinner=False, on_release=lambda c: c.close())
-def _shared_client(url: str, token: str | None, timeout_s: float) -> Client:
-    # One keep-alive pool per API target for every browser session of this dashboard.
+@st.cache_resource(max_entries=64, show_spinner=False, on_release=lambda c: c.close())
+def _shared_client(url: str, token: str | None, timeout_s: float, actor: str | None) -> Client:
+    # One keep-alive pool per API target and person for every browser session of this dashboard.
     # "" rather than None for no token: the client would otherwise read the environment itself.
     # No retries: a page shows what failed at once and the next refresh asks again.
-    return Client(url, token=token or "", timeout_s=timeout_s, retries=0)
+    return Client(url, token=token or "", timeout_s=timeout_s, retries=0, actor=actor)
 
 
 def client() -> Client:
     """The client of the API this session talks to (settings read again on each call)."""
-    target = target_from_env()
+    user = session.current_user()
+    if user is None:  # signed out in another tab, expired, or the account changed
+        raise ApiProblem("Your sign-in has ended: reload the page to sign in again.", kind="auth")
+    target = target_from_env(user)
     st.session_state["_shoal_target"] = target
-    return _shared_client(target.url, target.token, target.timeout_s)
+    return _shared_client(target.url, target.token, target.timeout_s, target.actor)
 
 
 def target() -> ApiTarget:

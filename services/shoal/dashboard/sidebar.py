@@ -10,13 +10,17 @@ import streamlit as st
 
 from shoal.dashboard import api, live
 from shoal.dashboard import format as fmt
+from shoal.dashboard.auth import User
+from shoal.dashboard.server_paths import LOGOUT_PATH
+from shoal.dashboard.untrusted import markdown_text
 
 
-def render_sidebar() -> None:
+def render_sidebar(user: User) -> None:
     with st.sidebar:
         st.markdown("## :material/waves: Shoal")
         target = api.target_from_env()
         st.caption(f"API · `{target.url}`" + (" · token set" if target.token else ""))
+        _who(user)
         api_status()
         st.segmented_control(
             "Refresh every",
@@ -28,6 +32,17 @@ def render_sidebar() -> None:
             persist_state="session",
         )
         st.toggle("Pause live updates", key="live_paused", persist_state="session")
+
+
+def _who(user: User) -> None:
+    role = "operator: may act" if user.may_act else "viewer: reads only"
+    if user.via in ("account", "proxy"):
+        st.caption(f":material/person: {markdown_text(user.name)} · {role}")
+        if user.via == "account":
+            # st.html keeps the link in this tab (Markdown links open a new one).
+            st.html(f'<a href="{LOGOUT_PATH}">Sign out</a>')
+    elif user.via == "open":
+        st.caption(":material/lock_open: no sign-in (SHOAL_DASHBOARD_AUTH=none)")
 
 
 @st.fragment(run_every=live.interval_s())

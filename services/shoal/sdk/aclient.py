@@ -53,9 +53,10 @@ class AsyncClient:
         token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
+        actor: str | None = None,
     ) -> None:
         self.timeout_s = timeout_s
-        endpoint = Endpoint(api_url(url), api_token(token))
+        endpoint = Endpoint(api_url(url), api_token(token), actor)
         self._transport = AsyncHttpTransport(endpoint, timeout_s, retries)
         self.url = endpoint.url
 

@@ -9,6 +9,7 @@ import orjson
 from shoal.errors import (
     ApiError,
     Conflict,
+    Forbidden,
     InvalidTask,
     NotFound,
     ShoalError,
@@ -18,7 +19,7 @@ from shoal.errors import (
 
 _BY_STATUS: dict[int, type[ApiError]] = {
     401: Unauthorized,
-    403: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: InvalidTask,

@@ -49,6 +49,9 @@ class Client:
     retries: attempts after a connection failure or a 502/503/504, for requests that are
         safe to repeat (reads; submits whose every task has an idempotency key) and for
         any request that never reached the server.
+    actor: the person this client's actions are recorded for (the audit shows
+        `<actor> (via <token's name>)`); only a token that may act for people, the dashboard's
+        (SHOAL_API_DASHBOARD_TOKEN), may send it: any other gets `Forbidden`.
     """
 
     def __init__(
@@ -58,9 +61,10 @@ class Client:
         token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
+        actor: str | None = None,
     ) -> None:
         self.timeout_s = timeout_s
-        endpoint = Endpoint(api_url(url), api_token(token))
+        endpoint = Endpoint(api_url(url), api_token(token), actor)
         self._transport = HttpTransport(endpoint, timeout_s, retries)
         self.url = endpoint.url
 

@@ -37,10 +37,15 @@ def backoff_s(attempt: int) -> float:
     return random.uniform(0, min(_BACKOFF_MAX_S, _BACKOFF_S * 2**attempt))
 
 
+ACTOR_HEADER = "X-Shoal-Actor"
+"""Names the person a client's actions are for; the API takes it only from a token that may act
+for people (the dashboard's), and answers 403 to any other."""
+
+
 class Endpoint:
     """Where the API is: scheme, host, port, path prefix, and the headers of every request."""
 
-    def __init__(self, url: str, token: str | None) -> None:
+    def __init__(self, url: str, token: str | None, actor: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the API URL must look like http://host:port, not {url!r}")
@@ -52,6 +57,8 @@ class Endpoint:
         self.headers = {"Accept": "application/json", "User-Agent": f"shoal-python/{__version__}"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
+        if actor:
+            self.headers[ACTOR_HEADER] = actor
 
     def target(self, path: str, query: Mapping[str, Any] | None) -> str:
         if not query:

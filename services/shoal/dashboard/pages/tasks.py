@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from shoal.dashboard import api, charts, graph, live, taskview, values
+from shoal.dashboard import api, charts, graph, live, session, taskview, values
 from shoal.dashboard import format as fmt
 from shoal.dashboard.untrusted import markdown_text
 
@@ -183,10 +183,13 @@ def _close() -> None:
 def _actions(task: Mapping[str, Any]) -> None:
     cols = st.columns([1, 1, 1, 3])
     task_id = task["id"]
+    viewer = not session.may_act()
+    why_not = "Operators only: you are signed in as a viewer." if viewer else None
     cols[0].button(
         "Cancel",
         icon=":material/cancel:",
-        disabled=task["state"] not in fmt.CANCELLABLE,
+        help=why_not,
+        disabled=viewer or task["state"] not in fmt.CANCELLABLE,
         key="cancel",
         on_click=api.act,
         args=(f"cancelling {task_id}", lambda c: c.cancel(task_id), f"Cancelled {task_id}."),
@@ -194,7 +197,8 @@ def _actions(task: Mapping[str, Any]) -> None:
     cols[1].button(
         "Retry",
         icon=":material/replay:",
-        disabled=task["state"] not in fmt.RETRYABLE,
+        help=why_not,
+        disabled=viewer or task["state"] not in fmt.RETRYABLE,
         key="retry",
         on_click=api.act,
         args=(f"retrying {task_id}", lambda c: c.retry(task_id), f"Queued {task_id} again."),

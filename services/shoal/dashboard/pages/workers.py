@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from shoal.dashboard import api, charts, live
+from shoal.dashboard import api, charts, live, session
 from shoal.dashboard import format as fmt
 
 st.title("Workers")
@@ -86,10 +86,12 @@ def workers_page() -> None:
     chosen = left.selectbox(
         "Drain a worker", active, index=None, placeholder="pick an active worker", key="drain_pick"
     )
+    viewer = not session.may_act()
     right.button(
         "Drain",
         icon=":material/pause_circle:",
-        disabled=not chosen,
+        help="Operators only: you are signed in as a viewer." if viewer else None,
+        disabled=viewer or not chosen,
         width="stretch",
         key="drain",
         on_click=api.act,
