@@ -169,7 +169,11 @@ def act(action: str, call: Callable[[Client], Any], done: str) -> None:
     """A button's callback: run `call`, and leave the outcome for `show_outcome` to display.
 
     Callbacks run before the page is drawn again, so the page shows the state after the action.
+    Viewers never act: pages disable their buttons, and this refuses whatever a page forgot.
     """
+    if not session.may_act():
+        st.session_state["_outcome"] = ("error", "Only operators may do this: you are signed in as a viewer.")
+        return
     try:
         attempt(action, call)
     except ApiProblem as problem:

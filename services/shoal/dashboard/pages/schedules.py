@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from shoal.core import jsonutil
-from shoal.dashboard import api, live
+from shoal.dashboard import api, live, session
 from shoal.dashboard import format as fmt
 from shoal.dashboard.untrusted import markdown_text
 
@@ -85,11 +85,13 @@ def _actions(schedules: list[dict[str, Any]]) -> None:
             st.text(f"Last misfire: {chosen['last_misfire']}")
         left, middle, right = st.columns(3)
         paused = bool(chosen.get("paused"))
+        viewer = not session.may_act()
         left.button(
             "Resume" if paused else "Pause",
             icon=":material/play_arrow:" if paused else ":material/pause:",
             key="sched_toggle",
             width="stretch",
+            disabled=viewer,
             on_click=api.act,
             args=(
                 f"{'resuming' if paused else 'pausing'} {sid}",
@@ -98,7 +100,7 @@ def _actions(schedules: list[dict[str, Any]]) -> None:
             ),
         )
         middle.button(
-            "Delete…", icon=":material/delete:", key="sched_delete", width="stretch",
+            "Delete…", icon=":material/delete:", key="sched_delete", width="stretch", disabled=viewer,
             on_click=st.session_state.__setitem__, args=("sched_confirm_delete", sid),
         )  # fmt: skip
         right.caption(
@@ -147,7 +149,7 @@ def create_form() -> None:
             timezone = left.text_input("Timezone", value="UTC")
             misfire = right.selectbox("Missed ticks", ["run_once", "skip"])
             kwargs_text = st.text_input("Keyword arguments (JSON object)", value="{}")
-            submitted = st.form_submit_button("Create", type="primary")
+            submitted = st.form_submit_button("Create", type="primary", disabled=not session.may_act())
         if submitted:
             _create(schedule_id, task, kind, timing, timezone, misfire, kwargs_text)
 
