@@ -230,12 +230,11 @@ def test_containers_run_the_documented_commands(default: Render) -> None:
         "8000",
     ]
     assert default.container("worker")["command"] == ["python", "-m", "shoal.worker"]
+    # The dashboard behind its sign-in gate, never bare `streamlit run` (which has no gate).
     dashboard = default.container("dashboard")["command"]
-    assert dashboard[:3] == ["streamlit", "run", "streamlit_app.py"]
+    assert dashboard[:3] == ["python", "-m", "shoal.dashboard.server"]
     flags = dict(zip(dashboard[3::2], dashboard[4::2], strict=True))
-    assert flags["--server.port"] == "8501"
-    assert flags["--server.address"] == "0.0.0.0"
-    assert flags["--server.headless"] == "true"
+    assert flags == {"--port": "8501", "--address": "0.0.0.0"}
 
 
 def test_the_shoal_image_runs_every_service(rendered: Render) -> None:
@@ -343,10 +342,18 @@ def test_api_token_comes_from_the_secret_never_from_a_configmap(rendered: Render
     for config_map in rendered.of_kind("ConfigMap"):
         assert "SHOAL_API_TOKEN" not in config_map["data"]
         assert "SHOAL_REDIS_PASSWORD" not in config_map["data"]
-    for component in ("scheduler", "dashboard"):
+    tokens = {
+        "scheduler": ("SHOAL_API_TOKEN", "SHOAL_API_READ_TOKEN", "SHOAL_API_DASHBOARD_TOKEN"),
+        # The dashboard never holds the admin token: it acts with its own and viewers read.
+        "dashboard": ("SHOAL_API_READ_TOKEN", "SHOAL_API_DASHBOARD_TOKEN"),
+    }
+    for component, names in tokens.items():
         if _has(rendered, component):
             env = {e["name"]: e for e in rendered.container(component)["env"]}
-            assert "secretKeyRef" in env["SHOAL_API_TOKEN"]["valueFrom"]
+            for name in names:
+                assert "secretKeyRef" in env[name]["valueFrom"], (component, name)
+            if component == "dashboard":
+                assert "SHOAL_API_TOKEN" not in env
 
 
 # ---- scaling ----------------------------------------------------------------------------------
@@ -482,7 +489,7 @@ def test_redis_without_password_opens_protected_mode_only_behind_the_network_pol
     assert out.one("NetworkPolicy")
     env = {e["name"]: e for e in out.container("scheduler")["env"]}
     assert env["SHOAL_REDIS_URL"]["value"] == f"redis://{RELEASE}-redis.{NAMESPACE}.svc:6379/0"
-    assert "redis-password" not in out.one("Secret")["data"]
+    assert "redis-password" not in out.one("Secret", RELEASE)["data"]
 
 
 def test_external_redis_url_from_a_secret_replaces_the_statefulset() -> None:
@@ -497,9 +504,14 @@ def test_external_redis_url_from_a_secret_replaces_the_statefulset() -> None:
             "key": "url",
         }
         assert "SHOAL_REDIS_PASSWORD" not in env
+    env = {e["name"]: e for e in out.container("scheduler")["env"]}
+    assert env["SHOAL_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "shoal-api", "key": "token"}
     for component in ("scheduler", "dashboard"):
         env = {e["name"]: e for e in out.container(component)["env"]}
-        assert env["SHOAL_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "shoal-api", "key": "token"}
+        assert env["SHOAL_API_DASHBOARD_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "shoal-api",
+            "key": "api-dashboard-token",
+        }
 
 
 def test_external_redis_plain_url() -> None:
@@ -623,7 +635,7 @@ def test_template_refuses_combinations_that_would_break(values: dict[str, str], 
 
 
 def test_generated_secret_holds_random_token_and_password(default: Render) -> None:
-    secret = default.one("Secret")
+    secret = default.one("Secret", RELEASE)
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     alphabet = set(string.ascii_letters + string.digits)
     for key in ("api-token", "redis-password"):

@@ -32,10 +32,19 @@ from tests.helm_render import (
 API_TOKEN = "token-from-the-secret-0123456789"
 REDIS_PASSWORD = "RedisPasswordFromTheSecret0123"
 EXTERNAL_REDIS_URL = "redis://:pw@redis.example.internal:6380/3"
+READ_TOKEN = "read-token-from-the-secret-0123"
+DASHBOARD_TOKEN = "dashboard-token-from-the-secret-0123"
+SESSION_SECRET = "session-secret-from-the-secret-0123456789"
+DASHBOARD_KEYS = {
+    "api-read-token": READ_TOKEN,
+    "api-dashboard-token": DASHBOARD_TOKEN,
+    "dashboard-session-secret": SESSION_SECRET,
+}
 SECRETS = {
-    # The chart's own Secret and the existing Secrets named by ci/external-redis-values.yaml.
+    # The chart's own Secrets and the existing Secrets named by ci/external-redis-values.yaml.
     "shoal": {"api-token": API_TOKEN, "redis-password": REDIS_PASSWORD},
-    "shoal-api": {"token": API_TOKEN},
+    "shoal-dashboard": DASHBOARD_KEYS,
+    "shoal-api": {"token": API_TOKEN, **DASHBOARD_KEYS},
     "shoal-redis-url": {"url": EXTERNAL_REDIS_URL},
 }
 
@@ -85,6 +94,7 @@ def test_scheduler_settings_load_and_point_at_the_right_objects(
     worker = rendered.workload("worker")
 
     assert api.api_token == API_TOKEN
+    assert (api.api_read_token, api.api_dashboard_token) == (READ_TOKEN, DASHBOARD_TOKEN)
     assert kube.pod_name == pod
     assert kube.k8s_namespace == NAMESPACE
     assert kube.worker_deployment == worker["metadata"]["name"]
@@ -127,8 +137,14 @@ def test_dashboard_reaches_the_api_through_the_scheduler_service(
     if not any(component_of(w) == "dashboard" for w in rendered.workloads()):
         pytest.skip("this value set disables the dashboard")
     _apply(environment, _env_of(rendered, "dashboard", "shoal-dashboard-5f6d7c8b9-zz9zz"))
-    api = load_settings().api
-    assert api.api_token == API_TOKEN
+    loaded = load_settings()
+    api, dashboard = loaded.api, loaded.dashboard
+    # Its own token (which may name the signed-in person) and the read-only one; never the admin's.
+    assert (api.api_dashboard_token, api.api_read_token, api.api_token) == (DASHBOARD_TOKEN, READ_TOKEN, None)
+    assert dashboard.dashboard_session_secret == SESSION_SECRET
+    assert dashboard.resolved_auth in ("accounts", "proxy")  # never open unless a value says `none`
+    if dashboard.resolved_auth == "accounts":
+        assert dashboard.dashboard_users_file == "/etc/shoal/dashboard/users"
     url = urlsplit(api.api_url)
     service = rendered.one("Service", url.hostname)
     assert component_of(service) == "scheduler"

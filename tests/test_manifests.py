@@ -59,6 +59,12 @@ def test_every_secret_reference_is_created_by_the_readme_command(manifests: Rend
         for container in spec["containers"]
         for env in container.get("env", [])
         if "secretKeyRef" in env.get("valueFrom", {})
+    } | {
+        (volume["secret"]["secretName"], item["key"])  # files from the Secret (the dashboard's accounts)
+        for _, spec in manifests.pod_specs()
+        for volume in spec.get("volumes", [])
+        if "secret" in volume
+        for item in volume["secret"].get("items", [])
     }
     assert refs, "the workloads must read the token and password from the Secret"
     assert refs == {(name, key) for key in keys}

@@ -106,11 +106,11 @@ class DevStack:
             for _ in range(self.workers):
                 self.spawn("worker", [sys.executable, "-m", "shoal.worker"], self.env(SHOAL_WORKER_PORT="0"))
         if self.dashboard:
+            # Behind its sign-in gate; with no accounts configured it answers this machine only.
             self.spawn(
                 "dashboard",
-                [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-                 "--server.port", str(self.dashboard_port), "--server.address", self.host,
-                 "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                [sys.executable, "-m", "shoal.dashboard.server",
+                 "--port", str(self.dashboard_port), "--address", self.host],
                 self.env(),
             )  # fmt: skip
 

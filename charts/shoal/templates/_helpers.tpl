@@ -146,6 +146,31 @@ Secret and is spliced into the URL by Kubernetes' $(VAR) expansion, so it never 
       key: {{ .Values.auth.apiTokenKey }}
 {{- end -}}
 
+{{/* The Secret with the dashboard's accounts and session key and the dashboard's and read-only API tokens. */}}
+{{- define "shoal.dashboard.secretName" -}}
+{{- if .Values.dashboard.auth.existingSecret -}}
+{{- .Values.dashboard.auth.existingSecret -}}
+{{- else if .Values.auth.existingSecret -}}
+{{- .Values.auth.existingSecret -}}
+{{- else -}}
+{{- include "shoal.fullname" . | trunc 53 | trimSuffix "-" }}-dashboard
+{{- end -}}
+{{- end -}}
+
+{{/* The read-only token (`reader`) and the dashboard's token (`dashboard`, may name the person acting). */}}
+{{- define "shoal.scopedTokenEnv" -}}
+- name: SHOAL_API_READ_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shoal.dashboard.secretName" . }}
+      key: api-read-token
+- name: SHOAL_API_DASHBOARD_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shoal.dashboard.secretName" . }}
+      key: api-dashboard-token
+{{- end -}}
+
 {{/* Downward API: the pod's own name (worker id / lease holder) and namespace. */}}
 {{- define "shoal.podEnv" -}}
 - name: SHOAL_POD_NAME
