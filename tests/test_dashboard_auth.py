@@ -16,6 +16,7 @@ from websockets.sync.client import connect
 from api_fixtures import *  # noqa: F403 - the api fixture
 from api_fixtures import ApiServer
 from dashboard_support import dashboard_process
+from shoal.core.dashboard_settings import DashboardSettings
 from shoal.dashboard.auth import (
     SESSION_COOKIE,
     Account,
@@ -27,7 +28,6 @@ from shoal.dashboard.auth import (
     parse_accounts,
     proxy_user,
 )
-from shoal.core.dashboard_settings import DashboardSettings
 
 PASSWORDS = {"alice": "alice-password-1", "victor": "victor-password-1"}
 

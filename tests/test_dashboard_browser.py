@@ -173,7 +173,7 @@ def test_sign_in_as_viewer_reads_and_as_operator_acts(api_factory, browser_page,
         + account_line("alice", "operator", "alice-password-1")
     )
     with api.client() as client:
-        task = client.submit("echo", queue="nobody-serves-this")
+        task = client.submit_request(task_request("echo", queue="nobody-serves-this"))
     with dashboard_process(
         api.url,
         tmp_path / "dashboard.log",

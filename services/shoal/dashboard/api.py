@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from shoal import Client, Explanation, Forbidden, RequestTimeout, ShoalError, Unauthorized, Unavailable
+from shoal.core.dashboard_settings import DashboardSettings
 from shoal.dashboard import session
 from shoal.dashboard.auth import User
 from shoal.dashboard.untrusted import markdown_text
-from shoal.core.dashboard_settings import DashboardSettings
 from shoal.sdk.answers import detail_text
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"

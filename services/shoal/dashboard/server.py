@@ -34,9 +34,9 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shoal.core.dashboard_settings import DashboardSettings, get_dashboard_settings
 from shoal.dashboard.auth import SESSION_COOKIE, Authority, install
 from shoal.dashboard.server_paths import LOGIN_PATH, LOGOUT_PATH
-from shoal.core.dashboard_settings import DashboardSettings, get_dashboard_settings
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from shoal.core.dashboard_settings import DashboardSettings
 from shoal.dashboard import auth
 from shoal.dashboard.auth import LOOPBACK, User
 from shoal.dashboard.server_paths import LOGIN_PATH
-from shoal.core.dashboard_settings import DashboardSettings
 
 
 def current_user() -> User | None:

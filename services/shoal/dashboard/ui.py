@@ -9,9 +9,9 @@ from __future__ import annotations
 import streamlit as st
 from pydantic import ValidationError
 
+from shoal.core.dashboard_settings import DashboardSettings
 from shoal.dashboard import PAGES_DIR
 from shoal.dashboard.session import current_user, refuse
-from shoal.core.dashboard_settings import DashboardSettings
 from shoal.dashboard.sidebar import render_sidebar
 from shoal.dashboard.untrusted import markdown_text
 
