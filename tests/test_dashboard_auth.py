@@ -222,3 +222,14 @@ def test_auto_mode_without_accounts_serves_only_this_machine(api: ApiServer, tmp
         assert httpx.get(url).status_code == 200  # from 127.0.0.1
         proxied = httpx.get(url, headers={"X-Forwarded-For": "203.0.113.7"})
         assert proxied.status_code == 403 and "no sign-in configured" in proxied.text
+
+
+def test_a_setting_that_cannot_work_is_a_banner_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard_support import APP
+
+    monkeypatch.setenv("SHOAL_DASHBOARD_TIMEOUT_S", "soon")
+    at = AppTest.from_file(str(APP), default_timeout=10).run()
+    assert not at.exception
+    assert "settings are invalid" in at.error[0].value and "dashboard\\_timeout\\_s" in at.error[0].value

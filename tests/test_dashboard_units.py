@@ -6,6 +6,7 @@ import socket
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from dashboard_support import silent_server
 from shoal import Client, RequestTimeout, ShoalError
@@ -339,8 +340,12 @@ TARGET = ApiTarget(url="http://127.0.0.1:1", token=None, timeout_s=0.3)
 def test_target_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOAL_API_URL", "http://shoal.example:8000/")
     monkeypatch.setenv("SHOAL_API_TOKEN", "  ")
+    monkeypatch.setenv("SHOAL_DASHBOARD_TIMEOUT_S", "2.5")
+    assert target_from_env() == ApiTarget("http://shoal.example:8000", None, 2.5)
+    # A setting that cannot work is refused, naming it (the app shows it instead of its pages).
     monkeypatch.setenv("SHOAL_DASHBOARD_TIMEOUT_S", "not a number")
-    assert target_from_env() == ApiTarget("http://shoal.example:8000", None, 5.0)
+    with pytest.raises(ValidationError, match="dashboard_timeout_s"):
+        target_from_env()
 
 
 @pytest.mark.parametrize(
