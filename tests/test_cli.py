@@ -32,7 +32,7 @@ def cli(api: str, *args: str, timeout: float = 60) -> subprocess.CompletedProces
 
 def test_cli_reports_an_unreachable_scheduler_without_a_traceback() -> None:
     result = cli(f"http://127.0.0.1:{free_port()}", "workers", timeout=30)
-    assert result.returncode == 1
+    assert result.returncode == 6  # the scheduler cannot be reached (`shoal --help` lists the codes)
     assert "cannot reach the scheduler" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -70,18 +70,20 @@ def test_dev_stack_runs_scheduler_and_workers_and_the_cli_drives_it(
             time.sleep(0.2)
         assert "Shoal is running" in (tmp_path / "dev.log").read_text()
 
-        done = cli(api, "submit", "echo", "hello", "--wait")
+        done = cli(api, "--json", "submit", "echo", "hello", "--wait")
         assert done.returncode == 0, done.stderr
         assert '"succeeded"' in done.stdout and '"hello"' in done.stdout
+        table = cli(api, "submit", "echo", "hi", "--wait")  # for people: key/value lines
+        assert table.returncode == 0 and "state:    succeeded" in table.stdout
 
-        workers = cli(api, "workers")
+        workers = cli(api, "workers", "--json")
         assert workers.returncode == 0 and workers.stdout.count('"concurrency"') == 2
 
         bad = cli(api, "submit", "echo", "--kwargs", "[1, 2]")
         assert bad.returncode == 2 and "--kwargs must be a JSON object" in bad.stderr
 
         missing = cli(api, "status", "0" * 32)
-        assert missing.returncode == 1 and "not found" in missing.stderr
+        assert missing.returncode == 3 and "not found" in missing.stderr
         assert "Traceback" not in missing.stderr + bad.stderr
     finally:
         dev.send_signal(signal.SIGTERM)

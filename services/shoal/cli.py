@@ -1,21 +1,60 @@
-"""The `shoal` command line (`python -m shoal`): run Shoal locally, submit and inspect tasks."""
+"""The `shoal` command line (`python -m shoal`): run Shoal locally, submit, inspect, act in an incident.
+
+Tables for people by default, the API's JSON documents with `--json` (before or after the
+command). Every failure is one line on stderr naming what to check, with the exit code below;
+a closed pipe (`shoal tasks | head`) or Ctrl-C ends quietly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from shoal.cli_output import Output
 from shoal.core import jsonutil
 from shoal.sdk.calls import task_request
 
 if TYPE_CHECKING:
     from shoal.sdk.client import Client
 
+EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
+EXIT_NOT_ALLOWED = 5
+EXIT_UNAVAILABLE = 6
+EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141
+
+EXIT_CODES = """\
+exit codes:
+  0    done
+  1    the task failed (submit --wait, wait), or a bulk job failed
+  2    bad arguments or input the scheduler refused (4xx with a reason)
+  3    no such task, worker or schedule (404)
+  4    not possible in its current state (409: cancel a finished task, retry a running one)
+  5    the token is missing, wrong or may not do this (401, 403)
+  6    the scheduler cannot be reached, timed out, or Redis is down (502-504)
+  130  interrupted (Ctrl-C)
+  141  the output was closed (`shoal tasks | head`)
+"""
+
+TASK_STATES = (
+    "pending",
+    "scheduled",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "upstream_failed",
+)
+
+_output = Output(as_json=False)
 
 
 def _json_arg(text: str) -> Any:
@@ -27,22 +66,45 @@ def _json_arg(text: str) -> Any:
 
 
 def _print(value: Any) -> None:
-    print(jsonutil.dumpb(value).decode() if not sys.stdout.isatty() else _pretty(value))
+    """Print an API document the way this run prints (used by the flow commands too)."""
+    if _output.as_json:
+        _output.json(value)
+    else:
+        _output.generic(value)
 
 
-def _pretty(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes, after its name too (`shoal tasks --json`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,  # a subcommand's default must not undo `shoal --json tasks`
+        help="print the API's JSON documents (events: one per line) instead of tables",
+    )
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shoal", description="Shoal task scheduler")
-    p.add_argument("--api", help="API base URL (default: SHOAL_API_URL or http://127.0.0.1:8000)")
+    common = _common()
+    p = argparse.ArgumentParser(
+        prog="shoal",
+        description="Shoal task scheduler: run it locally, submit tasks, inspect and act on a running one.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--api", metavar="URL", help="the scheduler API (default: SHOAL_API_URL or http://127.0.0.1:8000)"
+    )
     p.add_argument("--token", help="API token (default: SHOAL_API_TOKEN)")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--json", action="store_true", help="print the API's JSON documents instead of tables")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = sub.add_parser("dev", help="run Redis, the scheduler, workers and the dashboard locally")
-    dev.add_argument("--workers", type=int, default=2, help="workers at start (the autoscaler's minimum)")
-    dev.add_argument("--max-workers", type=int, default=4, help="the local autoscaler's maximum")
+    dev = sub.add_parser("dev", help="run Redis, the scheduler, workers and the dashboard locally (make up)")
+    dev.add_argument(
+        "--workers", type=int, default=2, help="workers at start, the autoscaler's minimum (default: 2)"
+    )
+    dev.add_argument("--max-workers", type=int, default=4, help="the local autoscaler's maximum (default: 4)")
     dev.add_argument(
         "--fixed-workers", action="store_true", help="start exactly --workers workers; no autoscaling"
     )
@@ -60,52 +122,95 @@ def build_parser() -> argparse.ArgumentParser:
         "machine, a private redis-server is started on its port",
     )
 
-    s = sub.add_parser("submit", help="submit a task")
-    s.add_argument("name")
-    s.add_argument("args", nargs="*", help="positional arguments (JSON or plain strings)")
-    s.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
-    s.add_argument("--queue", default="default")
-    s.add_argument("--priority", type=int, default=0)
-    s.add_argument("--depends-on", action="append", default=[], metavar="ID")
-    s.add_argument("--delay", type=float, default=0.0, metavar="SECONDS")
-    s.add_argument("--max-retries", type=int, default=None)
-    s.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
-    s.add_argument("--idempotency-key", default=None)
-    s.add_argument("--wait", action="store_true", help="wait for the result")
+    s = sub.add_parser("submit", parents=[common], help="submit a task")
+    s.add_argument("name", help="the task's registered name, e.g. echo")
+    s.add_argument("args", nargs="*", help="positional arguments (each JSON, or a plain string)")
+    s.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object, e.g. '{\"n\": 3}'")
+    s.add_argument("--queue", default="default", help="the queue to put it on (default: default)")
+    s.add_argument("--priority", type=int, default=0, help="-100 to 100, higher runs first (default: 0)")
+    s.add_argument(
+        "--depends-on",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a task that must succeed first (repeatable)",
+    )
+    s.add_argument(
+        "--delay", type=float, default=0.0, metavar="SECONDS", help="run no earlier than this (default: 0)"
+    )
+    s.add_argument(
+        "--max-retries",
+        type=int,
+        default=None,
+        help="0 to 100 retries after a failure (default: the scheduler's)",
+    )
+    s.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run-time limit per attempt (default: the scheduler's)",
+    )
+    s.add_argument(
+        "--idempotency-key", default=None, help="a repeated submit with this key returns the first task"
+    )
+    s.add_argument("--wait", action="store_true", help="wait until it finishes (exit 1 if it fails)")
 
-    for name, help_text in (
-        ("status", "show a task"),
-        ("cancel", "cancel a task"),
-        ("retry", "retry a failed task"),
+    for name, help_text, id_help in (
+        ("status", "show a task: state, attempts, error and traceback", "the task's id"),
+        ("cancel", "cancel a task that has not finished (its pending dependents too)", "the task's id"),
+        ("retry", "queue a failed task again with a fresh retry budget", "the task's id"),
     ):
-        c = sub.add_parser(name, help=help_text)
-        c.add_argument("id")
-    w = sub.add_parser("wait", help="wait until a task finishes")
-    w.add_argument("id")
-    w.add_argument("--timeout", type=float, default=60.0)
+        sub.add_parser(name, parents=[common], help=help_text).add_argument("id", help=id_help)
+    w = sub.add_parser(
+        "wait", parents=[common], help="wait until a task finishes (exit 1 unless it succeeds)"
+    )
+    w.add_argument("id", help="the task's id")
+    w.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="give up after (default: 60)"
+    )
 
-    t = sub.add_parser("tasks", help="list tasks")
-    t.add_argument("--state")
-    t.add_argument("--queue")
-    t.add_argument("--name")
-    t.add_argument("--limit", type=int, default=20)
+    t = sub.add_parser("tasks", parents=[common], help="list tasks, newest first")
+    t.add_argument("--state", choices=TASK_STATES, help="only tasks in this state")
+    t.add_argument("--queue", help="only tasks of this queue")
+    t.add_argument("--name", help="only tasks of this name")
+    t.add_argument("--limit", type=int, default=20, help="1 to 1000 tasks (default: 20)")
+    t.add_argument("--cursor", help="the page to show: the `--cursor` a previous page printed")
 
-    from shoal import cli_flow  # its commands' parsers (it uses this module's helpers)
+    from shoal import cli_flow, cli_incident
 
+    cli_incident.add_parsers(sub, common)
     cli_flow.add_parsers(sub)
-    sub.add_parser("workers", help="list live workers")
-    sub.add_parser("queues", help="queue depths")
-    sub.add_parser("stats", help="counts, throughput and latency percentiles")
+    sub.add_parser("workers", parents=[common], help="registered workers with their live load")
+    sub.add_parser("queues", parents=[common], help="queues: ready, running and scheduled tasks, by priority")
+    sub.add_parser("stats", parents=[common], help="counts, throughput and latency percentiles")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and nothing to flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    global _output
     args = build_parser().parse_args(argv)
+    _output = Output(as_json=bool(getattr(args, "json", False)))
     if args.command == "dev":
         return _dev(args)
     if args.command == "redis":
         return _redis(args)
-    return _api_command(args)
+    code = _api_command(args)
+    _output.flush()
+    return code
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -134,8 +239,24 @@ def _redis(args: argparse.Namespace) -> int:
         print(ensure_redis(args.url or RedisSettings().redis_url).url)
     except RuntimeError as exc:
         print(f"shoal redis: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def exit_code_for(error: BaseException) -> int:
+    from shoal import Conflict, NotFound, TaskFailed, Unauthorized, Unavailable
+
+    if isinstance(error, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(error, Conflict):
+        return EXIT_CONFLICT
+    if isinstance(error, Unauthorized):  # Forbidden too
+        return EXIT_NOT_ALLOWED
+    if isinstance(error, Unavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(error, TaskFailed):
+        return EXIT_FAILED
+    return EXIT_USAGE
 
 
 def _api_command(args: argparse.Namespace) -> int:
@@ -146,16 +267,18 @@ def _api_command(args: argparse.Namespace) -> int:
             return _run_api_command(client, args)
     except ShoalError as exc:
         print(f"shoal {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return exit_code_for(exc)
     except ValueError as exc:
         print(f"shoal {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
 def _run_api_command(client: Client, args: argparse.Namespace) -> int:
-    cmd = args.command
-    from shoal import cli_flow
+    from shoal import cli_flow, cli_incident, cli_views
 
+    cmd, out = args.command, _output
+    if cmd in cli_incident.COMMANDS:
+        return cli_incident.run(client, args, out)
     if cmd in cli_flow.COMMANDS:
         return cli_flow.run(client, args)
     if cmd == "submit":
@@ -176,24 +299,27 @@ def _run_api_command(client: Client, args: argparse.Namespace) -> int:
         )
         # --wait: the scheduler answers once the task finished (or after 5 minutes), one request.
         task = client.submit_request(request, wait_s=300 if args.wait else None)
-        _print(task)
-        return 0 if task["state"] != "failed" else 1
-    if cmd == "status":
-        _print(client.get(args.id))
-    elif cmd == "wait":
-        task = client.wait(args.id, timeout_s=args.timeout)
-        _print(task)
-        return 0 if task["state"] == "succeeded" else 1
-    elif cmd == "cancel":
-        _print(client.cancel(args.id))
-    elif cmd == "retry":
-        _print(client.retry(args.id))
-    elif cmd == "tasks":
-        _print(client.list_tasks(state=args.state, queue=args.queue, name=args.name, limit=args.limit))
+        out.json(task) if out.as_json else cli_views.task(out, task)
+        return EXIT_FAILED if task["state"] == "failed" else EXIT_OK
+    if cmd in ("status", "cancel", "retry", "wait"):
+        if cmd == "wait":
+            task = client.wait(args.id, timeout_s=args.timeout)
+        else:
+            task = {"status": client.get, "cancel": client.cancel, "retry": client.retry}[cmd](args.id)
+        out.json(task) if out.as_json else cli_views.task(out, task)
+        return EXIT_FAILED if cmd == "wait" and task["state"] != "succeeded" else EXIT_OK
+    if cmd == "tasks":
+        page = client.list_tasks(
+            state=args.state, queue=args.queue, name=args.name, limit=args.limit, cursor=args.cursor
+        )
+        out.json(page) if out.as_json else cli_views.tasks(out, page)
     elif cmd == "workers":
-        _print(client.workers())
+        rows = client.workers()
+        out.json(rows) if out.as_json else cli_views.workers(out, rows)
     elif cmd == "queues":
-        _print(client.queues())
+        queues = client.queues()
+        out.json(queues) if out.as_json else cli_views.queues(out, queues)
     elif cmd == "stats":
-        _print(client.stats())
-    return 0
+        document = client.stats()
+        out.json(document) if out.as_json else cli_views.stats(out, document)
+    return EXIT_OK

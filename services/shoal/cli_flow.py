@@ -26,18 +26,29 @@ def add_parsers(sub: Any) -> None:
     sch = sub.add_parser("schedule", help="create, show, pause, resume or delete a schedule")
     actions = sch.add_subparsers(dest="action", required=True)
     put = actions.add_parser("put", help="create or replace a schedule")
-    put.add_argument("id")
-    put.add_argument("task")
+    put.add_argument("id", help="the schedule's id, e.g. nightly-report")
+    put.add_argument("task", help="the task name to enqueue at each tick")
     put.add_argument("args", nargs="*", help="positional arguments (JSON or plain strings)")
     when = put.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help='cron expression, e.g. "30 2 * * *" (6 fields: seconds first)')
     when.add_argument("--every", type=float, metavar="SECONDS", help="fixed interval")
     put.add_argument("--tz", default="UTC", help="IANA timezone the cron fields are read in")
     put.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
-    put.add_argument("--queue", default="default")
-    put.add_argument("--priority", type=int, default=0)
-    put.add_argument("--misfire", choices=("run_once", "skip"), default="run_once")
-    put.add_argument("--misfire-grace", type=float, default=None, metavar="SECONDS")
+    put.add_argument("--queue", default="default", help="the queue its tasks go to (default: default)")
+    put.add_argument("--priority", type=int, default=0, help="-100 to 100, higher runs first (default: 0)")
+    put.add_argument(
+        "--misfire",
+        choices=("run_once", "skip"),
+        default="run_once",
+        help="ticks missed while no leader ran: run_once (one catch-up task, the default) or skip",
+    )
+    put.add_argument(
+        "--misfire-grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a tick late by more than this counts as missed (default: the scheduler's)",
+    )
     put.add_argument("--paused", action="store_true", help="create it paused")
     for name, help_text in (
         ("show", "show a schedule and its next runs"),
@@ -45,23 +56,23 @@ def add_parsers(sub: Any) -> None:
         ("resume", "resume a schedule from its next tick"),
         ("delete", "delete a schedule (its tasks are kept)"),
     ):
-        actions.add_parser(name, help=help_text).add_argument("id")
+        actions.add_parser(name, help=help_text).add_argument("id", help="the schedule's id")
 
     b = sub.add_parser("bulk", help="cancel or retry every task matching a filter, in chunks")
     bulk = b.add_subparsers(dest="action", required=True)
     for name, help_text in (("cancel", "cancel matching tasks"), ("retry", "retry matching failed tasks")):
         a = bulk.add_parser(name, help=help_text)
         a.add_argument("--state", action="append", default=[], help="a state to match (repeatable)")
-        a.add_argument("--queue")
+        a.add_argument("--queue", help="only tasks of this queue")
         a.add_argument("--name", help="task name")
-        a.add_argument("--created-after", type=float, metavar="EPOCH_S")
-        a.add_argument("--created-before", type=float, metavar="EPOCH_S")
+        a.add_argument("--created-after", type=float, metavar="EPOCH_S", help="only tasks created after")
+        a.add_argument("--created-before", type=float, metavar="EPOCH_S", help="only tasks created before")
         a.add_argument("--error", dest="error_contains", help="text the last error contains (any case)")
         a.add_argument("--yes", action="store_true", help="act; without it, only say how many tasks match")
         a.add_argument("--no-wait", action="store_true", help="start the job and return at once")
     bulk.add_parser("list", help="recent bulk jobs")
-    bulk.add_parser("status", help="a bulk job's progress").add_argument("id")
-    bulk.add_parser("stop", help="stop a bulk job").add_argument("id")
+    bulk.add_parser("status", help="a bulk job's progress").add_argument("id", help="the job's id")
+    bulk.add_parser("stop", help="stop a bulk job").add_argument("id", help="the job's id")
     sub.add_parser("failures", help="failed tasks grouped by error")
 
 

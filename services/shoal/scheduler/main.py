@@ -31,7 +31,18 @@ from shoal.scheduler.api.deps import require_token
 from shoal.scheduler.api.errors import install_error_handlers
 from shoal.scheduler.api.http_metrics import HttpMetrics
 from shoal.scheduler.api.responses import JSONBytesResponse
-from shoal.scheduler.api.routes import bulk, events, health, queues, scaling, schedules, stats, tasks, workers
+from shoal.scheduler.api.routes import (
+    bulk,
+    event_history,
+    events,
+    health,
+    queues,
+    scaling,
+    schedules,
+    stats,
+    tasks,
+    workers,
+)
 from shoal.scheduler.api.tokens import TokenTable
 from shoal.scheduler.bulk_schemas import BulkCreate
 from shoal.scheduler.operator import build_operator
@@ -118,7 +129,7 @@ def create_app(
             503: {"model": ErrorPublic, "description": "Redis is unreachable."},
         },
     )
-    for module in (tasks, workers, queues, stats, events, scaling, schedules, bulk):
+    for module in (tasks, workers, queues, stats, event_history, events, scaling, schedules, bulk):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
