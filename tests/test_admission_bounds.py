@@ -22,14 +22,14 @@ from redis.asyncio import Redis
 from api_fixtures import *  # noqa: F403
 from api_fixtures import ApiServer
 from conftest import REDIS_URL, make_task_settings
+from shoal.core import admission as submission
+from shoal.core.admission import Submitter
 from shoal.core.errors import InvalidSubmission, OutcomeUnknown
 from shoal.core.jsonutil import MAX_NESTING
 from shoal.core.settings import ApiSettings, Settings
 from shoal.core.store import EXISTS_CHUNK, Store
-from shoal.scheduler import submission
 from shoal.scheduler.api.body import INT_MAX, INT_MIN
 from shoal.scheduler.schemas import BatchItem, TaskCreate, ValidationLimits
-from shoal.scheduler.submission import Submitter
 
 JSON = {"Content-Type": "application/json"}
 

@@ -100,6 +100,18 @@ def backoff_delay_ms(attempt: int, base_s: float, max_s: float, jitter: float) -
     return int(cap * jitter * _MS)
 
 
+def submit_results(raw: list[Any]) -> list[SubmitResult]:
+    """The submit script's reply: one result per spec; its refusals as errors."""
+    if raw and raw[0] == "err":
+        if str(raw[1]).startswith("duplicate task id"):
+            raise DuplicateTaskId(raw[1])
+        raise InvalidSubmission(raw[1])
+    return [
+        SubmitResult(id=raw[i], state=TaskState(raw[i + 1]), created=bool(int(raw[i + 2])))
+        for i in range(0, len(raw), 3)
+    ]
+
+
 class Store:
     def __init__(self, redis: Redis, namespace: str, tasks: TaskSettings) -> None:
         self.redis = redis
@@ -131,6 +143,14 @@ class Store:
         """Create tasks in one atomic call. Each spec needs an id; dependencies come first."""
         if not specs:
             return []
+        return submit_results(await self._scripts.submit(keys=self._k, args=self.submit_args(specs)))
+
+    def submit_args(self, specs: list[TaskSpec]) -> list[Any]:
+        """ARGV of the submit script for `specs` (KEYS are `keys.script_keys`).
+
+        Public for the one synchronous caller of the same script (the SDK's direct transport),
+        which sends it with a synchronous client and reads the reply with `submit_results`.
+        """
         args: list[Any] = [self._retention, len(specs)]
         for spec in specs:
             if not spec.id:
@@ -149,15 +169,7 @@ class Store:
                 int(spec.delay_s * _MS),
                 spec.idempotency_key or "",
             ]
-        raw = await self._scripts.submit(keys=self._k, args=args)
-        if raw and raw[0] == "err":
-            if str(raw[1]).startswith("duplicate task id"):
-                raise DuplicateTaskId(raw[1])
-            raise InvalidSubmission(raw[1])
-        return [
-            SubmitResult(id=raw[i], state=TaskState(raw[i + 1]), created=bool(int(raw[i + 2])))
-            for i in range(0, len(raw), 3)
-        ]
+        return args
 
     async def get(self, task_id: str, with_history: bool = True) -> Task | None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from shoal.core.admission import Submitter
 from shoal.core.logging import configure_logging
 from shoal.core.settings import Settings, SettingsError, get_settings
 from shoal.core.store import Store
@@ -45,10 +46,10 @@ from shoal.scheduler.api.routes import (
 )
 from shoal.scheduler.api.tokens import TokenTable
 from shoal.scheduler.bulk_schemas import BulkCreate
+from shoal.scheduler.metrics import count_submitted
 from shoal.scheduler.operator import build_operator
 from shoal.scheduler.schedule_schemas import ScheduleBody, ScheduleCreate
 from shoal.scheduler.schemas import BatchCreate, ErrorPublic, TaskCreate, ValidationLimits
-from shoal.scheduler.submission import Submitter
 from shoal.scheduler.waiters import Waiters
 
 log = logging.getLogger("shoal.scheduler")
@@ -84,7 +85,7 @@ def create_app(
         operator = build_operator(active, settings) if run_leader_loops else None
         app.state.store = active
         app.state.waiters = waiters
-        app.state.submitter = Submitter(active, settings)
+        app.state.submitter = Submitter(active, settings, on_created=count_submitted)
         app.state.loops = operator.loops if operator is not None else None
         await waiters.start(getattr(app.state, "waiters_confirm_timeout_s", 5.0))
         if operator is not None:

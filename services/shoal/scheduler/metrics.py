@@ -10,6 +10,13 @@ from shoal.core.store import Store
 FINISHED_WINDOW_S = 600
 
 TASKS_SUBMITTED = Counter("shoal_tasks_submitted_total", "Tasks accepted by the API", ["queue"])
+
+
+def count_submitted(queue: str, n: int) -> None:
+    """Admission's report of the tasks it created (idempotent repeats are not counted)."""
+    TASKS_SUBMITTED.labels(queue).inc(n)
+
+
 TASKS_REAPED = Counter("shoal_tasks_reaped_total", "Running tasks whose lease expired")
 WORKERS_LOST = Counter("shoal_workers_lost_total", "Workers declared lost (no heartbeat or pod gone)")
 TASKS_BY_STATE = Gauge("shoal_tasks", "Tasks by state", ["state"])

@@ -19,13 +19,13 @@ from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
+from shoal.core.admission import new_task_ids
 from shoal.core.errors import ShoalError
 from shoal.core.models import TaskSpec
 from shoal.core.schedules import ScheduleState, decide, tick_idempotency_key
 from shoal.core.settings import TaskSettings
 from shoal.core.store import Store
 from shoal.scheduler import metrics
-from shoal.scheduler.submission import new_task_ids
 
 log = logging.getLogger(__name__)
 

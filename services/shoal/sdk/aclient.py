@@ -54,8 +54,16 @@ class AsyncClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
         actor: str | None = None,
+        redis_url: str | None = None,
+        namespace: str | None = None,
     ) -> None:
         self.timeout_s = timeout_s
+        if redis_url is not None:
+            from shoal.sdk.direct import DirectTransport
+
+            self._transport: Any = DirectTransport(redis_url, namespace, timeout_s)
+            self.url = redis_url
+            return
         endpoint = Endpoint(api_url(url), api_token(token), actor)
         self._transport = AsyncHttpTransport(endpoint, timeout_s, retries)
         self.url = endpoint.url

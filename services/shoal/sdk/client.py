@@ -43,6 +43,7 @@ class Client:
 
         client = shoal.Client()                        # SHOAL_API_URL, SHOAL_API_TOKEN
         client = shoal.Client("http://shoal:8000", token="...")
+        client = shoal.Client(redis_url="redis://redis:6379/0")   # direct transport
 
     url, token: the scheduler API (defaults from the environment; token="" sends none).
     timeout_s: how long one request may take (long polls get their wait on top).
@@ -52,6 +53,9 @@ class Client:
     actor: the person this client's actions are recorded for (the audit shows
         `<actor> (via <token's name>)`); only a token that may act for people, the dashboard's
         (SHOAL_API_DASHBOARD_TOKEN), may send it: any other gets `Forbidden`.
+    redis_url, namespace: talk to Redis directly instead of the API, through the same admission
+        and scripts; for trusted producers only (see `shoal.sdk.direct` for what it trades).
+        namespace defaults to SHOAL_NAMESPACE, the other rules to the SHOAL_* environment.
     """
 
     def __init__(
@@ -62,8 +66,16 @@ class Client:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
         actor: str | None = None,
+        redis_url: str | None = None,
+        namespace: str | None = None,
     ) -> None:
         self.timeout_s = timeout_s
+        if redis_url is not None:
+            from shoal.sdk.direct import SyncDirectTransport
+
+            self._transport: Any = SyncDirectTransport(redis_url, namespace, timeout_s)
+            self.url = redis_url
+            return
         endpoint = Endpoint(api_url(url), api_token(token), actor)
         self._transport = HttpTransport(endpoint, timeout_s, retries)
         self.url = endpoint.url

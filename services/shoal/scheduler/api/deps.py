@@ -13,11 +13,11 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shoal.core.admission import Submitter
 from shoal.core.settings import Settings, get_settings
 from shoal.core.store import Store
 from shoal.scheduler.api.tokens import ACTOR_HEADER, ACTOR_PATTERN, ANONYMOUS, Actor, TokenTable, actor_for
 from shoal.scheduler.schemas import ValidationLimits
-from shoal.scheduler.submission import Submitter
 from shoal.scheduler.waiters import Waiters
 
 _bearer = HTTPBearer(
