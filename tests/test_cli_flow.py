@@ -50,3 +50,12 @@ def test_bulk_cancel_asks_for_yes_then_follows_the_job_to_the_end(api: ApiServer
     assert json.loads(cli(api.url, "bulk", "status", job["id"]).stdout)["id"] == job["id"]
     refused = cli(api.url, "bulk", "retry", "--state", "queued", "--yes")
     assert refused.returncode == 1 and "retry applies to tasks in failed" in refused.stderr
+
+
+def test_pause_and_resume_a_queue(api: ApiServer) -> None:
+    paused = cli(api.url, "pause", "bulk")
+    assert paused.returncode == 0, paused.stderr
+    assert json.loads(paused.stdout)["paused"] is True
+    assert json.loads(cli(api.url, "resume", "bulk").stdout)["paused"] is False
+    bad = cli(api.url, "pause", "no spaces allowed")
+    assert bad.returncode == 1 and "422" in bad.stderr

@@ -10,7 +10,7 @@ import pytest
 from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtures
 from api_fixtures import ApiServer
 from dashboard_support import no_exceptions, open_page
-from shoal import Client
+from shoal import Client, remote
 from shoal.dashboard.untrusted import displayed_text
 
 
@@ -79,3 +79,20 @@ def test_a_schedule_is_created_from_the_form_and_bad_input_is_a_banner(shoal: Cl
     submit(at)
     no_exceptions(at)
     assert "Bad minute" in shown(at)
+
+
+def test_the_queues_page_pauses_and_resumes_a_queue_with_its_switch(shoal: Client) -> None:
+    shoal.submit(remote("echo").options(queue="mail"))
+    at = open_page("queues")
+    no_exceptions(at)
+    switch = at.toggle(key="pause_mail_0")
+    assert switch.value is True and switch.label == "mail"
+    switch.set_value(False).run()
+    no_exceptions(at)
+    assert [q["paused"] for q in shoal.queues()] == [True]
+    assert "Queue mail paused." in shown(at)
+    at.run()
+    resumed = at.toggle(key="pause_mail_1")
+    assert resumed.value is False and resumed.label.startswith("mail (paused")
+    resumed.set_value(True).run()
+    assert [q["paused"] for q in shoal.queues()] == [False]

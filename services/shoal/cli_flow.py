@@ -12,12 +12,13 @@ import argparse
 import sys
 import time
 from typing import Any
+from urllib.parse import quote
 
 from shoal.cli import EXIT_USAGE, _json_arg, _print
 from shoal.core import jsonutil
 
 API = "/api/v1"
-COMMANDS = frozenset({"schedules", "schedule", "bulk", "failures"})
+COMMANDS = frozenset({"schedules", "schedule", "bulk", "failures", "pause", "resume"})
 _FINISHED = ("done", "stopped", "failed")
 
 
@@ -74,6 +75,10 @@ def add_parsers(sub: Any) -> None:
     bulk.add_parser("status", help="a bulk job's progress").add_argument("id", help="the job's id")
     bulk.add_parser("stop", help="stop a bulk job").add_argument("id", help="the job's id")
     sub.add_parser("failures", help="failed tasks grouped by error")
+    sub.add_parser("pause", help="pause a queue: it accepts tasks, nothing is claimed from it").add_argument(
+        "queue"
+    )
+    sub.add_parser("resume", help="resume a paused queue").add_argument("queue")
 
 
 def run(client: Any, args: argparse.Namespace) -> int:
@@ -83,6 +88,9 @@ def run(client: Any, args: argparse.Namespace) -> int:
     if args.command == "failures":
         _print(client.request("GET", f"{API}/failures"))
         return 0
+    if args.command in ("pause", "resume"):
+        _print(client.request("POST", f"{API}/queues/{quote(args.queue, safe='')}/{args.command}"))
+        return 0
     return _bulk(client, args)
 
 
@@ -90,7 +98,7 @@ def _schedule(client: Any, args: argparse.Namespace) -> int:
     if args.command == "schedules":
         _print(client.request("GET", f"{API}/schedules")["schedules"])
         return 0
-    path = f"{API}/schedules/{args.id}"
+    path = f"{API}/schedules/{quote(args.id, safe='')}"
     if args.action == "put":
         kwargs = jsonutil.loads(args.kwargs) if args.kwargs else {}
         if not isinstance(kwargs, dict):
@@ -125,7 +133,7 @@ def _bulk(client: Any, args: argparse.Namespace) -> int:
         return 0
     if args.action in ("status", "stop"):
         method, suffix = ("GET", "") if args.action == "status" else ("POST", "/stop")
-        _print(client.request(method, f"{API}/bulk/{args.id}{suffix}"))
+        _print(client.request(method, f"{API}/bulk/{quote(args.id, safe='')}{suffix}"))
         return 0
     criteria = {
         "states": args.state or None,

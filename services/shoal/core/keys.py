@@ -21,6 +21,7 @@ FIXED: tuple[tuple[str, str], ...] = (
     ("events", "events"),
     ("all_tasks", "all"),
     ("stats_samples", "stats:samples"),
+    ("paused_queues", "paused"),  # hash queue -> paused since (ms): the claim skips those queues
 )
 
 # Keys named after one id (a task, worker, queue, state, bucket...): method of `Keys` (and
@@ -62,6 +63,7 @@ class Keys:
     events: str
     all_tasks: str
     stats_samples: str
+    paused_queues: str
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace

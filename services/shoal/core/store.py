@@ -28,6 +28,7 @@ from shoal.core.models import (
     TaskSpec,
     WorkerInfo,
 )
+from shoal.core.pause_store import PauseStore
 from shoal.core.schedule_store import ScheduleStore
 from shoal.core.scripts import Scripts
 from shoal.core.settings import Settings, TaskSettings, get_settings
@@ -124,6 +125,7 @@ class Store:
         self._aging_us = int(tasks.priority_aging_s * 1_000_000)
         self.schedules = ScheduleStore(redis, self.keys)
         self.bulk = BulkStore(self)
+        self.pauses = PauseStore(self)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Store:
@@ -513,6 +515,7 @@ class Store:
                 pipe.hmget(self.keys.queue_counts(q), "running", "scheduled")
                 pipe.hgetall(self.keys.depth(q))
             rows = await pipe.execute()
+        paused = await self.pauses.paused()
         out = []
         for i, q in enumerate(queues):
             ready, (running, scheduled), depth = rows[3 * i : 3 * i + 3]
@@ -523,6 +526,8 @@ class Store:
                     "running": int(running or 0),
                     "scheduled": int(scheduled or 0),
                     "by_priority": {p: int(n) for p, n in depth.items() if int(n) > 0},
+                    "paused": q in paused,
+                    "paused_at": paused.get(q),
                 }
             )
         return out

@@ -31,6 +31,13 @@ class ScalingView:
 
 
 @dataclass(frozen=True, slots=True)
+class FlowView:
+    """What flow control holds a queued task back with (docs/flow-control.md)."""
+
+    paused_since: float | None = None  # its queue is paused (epoch seconds)
+
+
+@dataclass(frozen=True, slots=True)
 class Explanation:
     """The answer: `code` is stable for programs, `reason` is the sentence for people."""
 
@@ -51,6 +58,7 @@ def explain_task(
     ahead: int | None = None,
     workers: Sequence[WorkerInfo] | None = None,
     scaling: ScalingView | None = None,
+    flow: FlowView | None = None,
 ) -> Explanation:
     """Say in plain words where `task` stands and what it is waiting for.
 
@@ -60,6 +68,7 @@ def explain_task(
         ready set); None when unknown.
     workers: every registered worker with its state; None when unknown (no worker checks).
     scaling: the autoscaler's state; None when unknown or not configured.
+    flow: what flow control holds the task back with; None when nothing does.
     """
     state = TaskState(task.state)
     if state is TaskState.RUNNING:
@@ -72,6 +81,8 @@ def explain_task(
         return _pending(task, dependencies)
     if state is TaskState.SCHEDULED:
         return _scheduled(task, now)
+    if flow is not None and flow.paused_since is not None:
+        return _paused(task, now, flow.paused_since)
     return _queued(task, ahead, workers, scaling)
 
 
@@ -242,6 +253,18 @@ def _scheduled(task: Task, now: float) -> Explanation:
         code="delayed",
         reason=f"It was submitted with a delay; it joins the queue in {wait}.",
         details=details,
+    )
+
+
+def _paused(task: Task, now: float, since: float) -> Explanation:
+    return Explanation(
+        state=task.state,
+        code="queue_paused",
+        reason=(
+            f"Its queue '{task.queue}' was paused {humanize_seconds(max(0.0, now - since))} ago: nothing is "
+            f"claimed from it until it is resumed (POST /api/v1/queues/{task.queue}/resume)."
+        ),
+        details={"queue": task.queue, "paused_at": since},
     )
 
 

@@ -131,6 +131,8 @@ class QueuePublic(BaseModel):
     running: int = Field(description="Tasks of this queue running on a worker now.")
     scheduled: int = Field(description="Tasks of this queue waiting for a delay or a retry backoff.")
     by_priority: dict[str, int] = Field(description="Ready tasks by priority (keys are priorities).")
+    paused: bool = Field(False, description="Paused: no worker claims from it; it still accepts tasks.")
+    paused_at: float | None = Field(None, description="When it was paused.")
 
 
 class QueueList(BaseModel):

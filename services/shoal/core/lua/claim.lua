@@ -19,7 +19,11 @@ local leases, mine = {}, {}
 local deadline = NOW_MS + lease
 for qi = 4, #ARGV do
   if n <= 0 then break end
-  local popped = redis.call('ZPOPMIN', K_READY(ARGV[qi]), n)
+  -- A paused queue keeps its tasks; nothing is claimed from it until it is resumed.
+  local popped = {}
+  if redis.call('HEXISTS', K_PAUSED_QUEUES, ARGV[qi]) == 0 then
+    popped = redis.call('ZPOPMIN', K_READY(ARGV[qi]), n)
+  end
   for j = 1, #popped, 2 do
     local id = popped[j]
     local key = K_TASK(id)

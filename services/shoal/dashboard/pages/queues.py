@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from shoal.dashboard import charts, live
+from shoal.dashboard import api, charts, flow_panels, live
 from shoal.dashboard import format as fmt
 from shoal.dashboard.series import frame
 from shoal.dashboard.untrusted import markdown_text
@@ -38,6 +38,8 @@ def queues_page() -> None:
     cols[3].metric("Running", total("running"), border=True)
 
     st.dataframe([_row(q, workers) for q in queues], hide_index=True, width="stretch")
+    flow_panels.pause_switches(queues)
+    api.show_outcome()
     unserved = [
         q["name"]
         for q in queues
@@ -76,6 +78,7 @@ def queues_page() -> None:
 def _row(queue: dict[str, Any], workers: list[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "queue": queue["name"],
+        "paused": bool(queue.get("paused")),
         "ready": queue.get("ready", 0),
         "running": queue.get("running", 0),
         "scheduled": queue.get("scheduled", 0),

@@ -158,8 +158,9 @@ class Autoscaler:
         finished = sum(n for row in series for key, n in row.items() if key != "ts")
         # Finished per second stands in for arrivals: equal under a steady load, and a growing
         # backlog shows up in `ready` anyway.
+        # A paused queue's backlog waits for a person, not for workers: it does not count.
         return Load(
-            ready_by_queue={q["name"]: int(q["ready"]) for q in served},
+            ready_by_queue={q["name"]: 0 if q.get("paused") else int(q["ready"]) for q in served},
             running=sum(int(q["running"]) for q in served),
             arrival_rate_per_s=finished / RATE_WINDOW_S,
             mean_run_time_s=(sum(run_ms) / len(run_ms) / 1000.0) if run_ms else 0.0,

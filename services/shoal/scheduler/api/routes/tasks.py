@@ -19,7 +19,7 @@ from shoal.core.store import Store
 from shoal.scheduler.api.body import read_json_body
 from shoal.scheduler.api.deps import LimitsDep, SettingsDep, StoreDep, SubmitterDep, WaitersDep
 from shoal.scheduler.api.responses import JSONBytesResponse
-from shoal.scheduler.explain import ScalingView, explain_task
+from shoal.scheduler.explain import FlowView, ScalingView, explain_task
 from shoal.scheduler.schemas import (
     BatchCreate,
     BatchPublic,
@@ -193,6 +193,9 @@ async def explain(task_id: TaskId, store: StoreDep, settings: SettingsDep) -> Re
             dep: (t.state if t is not None else None) for dep, t in zip(task.depends_on, found, strict=True)
         }
     ahead = await store.queue_position(task_id) if task.state is TaskState.QUEUED else None
+    flow = None
+    if task.state is TaskState.QUEUED:
+        flow = FlowView(paused_since=(await store.pauses.paused()).get(task.queue))
     workers = await store.list_workers()
     answer = explain_task(
         task,
@@ -201,6 +204,7 @@ async def explain(task_id: TaskId, store: StoreDep, settings: SettingsDep) -> Re
         ahead=ahead,
         workers=workers,
         scaling=await _scaling_view(store, settings.scaling.scaler_backend),
+        flow=flow,
     )
     return JSONBytesResponse(answer.as_dict())
 
