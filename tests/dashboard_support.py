@@ -76,7 +76,10 @@ def free_port() -> int:
 
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    # The repository and tests/ (whose task modules a worker may import: worker_tasks).
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")) if p
+    )
     env.update(extra)
     return env
 
@@ -90,8 +93,11 @@ def worker_process(
     *,
     queues: str = "default",
     concurrency: int = 4,
+    task_modules: str = "",
+    log_level: str = "WARNING",
 ) -> Iterator[dict[str, Any]]:
-    """A real `python -m shoal.worker` on the test's namespace; yields it as /workers lists it."""
+    """A real `python -m shoal.worker` on the test's namespace; yields it as /workers lists it.
+    `task_modules` (modules of tests/, e.g. worker_tasks) are imported by it too."""
     env = child_env(
         SHOAL_REDIS_URL=redis_url,
         SHOAL_NAMESPACE=namespace,
@@ -100,7 +106,8 @@ def worker_process(
         SHOAL_WORKER_PORT="0",
         SHOAL_GRACE_S="2",
         SHOAL_LOG_FORMAT="text",
-        SHOAL_LOG_LEVEL="WARNING",
+        SHOAL_LOG_LEVEL=log_level,
+        SHOAL_TASK_MODULES=task_modules,
     )
     env.pop("SHOAL_POD_NAME", None)
     env.pop("SHOAL_WORKER_ID", None)
@@ -229,5 +236,23 @@ def finish_tasks(
             await store.close()
 
     # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+def save_logs(redis_url: str, namespace: str, task_id: str, attempt: int, text: str) -> None:
+    """Store an attempt's output through the real store, as a worker's flusher does."""
+    from redis.asyncio import Redis
+
+    from conftest import make_task_settings
+    from shoal.core.store import Store
+
+    async def run() -> None:
+        store = Store(Redis.from_url(redis_url, decode_responses=True), namespace, make_task_settings())
+        try:
+            await store.save_attempt_logs([(task_id, attempt, text)])
+        finally:
+            await store.close()
+
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, run()).result()

@@ -208,3 +208,23 @@ def test_sign_in_as_viewer_reads_and_as_operator_acts(api_factory, browser_page,
         expect(page.get_by_text(f"Cancelled {task['id']}")).to_be_visible(timeout=20_000)
     with api.client() as client:
         assert client.get(task["id"])["state"] == "cancelled"
+
+
+def test_a_tasks_logs_show_per_attempt_as_text(
+    api: ApiServer, dashboard: str, browser_page, redis_url: str, namespace: str
+) -> None:
+    from playwright.sync_api import expect
+
+    from dashboard_support import save_logs
+
+    with api.client() as client:
+        task = client.submit_request(task_request("echo"))
+    finish_tasks(redis_url, namespace, results={task["id"]: "ok"})
+    save_logs(redis_url, namespace, task["id"], 1, "processing row 1\n**not bold** row 2 done\n")
+    page = browser_page
+    page.goto(f"{dashboard}/tasks?task={task['id']}")
+    page.get_by_role("tab", name="Logs").click(timeout=20_000)
+    expect(page.get_by_text("Attempt 1", exact=True)).to_be_visible(timeout=20_000)
+    box = page.get_by_test_id("stCode").filter(has_text="processing row 1")
+    expect(box).to_be_visible()
+    assert "**not bold** row 2 done" in box.inner_text()

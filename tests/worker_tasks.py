@@ -126,3 +126,29 @@ def log_thread(message: str) -> None:
 @task(kind="process")
 def log_process(message: str) -> None:
     task_log.warning(message)
+
+
+# What a task prints and logs is captured per attempt (shoal.worker.capture).
+_talk = logging.getLogger("worker_tasks.talk")
+
+
+@task
+async def talk_async(lines: int = 2) -> int:
+    for i in range(lines):
+        print(f"async line {i}")
+    _talk.warning("async says %s", "hello")
+    return lines
+
+
+@task
+def talk_thread(chars: int = 10) -> int:
+    print("x" * chars)
+    _talk.error("thread says %s", "boom")
+    raise ValueError("thread task failed after talking")
+
+
+@task(kind="process")
+def talk_process() -> str:
+    print("from the pool process")
+    logging.getLogger("worker_tasks.talk").warning("process logs too")
+    return "done"

@@ -5,6 +5,7 @@ shoal explain ID
 shoal drain WORKER_ID
 shoal scaling [--last N]
 shoal events [-f] [--since SECONDS] [--last N] [--kind K] [--task ID] [--state S] [--worker ID]
+shoal logs ID [--attempt N]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from shoal.cli_output import Output
 from shoal.sdk.events import Gap, OtherEvent, ScalingEvent, TaskEvent, WorkerEvent
 
 API = "/api/v1"
-COMMANDS = frozenset({"explain", "drain", "scaling", "events"})
+COMMANDS = frozenset({"explain", "drain", "scaling", "events", "logs"})
 EVENT_KINDS = ("task", "worker", "scaling")
 TASK_STATES = (
     "pending",
@@ -66,6 +67,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     ev.add_argument("--task", metavar="ID", help="only the changes of this task")
     ev.add_argument("--state", choices=TASK_STATES, help="only task changes into this state")
     ev.add_argument("--worker", metavar="ID", help="only the events of this worker")
+    lg = sub.add_parser("logs", parents=[common], help="what a task printed and logged, attempt by attempt")
+    lg.add_argument("id", help="the task's id")
+    lg.add_argument("--attempt", type=int, metavar="N", help="only attempt N (default: every attempt kept)")
 
 
 def run(client: Any, args: argparse.Namespace, out: Output) -> int:
@@ -83,8 +87,27 @@ def run(client: Any, args: argparse.Namespace, out: Output) -> int:
     elif args.command == "scaling":
         status = client.scaling(limit=max(1, args.last))
         out.json(status) if out.as_json else cli_views.scaling(out, status)
+    elif args.command == "logs":
+        return _logs(client, args, out)
     else:
         return _events(client, args, out)
+    return 0
+
+
+def _logs(client: Any, args: argparse.Namespace, out: Output) -> int:
+    document = client.request("GET", f"{API}/tasks/{args.id}/logs")
+    if args.attempt is not None:
+        document["attempts"] = [a for a in document["attempts"] if a["attempt"] == args.attempt]
+    if out.as_json:
+        out.json(document)
+        return 0
+    if not document["attempts"]:
+        which = f"attempt {args.attempt} of task" if args.attempt is not None else "task"
+        out.line(f"The {which} {args.id} printed and logged nothing (or it is no longer kept).")
+    for attempt in document["attempts"]:
+        cut = f", {attempt['cut_chars']} characters cut" if attempt["cut_chars"] else ""
+        out.line(f"--- attempt {attempt['attempt']}{cut} ---")
+        out.out.write(attempt["text"] if attempt["text"].endswith("\n") else attempt["text"] + "\n")
     return 0
 
 

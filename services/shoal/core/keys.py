@@ -40,6 +40,7 @@ PER_ID: tuple[tuple[str, str], ...] = (
     ("stats_bucket", "stats:done:{}"),
     ("schedule", "sched:{}"),
     ("bulk_job", "bulk:{}"),
+    ("task_logs", "logs:{}"),
 )
 
 # Pub/sub channels are not keys, but their names follow the same schema.
@@ -95,6 +96,10 @@ class Keys:
 
     def history(self, task_id: str) -> str:
         return self._per_id("history", task_id)
+
+    def task_logs(self, task_id: str) -> str:
+        """Hash of a task's captured output, attempt number -> text (expires with the task)."""
+        return self._per_id("task_logs", task_id)
 
     def ready(self, queue: str) -> str:
         return self._per_id("ready", queue)

@@ -103,6 +103,7 @@ class Outcome:
     started_at: float | None = None
     finished_at: float | None = None
     size_bytes: int = 0  # what result, error and traceback take as stored: bounds one report's size
+    logs: str | None = None  # what the attempt printed and logged (bounded, the cut marked)
 
 
 @dataclass(slots=True)

@@ -164,6 +164,9 @@ class WorkerSettings(BaseSettings):
     """After SIGTERM, how long running tasks may finish before they are handed back."""
     process_pool_size: int = Field(default_factory=_cpu_count, ge=1)
     """Processes for CPU-bound tasks."""
+    max_log_chars: int = Field(64 * 1024, ge=1024, le=4 * 1024 * 1024)
+    """Most characters of a task's own output (prints and log records) kept per attempt; past it
+    the start is kept and the cut marked."""
     max_result_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     """Largest task result kept, as JSON; a bigger one fails the attempt for good, saying so."""
     max_error_chars: int = Field(8 * 1024, ge=256, le=1024 * 1024)

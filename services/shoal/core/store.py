@@ -37,6 +37,7 @@ from shoal.core.states import TERMINAL, TaskState
 _MS = 1000.0
 _SUBMIT_FIELDS = 12
 TRIM_CHUNK = 5000  # expired ids dropped from an index per round trip
+KEPT_ATTEMPT_LOGS = 20  # the output of a task's last attempts that is kept
 EXISTS_CHUNK = 1000  # ids checked per round trip: bounded memory and Redis time whatever a request names
 
 
@@ -588,6 +589,28 @@ class Store:
         else:
             rows = list(reversed(await self.redis.xrevrange(self.keys.events_stream, count=count) or []))
         return [{"id": event_id, **jsonutil.loads(fields["e"])} for event_id, fields in rows or []]
+
+    async def save_attempt_logs(self, logs: list[tuple[str, int, str]]) -> None:
+        """Keep what attempts printed and logged: (task id, attempt, text) each, in one round trip.
+
+        Blind writes (no read): a repeated report writes the same field again. A task keeps the
+        output of its last KEPT_ATTEMPT_LOGS attempts, for the retention period.
+        """
+        if not logs:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id, attempt, text in logs:
+                key = self.keys.task_logs(task_id)
+                pipe.hset(key, str(attempt), text)
+                if attempt > KEPT_ATTEMPT_LOGS:
+                    pipe.hdel(key, str(attempt - KEPT_ATTEMPT_LOGS))
+                pipe.expire(key, self._retention)
+            await pipe.execute()
+
+    async def attempt_logs(self, task_id: str) -> dict[int, str]:
+        """What each attempt of the task printed and logged, by attempt number (oldest first)."""
+        raw = await self.redis.hgetall(self.keys.task_logs(task_id))
+        return dict(sorted((int(attempt), str(text)) for attempt, text in raw.items()))
 
     async def publish_event(self, event: dict[str, Any]) -> None:
         data = jsonutil.dumps(event)

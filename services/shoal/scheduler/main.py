@@ -41,6 +41,7 @@ from shoal.scheduler.api.routes import (
     scaling,
     schedules,
     stats,
+    task_logs,
     tasks,
     workers,
 )
@@ -130,7 +131,7 @@ def create_app(
             503: {"model": ErrorPublic, "description": "Redis is unreachable."},
         },
     )
-    for module in (tasks, workers, queues, stats, event_history, events, scaling, schedules, bulk):
+    for module in (tasks, task_logs, workers, queues, stats, event_history, events, scaling, schedules, bulk):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

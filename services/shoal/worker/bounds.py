@@ -35,10 +35,13 @@ class OutcomeBounds:
     max_result_bytes: int = _DEFAULTS["max_result_bytes"].default
     max_error_chars: int = _DEFAULTS["max_error_chars"].default
     max_traceback_chars: int = _DEFAULTS["max_traceback_chars"].default
+    max_log_chars: int = _DEFAULTS["max_log_chars"].default
 
     @classmethod
     def from_settings(cls, worker: WorkerSettings) -> OutcomeBounds:
-        return cls(worker.max_result_bytes, worker.max_error_chars, worker.max_traceback_chars)
+        return cls(
+            worker.max_result_bytes, worker.max_error_chars, worker.max_traceback_chars, worker.max_log_chars
+        )
 
     def result_size(self, result: object) -> int:
         """Bytes `result` takes as JSON; ResultNotStorable if it must not be stored."""

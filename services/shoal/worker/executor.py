@@ -25,7 +25,7 @@ from shoal.core.logging import log_context
 from shoal.core.models import ClaimedTask, Outcome
 from shoal.core.registry import Retry, TaskDef, TaskRegistry
 from shoal.core.settings import LogSettings
-from shoal.worker import metrics
+from shoal.worker import capture, metrics, transitions
 from shoal.worker.bounds import OutcomeBounds, ResultNotStorable
 from shoal.worker.deadlines import DeadlineExceeded, Deadlines
 from shoal.worker.procpool import ProcessCrashed, ProcessPool, RemoteTaskError, classify_exception
@@ -50,6 +50,7 @@ class Executor:
         self.registry = registry
         self.worker_id = worker_id
         self.bounds = bounds or OutcomeBounds()
+        capture.install()  # what tasks print and log is kept per attempt from now on
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shoal-task")
         self.processes = ProcessPool(processes, log)
         # Thread tasks that overran their timeout or were taken away: Python cannot stop a
@@ -66,12 +67,20 @@ class Executor:
         definition = self.registry.get(claimed.name)
         if definition is None:
             return self._unknown(claimed)
+        with capture.capturing(self.bounds.max_log_chars) as output:
+            outcome = await self._run(definition, claimed)
+        outcome.logs = output.text()
+        return outcome
+
+    async def _run(self, definition: TaskDef, claimed: ClaimedTask) -> Outcome:
         series = metrics.series(claimed.queue, definition.name)
         series.started += 1
-        series.queue_wait.observe(max(0.0, claimed.claimed_at - claimed.enqueued_at))
+        waited = max(0.0, claimed.claimed_at - claimed.enqueued_at)
+        series.queue_wait.observe(waited)
         timeout_s = claimed.timeout_s
         if definition.timeout_s is not None and definition.timeout_s < timeout_s:
             timeout_s = definition.timeout_s
+        transitions.started(claimed, waited)
         started_at = time.time()
         try:
             # Every line the task logs carries its id and attempt (and the worker's id, bound
@@ -95,10 +104,12 @@ class Executor:
                 series.retried += 1
             else:
                 series.failed += 1
+            transitions.failed(claimed, outcome, finished_at - started_at, asked_retry)
             return outcome
         finished_at = time.time()
         series.run_seconds.observe(finished_at - started_at)
         series.succeeded += 1
+        transitions.succeeded(claimed, finished_at - started_at)
         return Outcome(
             claimed.id,
             claimed.attempt,

@@ -92,6 +92,9 @@ class CompletionFlusher:
             batch = self._in_flight = self._buffer[:n]
             del self._buffer[:n]
             try:
+                # What the attempts printed, first: a refused (stale) attempt still ran, and its
+                # output is kept under its own attempt number.
+                await self._store.save_attempt_logs([(o.task_id, o.attempt, o.logs) for o in batch if o.logs])
                 accepted = await self._store.complete(self._worker_id, batch)
             except BaseException as exc:
                 self._in_flight = []

@@ -28,6 +28,7 @@ from typing import Any
 from shoal.core.logging import configure_logging, log_context
 from shoal.core.registry import Fail, Retry
 from shoal.core.settings import LogSettings
+from shoal.worker import capture
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +74,29 @@ def _child_main(conn: Connection, log_format: str, log_level: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Log like the worker does, so lines from process tasks are structured too.
     configure_logging(log_format, log_level)
+    capture.install()  # what the task prints and logs goes back with the answer
     while True:
         try:
             func, args, kwargs, log_fields = conn.recv()
         except (EOFError, OSError):
             return  # the parent went away
-        try:
-            with log_context(**log_fields):
-                answer: tuple[Any, ...] = ("ok", func(*args, **kwargs))
-        except BaseException as exc:
-            error, retry, delay = classify_exception(exc)
-            asked_retry = isinstance(exc, Retry)
-            tb = None if asked_retry else traceback.format_exc()
-            answer = ("raised", error, tb, retry, delay, asked_retry)
+        with capture.capturing(capture.PROCESS_MAX_CHARS) as output:
+            try:
+                with log_context(**log_fields):
+                    answer: tuple[Any, ...] = ("ok", func(*args, **kwargs))
+            except BaseException as exc:
+                error, retry, delay = classify_exception(exc)
+                asked_retry = isinstance(exc, Retry)
+                tb = None if asked_retry else traceback.format_exc()
+                answer = ("raised", error, tb, retry, delay, asked_retry)
+        answer = (*answer, output.text())
         try:
             conn.send(answer)
         except (EOFError, OSError):
             return
         except Exception as exc:  # the result could not be pickled
             error = f"task result cannot be sent back: {exc}"
-            conn.send(("raised", error, traceback.format_exc(), False, None, False))
+            conn.send(("raised", error, traceback.format_exc(), False, None, False, output.text()))
 
 
 def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
@@ -131,6 +135,9 @@ class _Child:
             raise ProcessCrashed(_death_message(self.process)) from exc
         finally:
             loop.remove_reader(fd)
+        *answer, output = answer
+        if output:
+            capture.write(output)  # into the attempt's log, kept by the parent's executor
         if answer[0] == "ok":
             return answer[1]
         raise RemoteTaskError(*answer[1:])

@@ -233,6 +233,21 @@ def _dependencies(task: Mapping[str, Any], related: Mapping[str, Any]) -> None:
         st.rerun()
 
 
+def _logs(task_id: str) -> None:
+    """What each attempt printed and logged, as text (it is the task's own output: never Markdown)."""
+    document = api.attempt_or_banner(
+        f"reading the logs of {task_id}", lambda c: c.request("GET", f"/api/v1/tasks/{task_id}/logs")
+    )
+    if document is None:
+        return
+    if not document["attempts"]:
+        st.caption("No attempt has printed or logged anything (or its output is no longer kept).")
+    for attempt in reversed(document["attempts"]):  # the latest first
+        cut = f" · {fmt.count(attempt['cut_chars'])} characters cut" if attempt["cut_chars"] else ""
+        st.caption(f"Attempt {attempt['attempt']}{cut}")
+        st.code(values.exact_code(attempt["text"]), language=None, wrap_lines=True, height=320)
+
+
 def _fetch_or_none(task_id: str) -> Mapping[str, Any] | None:
     try:
         return api.attempt(f"reading task {task_id}", lambda c: c.get(task_id))
@@ -278,10 +293,11 @@ def task_detail() -> None:
     _show_explanation(task, _explanation(task))
     _actions(task)
 
-    overview, error, tries, timeline, deps = st.tabs(
+    overview, error, output, tries, timeline, deps = st.tabs(
         [
             "Details",
             "Error",
+            "Logs",
             f"Attempts ({max(task['attempts'], len(task.get('history') or []))})",
             "Timeline",
             f"Dependencies ({len(task.get('depends_on') or [])})",
@@ -349,6 +365,8 @@ def task_detail() -> None:
             st.caption("Nothing to draw yet.")
         else:
             st.altair_chart(charts.timeline_chart(spans), width="stretch")
+    with output:
+        _logs(task["id"])
     with deps:
         _dependencies(task, related)
 
