@@ -108,8 +108,10 @@ def _run(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     ("service", "argv"),
     [
         ("worker", [sys.executable, "-m", "shoal.worker"]),
+        ("scheduler", [sys.executable, "-m", "shoal.scheduler", "--port", "0"]),
         ("scheduler", [sys.executable, "-m", "uvicorn", "shoal.scheduler.main:app", "--port", "0"]),
     ],
+    ids=["worker", "scheduler", "scheduler-under-uvicorn"],
 )
 def test_a_service_with_a_typo_does_not_start(service: str, argv: list[str]) -> None:
     result = _run(argv, SHOAL_HEARTBAET_S="1")

@@ -74,15 +74,33 @@ async def test_garbage_and_oversized_requests_get_400(server: ProbeServer) -> No
     assert (await raw(server.port, many_headers)).startswith(b"HTTP/1.1 400 Bad Request")
 
 
-async def test_liveness_turns_unhealthy_when_loop_or_redis_go_quiet() -> None:
-    live = Liveness(max_silence_s=0.3)
+async def test_liveness_judges_the_parts_it_watches_and_readiness_judges_redis() -> None:
+    live = Liveness(0.3, 0.2, "start-up")
     assert live.check() == (True, "ok")
+    live.watch("claim loop", "heartbeat")
     await asyncio.sleep(0.35)
-    live.redis_ok()
+    live.progressed("heartbeat")
     ok, reason = live.check()
-    assert not ok and reason.startswith("claim loop stalled for")
-    live.tick()
+    assert not ok and reason.startswith("claim loop made no progress for")
+    live.progressed("claim loop")
     assert live.check() == (True, "ok")
+    live.progressed("start-up")  # a part no longer watched changes nothing
+    assert set(live.parts) == {"claim loop", "heartbeat"}
+    # Redis silent: readiness fails, liveness does not.
     live.redis_at = time.monotonic() - 1
-    ok, reason = live.check()
+    ok, reason = live.redis_check()
     assert not ok and reason.startswith("no successful Redis round trip for")
+    assert live.check() == (True, "ok")
+    live.redis_ok()
+    assert live.redis_check() == (True, "ok")
+
+
+def test_a_deliberate_pause_counts_its_silence_from_its_end() -> None:
+    live = Liveness(0.2, 1.0, "claim loop")
+    before = time.monotonic()
+    live.progressed("claim loop", pause_s=30)  # a backoff while Redis is unreachable
+    assert live.parts["claim loop"] >= before + 30
+    live.parts["claim loop"] -= 30.1  # as if the pause ended 0.1 s ago
+    assert live.check() == (True, "ok")
+    live.parts["claim loop"] -= 0.2  # ... and 0.3 s ago: past the allowed silence
+    assert not live.check()[0]

@@ -1,4 +1,6 @@
-"""Real `python -m shoal.worker` processes: probes over HTTP, SIGTERM, start-up errors."""
+"""Real `python -m shoal.worker` processes: probes over HTTP, SIGTERM (also at several points of
+start-up: a worker told to stop while it starts exits 0 at once and claims nothing), start-up
+errors."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pytest
 from conftest import REDIS_URL
 from shoal.core.states import TaskState
 from shoal.core.store import Store
+from shoal.redis_local import free_port
 from store_helpers import eventually, must_get
 from test_worker_runtime import submit, wait_state, wait_terminal
 
@@ -184,3 +187,77 @@ async def test_a_taken_probe_port_is_a_clear_start_up_error(namespace: str, spaw
     assert proc.returncode == 2
     assert f"cannot serve probes on port {port}" in stderr
     assert "Traceback" not in stderr
+
+
+# ---------------------------------------------------------------- a stop during start-up
+
+# Comfortably longer than a stop takes, far shorter than the slow import (30 s) it must cut short.
+EXIT_WITHIN_S = 15
+
+
+async def stopped_cleanly(proc: subprocess.Popen[str], sent_at: float) -> str:
+    _, stderr = await asyncio.to_thread(proc.communicate, timeout=EXIT_WITHIN_S)
+    assert proc.returncode == 0, stderr
+    assert time.monotonic() - sent_at < EXIT_WITHIN_S
+    assert "Traceback" not in stderr
+    return stderr
+
+
+async def nothing_claimed(store: Store, task_id: str) -> None:
+    task = await must_get(store, task_id)
+    assert (task.state, task.attempts) == (TaskState.QUEUED, 0)
+    assert await store.list_workers() == []
+
+
+async def test_sigterm_while_the_task_modules_import(
+    store: Store, namespace: str, spawn: list, tmp_path: Path
+) -> None:
+    task_id = await submit(store, "noop")
+    marker = tmp_path / "importing"
+    env = worker_env(namespace, SHOAL_TASK_MODULES="tests.slow_import_tasks", SLOW_IMPORT_MARKER=str(marker))
+    proc = start_worker(spawn, env)
+
+    async def importing() -> bool:
+        assert proc.poll() is None, proc.communicate()
+        return marker.exists()
+
+    assert await eventually(importing, 30)
+    proc.send_signal(signal.SIGTERM)
+    stderr = await stopped_cleanly(proc, time.monotonic())
+    assert "stop requested (SIGTERM) during start-up" in stderr
+    await nothing_claimed(store, task_id)
+
+
+async def test_sigterm_while_waiting_for_redis(store: Store, namespace: str, spawn: list) -> None:
+    task_id = await submit(store, "noop")
+    env = worker_env(namespace, SHOAL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")  # nobody listens
+    proc = start_worker(spawn, env)
+    assert proc.stderr is not None
+    line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 30)
+    while "wake-up subscription lost" not in line:  # it is retrying: Redis cannot be reached
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 30)
+    proc.send_signal(signal.SIGTERM)
+    stderr = await stopped_cleanly(proc, time.monotonic())
+    assert "stop requested during start-up: exiting without claiming" in line + stderr
+    await nothing_claimed(store, task_id)
+
+
+@pytest.mark.parametrize("signals", [1, 2], ids=["one-sigterm", "two-sigterms"])
+async def test_sigterm_as_soon_as_the_probes_answer(
+    store: Store, namespace: str, spawn: list, signals: int
+) -> None:
+    """The probe port is the first thing a started worker opens; registration follows it."""
+    proc = start_worker(spawn, worker_env(namespace, SHOAL_WORKER_PORT=str(free_port())))
+    assert proc.stderr is not None
+    line = ""
+    while "probes and metrics on port" not in line:
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 30)
+    sent_at = time.monotonic()
+    for _ in range(signals):
+        proc.send_signal(signal.SIGTERM)
+    await stopped_cleanly(proc, sent_at)
+
+    async def deregistered() -> bool:
+        return await store.list_workers() == []
+
+    assert await eventually(deregistered, 5)  # registered or not, it is gone

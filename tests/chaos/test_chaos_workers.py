@@ -35,7 +35,9 @@ def test_workers_sigkilled_at_random(
         victim = rng.choice(busy or chaos.live_workers())
         deaths[victim] = chaos.kill_worker(victim, signal.SIGKILL)
         chaos.workers[victim].wait(10)
-        chaos.start_worker()  # the replacement a Deployment would start
+        # The replacement a Deployment would start; the next victim is chosen only once it has
+        # registered, or the fault could hit a worker that never registered and so is never "lost".
+        chaos.wait_workers([chaos.start_worker()])
 
     verdict = chaos.verify()
     tasks = list(verdict.tasks.values())
@@ -75,10 +77,14 @@ def test_workers_sigtermed_drain_gracefully(
         busy = [w for w in chaos.live_workers() if chaos.held_by(w)]
         victim = rng.choice(busy or chaos.live_workers())
         stops[victim] = chaos.kill_worker(victim, signal.SIGTERM)
-        chaos.start_worker()
+        replacement = chaos.start_worker()
         code = chaos.workers[victim].wait(grace_s + 10)
         exit_s.append(time.time() - stops[victim])
         assert code == 0, f"{victim} exited with {code} after SIGTERM"
+        # As a Deployment's pods are: up before the next one is stopped. (A SIGTERM that lands
+        # while the interpreter itself starts, before Shoal's code runs, still kills with -15;
+        # tests/test_worker_process.py stops workers at every later point of their start-up.)
+        chaos.wait_workers([replacement])
 
     verdict = chaos.verify()
     assert set(stops) <= chaos.ledger.workers_with("stopped"), "a drained worker did not deregister"

@@ -23,6 +23,8 @@ from enum import StrEnum
 
 from prometheus_client import Counter, Gauge
 
+from shoal.core.aiotools import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 LoopBody = Callable[[asyncio.Event], Awaitable[None]]
@@ -129,8 +131,7 @@ class Supervisor:
                 guard.cancel()
         finally:
             for guard in guards:
-                guard.cancel()
-            await asyncio.gather(*guards, return_exceptions=True)
+                await cancel_and_wait(guard, self.policy.stop_timeout_s)
             for name in self.loops:
                 self.statuses[name].state = LoopState.STOPPED
                 with contextlib.suppress(KeyError):

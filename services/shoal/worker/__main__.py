@@ -1,42 +1,33 @@
 """`python -m shoal.worker`: run one worker process until SIGTERM/SIGINT.
 
-Exit codes: 0 after a graceful stop; 2 when it cannot start (bad configuration, a task
-module that does not import, a taken probe port), with a one-line message and no
-traceback; 1 when a part of the worker crashed (its tasks were handed back first).
+Exit codes: 0 after a graceful stop, also when the stop came during start-up (nothing was
+claimed then); 2 when it cannot start (bad configuration, a task module that does not import,
+a taken probe port), with a one-line message and no traceback; 1 when a part of the worker
+crashed (its tasks were handed back first).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import signal
 import sys
 
-from shoal.core.logging import configure_logging
-from shoal.core.registry import TaskModuleError, import_task_modules
-from shoal.core.settings import Settings, SettingsError, load_settings
-from shoal.core.store import Store
-from shoal.worker.runtime import Worker, WorkerCrashed, WorkerStartupError
-
-log = logging.getLogger("shoal.worker")
-
-
-async def serve(settings: Settings) -> Worker:
-    """Run a worker until a signal stops it; returns the stopped worker."""
-    store = Store.from_settings(settings)
-    worker = Worker(settings, store)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.request_stop)
-    try:
-        await worker.run()
-    finally:
-        await store.close()
-    return worker
+from shoal.worker.stopping import EarlyStop, StopRequested
 
 
 def main() -> int:
+    # First, before the slow imports, the settings and the task modules: a SIGTERM from here on
+    # is a clean stop, never a kill by the default action.
+    early_stop = EarlyStop.install()
+
+    import asyncio
+    import logging
+    import os
+
+    from shoal.core.logging import configure_logging
+    from shoal.core.registry import TaskModuleError, import_task_modules
+    from shoal.core.settings import SettingsError, load_settings
+    from shoal.worker.runtime import WorkerCrashed, WorkerStartupError, serve
+
+    log = logging.getLogger("shoal.worker")
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -46,12 +37,17 @@ def main() -> int:
     for warning in settings.warnings:
         log.warning("configuration: %s", warning)
     try:
-        import_task_modules(settings.worker.module_list)
+        with early_stop.interruptible():
+            import_task_modules(settings.worker.module_list)
     except TaskModuleError as exc:
         log.error("%s", exc)
         return 2
+    except StopRequested:
+        signal_name = early_stop.received.name if early_stop.received else "a signal"
+        log.info("stop requested (%s) during start-up: exiting before registering", signal_name)
+        return 0
     try:
-        worker = asyncio.run(serve(settings))
+        worker = asyncio.run(serve(settings, early_stop))
     except WorkerStartupError as exc:
         log.error("%s", exc)
         return 2

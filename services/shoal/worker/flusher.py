@@ -9,13 +9,13 @@ is stale: the task was reaped or cancelled meanwhile) are logged, never retried.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shoal.core.aiotools import cancel_and_wait
 from shoal.core.models import Outcome
 from shoal.core.store import Store
 
@@ -69,10 +69,8 @@ class CompletionFlusher:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
             # A task that died of an error was already reported by the worker's supervisor.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._buffer:
             log.warning(
                 "%d finished attempts could not be reported; their leases will expire and they run again",

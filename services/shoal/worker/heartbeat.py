@@ -8,13 +8,13 @@ back what the scheduler wants the worker to know (tasks taken away, drain reques
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shoal.core.aiotools import cancel_and_wait
 from shoal.core.models import HeartbeatReply
 from shoal.core.store import Store
 
@@ -35,6 +35,7 @@ class Heartbeat:
         snapshot: Snapshot,
         on_reply: ReplyHandler,
         on_redis_ok: Callable[[], None] | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -42,6 +43,7 @@ class Heartbeat:
         self._snapshot = snapshot
         self._on_reply = on_reply
         self._on_redis_ok = on_redis_ok or (lambda: None)
+        self._on_progress = on_progress or (lambda: None)
         self._task: asyncio.Task[None] | None = None
         self.beats = 0
 
@@ -51,18 +53,21 @@ class Heartbeat:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
             # A task that died of an error was already reported by the worker's supervisor.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def beat(self) -> None:
-        """One heartbeat now; errors are logged, never raised."""
+        """One heartbeat now; errors are logged, never raised.
+
+        It counts as progress (`on_progress`) when it worked, and when it failed only because
+        Redis could not be reached; any other failure does not, so liveness notices a heartbeat
+        that keeps failing."""
         ids, processed, failed = self._snapshot()
         try:
             reply = await self._store.heartbeat(self._worker_id, ids, processed, failed)
         except _TRANSIENT as exc:
             log.warning("heartbeat failed: %s", exc, extra={"worker_id": self._worker_id})
+            self._on_progress()
             return
         except Exception:
             log.exception("heartbeat failed", extra={"worker_id": self._worker_id})
@@ -73,6 +78,8 @@ class Heartbeat:
             await self._on_reply(reply)
         except Exception:
             log.exception("handling the heartbeat reply failed", extra={"worker_id": self._worker_id})
+            return
+        self._on_progress()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -26,31 +26,49 @@ TEXT = "text/plain; charset=utf-8"
 
 
 class Liveness:
-    """When the claim loop last went round and when Redis last answered (monotonic clock).
+    """What /healthz and the Redis part of /readyz judge, on the monotonic clock.
 
-    The worker is alive while both happened within `max_silence_s` (the lease length: past
-    it, the worker's leases may be lost anyway and a restart is the better cure).
+    Liveness means "this process is making progress": every part it watches (the start-up,
+    then the claim loop and the heartbeat) went round within `max_silence_s`. A round that
+    failed only because Redis could not be reached still counts as progress (a restart would
+    not bring Redis back, so that belongs in readiness); a round that failed for any other
+    reason does not, so a part that keeps failing, or hangs, stops passing liveness and the
+    kubelet restarts the worker. Redis health is what readiness reads: a successful round trip
+    within `redis_silence_s`.
     """
 
-    def __init__(self, max_silence_s: float) -> None:
+    def __init__(self, max_silence_s: float, redis_silence_s: float, *parts: str) -> None:
         self.max_silence_s = max_silence_s
-        now = time.monotonic()
-        self.loop_at = now  # counting from start gives a fresh worker time to connect
-        self.redis_at = now
+        self.redis_silence_s = redis_silence_s
+        self.parts: dict[str, float] = {}
+        self.redis_at = time.monotonic()  # counting from start gives a fresh worker time to connect
+        self.watch(*parts)
 
-    def tick(self) -> None:
-        self.loop_at = time.monotonic()
+    def watch(self, *parts: str) -> None:
+        """Judge these parts from now on (each counts as having just gone round)."""
+        now = time.monotonic()
+        self.parts = dict.fromkeys(parts, now)
+
+    def progressed(self, part: str, pause_s: float = 0.0) -> None:
+        """`part` went round; `pause_s`: it now waits that long on purpose (a backoff), and its
+        silence counts from the end of the wait."""
+        if part in self.parts:
+            self.parts[part] = time.monotonic() + pause_s
 
     def redis_ok(self) -> None:
         self.redis_at = time.monotonic()
 
     def check(self) -> tuple[bool, str]:
         now = time.monotonic()
-        loop_age, redis_age = now - self.loop_at, now - self.redis_at
-        if loop_age > self.max_silence_s:
-            return False, f"claim loop stalled for {loop_age:.1f}s"
-        if redis_age > self.max_silence_s:
-            return False, f"no successful Redis round trip for {redis_age:.1f}s"
+        for part, at in self.parts.items():
+            if now - at > self.max_silence_s:
+                return False, f"{part} made no progress for {now - at:.1f}s"
+        return True, "ok"
+
+    def redis_check(self) -> tuple[bool, str]:
+        age = time.monotonic() - self.redis_at
+        if age > self.redis_silence_s:
+            return False, f"no successful Redis round trip for {age:.1f}s"
         return True, "ok"
 
 

@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import shoal.worker.builtins  # noqa: F401 - the built-in tasks are always registered
 from shoal._version import __version__
+from shoal.core.aiotools import cancel_and_wait
 from shoal.core.errors import ShoalError
 from shoal.core.logging import log_context
 from shoal.core.models import ClaimedTask, HeartbeatReply, WorkerInfo
@@ -41,11 +42,14 @@ from shoal.worker.executor import Executor
 from shoal.worker.flusher import CompletionFlusher
 from shoal.worker.heartbeat import Heartbeat
 from shoal.worker.probes import Liveness, ProbeServer, Response, verdict
+from shoal.worker.stopping import EarlyStop
 from shoal.worker.wake import WakeSignal
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 1.0  # safety net if a wake-up signal is ever missed
+# The parts of the worker that liveness watches (`Liveness.watch`).
+STARTING, CLAIM_LOOP, HEARTBEAT, STOPPING = "start-up", "claim loop", "heartbeat", "shutdown"
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 _BACKOFF_START_S = 0.05
 _BACKOFF_MAX_S = 5.0
@@ -78,11 +82,24 @@ class Worker:
             bounds=OutcomeBounds.from_settings(ws),
             log=settings.log,
         )
-        self.liveness = Liveness(settings.tasks.lease_s)
+        # Silent past the lease length, the worker's leases may be lost anyway: a restart is the
+        # better cure. Redis counts as unreachable (not ready) after three missed heartbeats.
+        self.liveness = Liveness(settings.tasks.lease_s, max(1.0, 3 * settings.tasks.heartbeat_s), STARTING)
         self.flusher = CompletionFlusher(store, self.id, self.liveness.redis_ok)
-        self.wake = WakeSignal(store.redis, [store.keys.wake(q) for q in self.queues], self.liveness.redis_ok)
+        self.wake = WakeSignal(
+            store.redis,
+            [store.keys.wake(q) for q in self.queues],
+            self.liveness.redis_ok,
+            on_retry=lambda delay_s: self.liveness.progressed(STARTING, pause_s=delay_s),
+        )
         self.heartbeat = Heartbeat(
-            store, self.id, settings.tasks.heartbeat_s, self._held, self._on_heartbeat, self.liveness.redis_ok
+            store,
+            self.id,
+            settings.tasks.heartbeat_s,
+            self._held,
+            self._on_heartbeat,
+            self.liveness.redis_ok,
+            on_progress=lambda: self.liveness.progressed(HEARTBEAT),
         )
         self.probes = ProbeServer(
             "0.0.0.0",  # probes and scrapes come from outside the pod
@@ -92,6 +109,7 @@ class Worker:
         self.metrics_url: str | None = None
         self.started_at = time.time()
         self.registered = False
+        self._registering = False  # a registration was sent (it may have committed)
         self.draining = False
         self.processed = 0
         self.failed = 0
@@ -126,6 +144,11 @@ class Worker:
             await self._run()
 
     async def _run(self) -> None:
+        if self._stopping.is_set():
+            log.info(
+                "stop requested before start-up: exiting before registering", extra={"worker_id": self.id}
+            )
+            return
         try:
             port = await self.probes.start()
         except OSError as exc:
@@ -138,6 +161,7 @@ class Worker:
         try:
             if not await self._start_up():
                 return
+            self.liveness.watch(CLAIM_LOOP, HEARTBEAT)
             claim_loop = asyncio.create_task(self._claim_loop(), name="shoal-claim-loop")
             components = {claim_loop, self.flusher.start(), self.heartbeat.start()}
             done, _ = await asyncio.wait(components, return_when=asyncio.FIRST_COMPLETED)
@@ -163,13 +187,21 @@ class Worker:
         stop = asyncio.create_task(self._stopping.wait())
         await asyncio.wait({steps, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
-        if not steps.done():
-            steps.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await steps
-            return False
-        steps.result()
-        return True
+        if steps.done():
+            steps.result()
+            if not self._stopping.is_set():
+                return True
+        else:
+            await cancel_and_wait(steps)
+        log.info("stop requested during start-up: exiting without claiming", extra={"worker_id": self.id})
+        if self._registering:
+            # The registration may have reached Redis before the stop cancelled it: undo it.
+            try:
+                async with asyncio.timeout(_SHUTDOWN_STEP_TIMEOUT_S):
+                    await self.store.deregister_worker(self.id, "stopped")
+            except Exception as exc:
+                log.warning("could not deregister (%s); the scheduler will see this worker as lost", exc)
+        return False
 
     async def _subscribe_and_register(self) -> None:
         await self.wake.start()
@@ -182,10 +214,12 @@ class Worker:
                 log.warning(
                     "cannot register (%s); retrying in %.2fs", exc, delay, extra={"worker_id": self.id}
                 )
+                self.liveness.progressed(STARTING, pause_s=delay)  # waiting for Redis; readiness says why
                 await asyncio.sleep(delay)
                 delay = min(_BACKOFF_MAX_S, delay * 2)
 
     async def _register(self) -> None:
+        self._registering = True
         info = WorkerInfo(
             id=self.id,
             host=socket.gethostname(),
@@ -226,8 +260,10 @@ class Worker:
     async def _claim_loop(self) -> None:
         delay = _BACKOFF_START_S
         backlog_limit = max(4 * self.concurrency, 1000)
+        healthy = True  # the last round worked, or failed only because Redis was unreachable
         while not self._stopping.is_set():
-            self.liveness.tick()
+            if healthy:
+                self.liveness.progressed(CLAIM_LOOP)
             free = self.concurrency - len(self._running) - self.executor.overrunning_threads
             if free <= 0 or self.draining or self.flusher.backlog >= backlog_limit:
                 self._slot_freed.clear()
@@ -238,14 +274,20 @@ class Worker:
                 claimed = await self.store.claim(self.id, self._claim_order.next(), free)
             except _TRANSIENT as exc:
                 log.warning("claim failed (%s); retrying in %.2fs", exc, delay, extra={"worker_id": self.id})
+                # Waiting out Redis is progress (readiness reports the outage).
+                self.liveness.progressed(CLAIM_LOOP, pause_s=delay)
+                healthy = True
                 await _wait(self._stopping, delay)
                 delay = min(_BACKOFF_MAX_S, delay * 2)
                 continue
             except Exception:
+                # Not an outage: a restart may cure it, so this round does not count as progress.
                 log.exception("claim failed; retrying in %.2fs", delay, extra={"worker_id": self.id})
+                healthy = False
                 await _wait(self._stopping, delay)
                 delay = min(_BACKOFF_MAX_S, delay * 2)
                 continue
+            healthy = True
             delay = _BACKOFF_START_S
             self.liveness.redis_ok()
             if not claimed:
@@ -307,10 +349,11 @@ class Worker:
     # ------------------------------------------------------------------ stopping
 
     async def _shutdown(self) -> None:
+        self.liveness.watch(STOPPING)
         grace_s = self.settings.worker.grace_s
         deadline = time.monotonic() + grace_s
         while self._running and not self._hurry.is_set():
-            self.liveness.tick()  # still alive: a liveness probe must not kill us inside the grace
+            self.liveness.progressed(STOPPING)  # a liveness probe must not kill us inside the grace
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -375,10 +418,25 @@ class Worker:
             return verdict(False, "draining")
         if not self.registered:
             return verdict(False, "not registered yet")
+        redis_ok, why = self.liveness.redis_check()
+        if not redis_ok:
+            return verdict(False, why)
         return verdict(True, "ready")
 
     def _metrics(self) -> Response:
         return 200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(self.running, self.concurrency)
+
+
+async def serve(settings: Settings, early_stop: EarlyStop) -> Worker:
+    """Run a worker until a stop signal (also one that came during start-up); returns it stopped."""
+    store = Store.from_settings(settings)
+    worker = Worker(settings, store)
+    early_stop.hand_over(asyncio.get_running_loop(), worker.request_stop)
+    try:
+        await worker.run()
+    finally:
+        await store.close()
+    return worker
 
 
 async def _wait(event: asyncio.Event, timeout_s: float) -> None:

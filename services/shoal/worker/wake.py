@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from shoal.core.aiotools import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 _BACKOFF_MAX_S = 5.0
@@ -26,11 +28,17 @@ class WakeSignal:
     """An asyncio.Event-like flag set by every message on the wake channels."""
 
     def __init__(
-        self, redis: Redis, channels: list[str], on_redis_ok: Callable[[], None] | None = None
+        self,
+        redis: Redis,
+        channels: list[str],
+        on_redis_ok: Callable[[], None] | None = None,
+        on_retry: Callable[[float], None] | None = None,
     ) -> None:
         self._redis = redis
         self._channels = channels
         self._on_redis_ok = on_redis_ok or (lambda: None)
+        # Called with the delay before each reconnect while Redis is unreachable.
+        self._on_retry = on_retry or (lambda delay_s: None)
         self._event = asyncio.Event()
         self._subscribed = asyncio.Event()
         self._pubsub: PubSub | None = None
@@ -92,6 +100,7 @@ class WakeSignal:
                 await self._drop_pubsub()
                 # While disconnected the claim loop must poll: keep it from blocking a full timeout.
                 self._event.set()
+                self._on_retry(delay)
                 await asyncio.sleep(delay)
                 delay = min(_BACKOFF_MAX_S, delay * 2)
 
@@ -103,9 +112,7 @@ class WakeSignal:
 
     async def close(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+            await cancel_and_wait(self._reader)
         await self._drop_pubsub()
 
 
