@@ -290,6 +290,22 @@ def test_list_refuses_bad_parameters(api: ApiServer, query: str) -> None:
 
 def test_explain_says_why_a_task_waits(client: Client) -> None:
     parent, child = client.submit_batch([task_request("a", ref="p"), task_request("b", depends_on=["p"])])
-    answer = client.explain(child["id"])
-    assert answer["state"] == "pending" and answer["code"] and parent["id"] in str(answer)
-    assert client.explain(parent["id"])["state"] == "queued"
+    waiting = client.explain(child["id"])
+    assert (waiting["state"], waiting["code"]) == ("pending", "waiting_on_dependencies")
+    assert waiting["details"]["waiting_on"] == [{"id": parent["id"], "state": "queued"}]
+    assert waiting["reason"] == f"It is waiting on 1 of its 1 dependency: {parent['id']} (queued)."
+    queued = client.explain(parent["id"])
+    # No worker has registered in this namespace, and the autoscaler only advises (backend none).
+    assert (queued["state"], queued["code"]) == ("queued", "no_workers")
+    assert queued["details"]["ahead"] == 0 and queued["details"]["scaling"]["backend"] == "none"
+
+
+def test_explain_reads_the_scaling_backend_from_the_apps_settings(
+    api: ApiServer, client: ShoalClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOAL_SCALER_BACKEND", "none")  # a module reading the environment sees this
+    api.settings.scaling = api.settings.scaling.model_copy(update={"scaler_backend": "kubernetes"})
+    task = client.submit("a")
+    answer = client.explain(task["id"])
+    assert answer["details"]["scaling"]["backend"] == "kubernetes"
+    assert answer["code"] == "scaled_to_zero"  # no worker, and an autoscaler that would start one

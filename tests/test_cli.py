@@ -1,5 +1,6 @@
-"""The README's first command, for real: `python -m shoal dev` runs the scheduler and
-autoscaled local workers; the CLI submits, waits, inspects and reports bad input clearly."""
+"""The README's first command, for real: `make up`'s own command line (`python -m shoal dev`
+with the dashboard) runs the scheduler, the dashboard and autoscaled local workers that grow
+under a burst; the CLI submits, waits, inspects and reports bad input clearly."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -37,12 +40,20 @@ def test_cli_reports_an_unreachable_scheduler_without_a_traceback() -> None:
     assert "Traceback" not in result.stderr
 
 
+def make_up_command(api_port: int, dashboard_port: int) -> list[str]:
+    """What `make up` runs (the Makefile's `up` recipe, with its default WORKERS=2)."""
+    recipe = (ROOT / "Makefile").read_text().split("\nup:", 1)[1].split("\n\n", 1)[0]
+    assert "-m shoal dev --port $(API_PORT) --dashboard-port $(DASHBOARD_PORT) --workers $(WORKERS)" in recipe
+    ports = ["--port", str(api_port), "--dashboard-port", str(dashboard_port)]
+    return [sys.executable, "-m", "shoal", "dev", *ports, "--workers", "2"]
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(120)
-def test_dev_stack_runs_scheduler_and_workers_and_the_cli_drives_it(
+@pytest.mark.timeout(180)
+def test_make_up_runs_scheduler_dashboard_and_autoscaled_workers_and_the_cli_drives_it(
     redis_url: str, namespace: str, tmp_path: Path
 ) -> None:
-    port = free_port()
+    port, dashboard_port = free_port(), free_port()
     api = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
@@ -54,7 +65,7 @@ def test_dev_stack_runs_scheduler_and_workers_and_the_cli_drives_it(
     env.pop("SHOAL_API_TOKEN", None)
     log = (tmp_path / "dev.log").open("wb")
     dev = subprocess.Popen(
-        [sys.executable, "-m", "shoal", "dev", "--port", str(port), "--no-dashboard", "--workers", "2"],
+        make_up_command(port, dashboard_port),
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -69,6 +80,12 @@ def test_dev_stack_runs_scheduler_and_workers_and_the_cli_drives_it(
             assert time.monotonic() < deadline, "the local autoscaler did not start two workers"
             time.sleep(0.2)
         assert "Shoal is running" in (tmp_path / "dev.log").read_text()
+        wait_until(lambda: _answers(f"http://127.0.0.1:{dashboard_port}/_stcore/health"), 90, "the dashboard")
+
+        # A burst needs ceil(100 / 32) = 4 workers: the local autoscaler grows the pool to its max.
+        burst = [{"name": "sleep", "kwargs": {"seconds": 3}} for _ in range(100)]
+        assert httpx.post(f"{api}/api/v1/tasks/batch", json={"tasks": burst}, timeout=30).status_code == 201
+        wait_until(lambda: r.zcard(keys.workers) >= 3, 60, "the autoscaler to add workers")
 
         done = cli(api, "--json", "submit", "echo", "hello", "--wait")
         assert done.returncode == 0, done.stderr
@@ -77,7 +94,7 @@ def test_dev_stack_runs_scheduler_and_workers_and_the_cli_drives_it(
         assert table.returncode == 0 and "state:    succeeded" in table.stdout
 
         workers = cli(api, "workers", "--json")
-        assert workers.returncode == 0 and workers.stdout.count('"concurrency"') == 2
+        assert workers.returncode == 0 and workers.stdout.count('"concurrency"') >= 3
 
         bad = cli(api, "submit", "echo", "--kwargs", "[1, 2]")
         assert bad.returncode == 2 and "--kwargs must be a JSON object" in bad.stderr
@@ -92,3 +109,17 @@ def test_dev_stack_runs_scheduler_and_workers_and_the_cli_drives_it(
     assert code == 0, (tmp_path / "dev.log").read_text()[-3000:]
     assert r.zcard(keys.workers) == 0  # the workers stopped gracefully and deregistered
     r.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:g}s waiting for {what}"
+        time.sleep(0.2)

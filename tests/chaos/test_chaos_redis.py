@@ -130,7 +130,8 @@ def test_redis_process_sigkilled_and_restarted(
         print(verdict.summary(), figures, "delayed fsyncs:", outage.delayed_fsyncs)
         if policy == "everysec" and outage.delayed_fsyncs:
             # A postponed write may have been acknowledged before it reached the file.
-            assert_loss_within(verdict, sub.acked_at, outage.killed_at - POSTPONED_WRITE_S)
+            since = outage.killed_at - POSTPONED_WRITE_S
+            assert_loss_within(verdict, sub.acked_at, run.ledger.first_terminal_at, since)
         else:
             verdict.assert_holds()
         assert sub.met(outage.killed_at, outage.restarted_at), "no submission met the outage"
@@ -165,10 +166,7 @@ def test_machine_crash_with_everysec_loses_at_most_the_last_second(
         verdict = check(run.redis, run.keys, sub.items, sub.ids, run.ledger)
         print(verdict.summary(), figures, "cut at", cut_at, "dropped bytes", dropped)
         slack = POSTPONED_WRITE_S if outage.delayed_fsyncs else 0.05
-        assert_loss_within(verdict, sub.acked_at, cut_at - slack)
-        # A result recorded twice is one whose first recording fell in the lost second.
-        for task_id in verdict.duplicates:
-            assert run.ledger.first_terminal_at[task_id] >= cut_at - slack, task_id
+        assert_loss_within(verdict, sub.acked_at, run.ledger.first_terminal_at, cut_at - slack)
         assert verdict.lost, "nothing was acknowledged in the lost second: the crash was not exercised"
     window = outage.killed_at - cut_at
     report.add(
@@ -187,12 +185,39 @@ def test_machine_crash_with_everysec_loses_at_most_the_last_second(
     )
 
 
-def assert_loss_within(verdict: Verdict, acked_at: dict[str, float], since: float) -> None:
-    """Only tasks acknowledged after `since` may be lost (and their dependents with them);
-    every other invariant holds for what survived."""
+def assert_loss_within(
+    verdict: Verdict, acked_at: dict[str, float], first_terminal_at: dict[str, float], since: float
+) -> None:
+    """Only tasks acknowledged after `since` may be lost (and their dependents with them), and
+    only results first recorded after `since` may be recorded again (the lost write undid them,
+    so the task ran again); every other invariant holds for what survived."""
     early = [ref for ref in verdict.lost if acked_at[ref] < since]
     assert not early, f"tasks acknowledged before the loss window were lost: {early[:10]}"
+    twice = [task_id for task_id in verdict.duplicates if first_terminal_at[task_id] < since]
+    assert not twice, f"results recorded before the loss window were recorded again: {twice[:10]}"
     assert not verdict.wrong, f"tasks in the wrong end state: {verdict.wrong[:10]}"
     assert not verdict.unrecorded, f"terminal transitions missing: {verdict.unrecorded[:10]}"
     assert not any(verdict.stuck.values()), f"tasks left live once quiet: {verdict.stuck}"
     assert not verdict.order_violations, f"dependents ran too early: {verdict.order_violations[:10]}"
+
+
+@pytest.mark.parametrize(
+    ("lost_acked_at", "duplicate_first_at", "holds"),
+    [
+        (12.0, 12.5, True),  # both inside the window that began at 10 s
+        (9.0, 12.5, False),  # a task acknowledged before the window was lost
+        (12.0, 9.5, False),  # a result recorded before the window was recorded again
+    ],
+)
+def test_the_loss_check_refuses_losses_and_duplicates_from_before_the_window(
+    lost_acked_at: float, duplicate_first_at: float, holds: bool
+) -> None:
+    verdict = Verdict(acked=3, lost=["lost-ref"], duplicates=["dup-id"])
+    check = lambda: assert_loss_within(  # noqa: E731
+        verdict, {"lost-ref": lost_acked_at}, {"dup-id": duplicate_first_at}, since=10.0
+    )
+    if holds:
+        check()
+    else:
+        with pytest.raises(AssertionError, match="before the loss window"):
+            check()

@@ -12,6 +12,7 @@ from chaos.conftest import LONG, Scale
 from chaos.harness import ChaosRun, is_leader, serves, wait_for
 from chaos.invariants import p50_max, recovery_times
 from chaos.report import Report, Row
+from chaos.timing import recording_lateness
 from chaos.workload import Submitter, long_sleepers, mixed_workload
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
@@ -125,8 +126,11 @@ def test_leader_sigkilled_the_other_scheduler_takes_over(
     assert [is_leader(url) for url in by_url].count(True) == 1
     recovery = recovery_times(list(verdict.tasks.values()), deaths)
     assert recovery, "the killed worker held no task: the reaper was not exercised"
-    # Leader lock ttl 5 s, renewed every ttl/3: the survivor leads within ~ttl + ttl/3 of the kill.
-    assert max(failover_s) < 5.0 + 5.0 / 3 + 2.0
+    # Leader lock ttl 5 s, renewed every ttl/3: the survivor leads within ~ttl + ttl/3 of the kill,
+    # plus 2 s (its gauge, the scrape) and what this run took to record any task's end (a loaded
+    # machine delays the survivor's tries as it delays the workers).
+    late = recording_lateness(verdict.tasks)
+    assert max(failover_s) < 5.0 + 5.0 / 3 + 2.0 + late, (failover_s, late)
     report.add(
         Row(
             "test_leader_sigkilled_the_other_scheduler_takes_over",
@@ -138,6 +142,7 @@ def test_leader_sigkilled_the_other_scheduler_takes_over(
                 "leader kill to new leader": p50_max(failover_s),
                 "worker death to its tasks running again": p50_max(recovery),
                 "submission retries": sub.retries,
+                "recording lateness of the run (s)": round(late, 3),
             },
         )
     )
