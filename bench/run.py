@@ -1,9 +1,10 @@
 """Shoal benchmark: one command, private Redis, the scheduler and two worker processes.
 
-    python -m bench.run [--runs 3] [--tasks 20000]
+    python -m bench.run [--runs 3] [--tasks 20000] [--concurrency 32 256]
 
 Reports medians over several runs of:
-  * no-op tasks drained per second by two worker processes (tasks submitted first);
+  * no-op tasks drained per second by two worker processes (tasks submitted first), at each
+    worker concurrency given (default: 32, the worker's default, and 256);
   * tasks per second accepted through POST /api/v1/tasks/batch (1,000 per request);
   * submit-to-result round trip of single tasks through HTTP (POST then GET .../wait), p50/p99.
 """
@@ -32,21 +33,45 @@ from shoal.redis_local import PrivateServer, free_port, start_private_redis
 BATCH = 1000
 
 
+# The server closed a kept-alive connection while it was idle (uvicorn's keep-alive timeout is
+# 5 s, and a drain keeps the client idle far longer): what sending on it again raises.
+_STALE_CONNECTION = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
 class Api:
-    """A keep-alive HTTP/1.1 connection: the least client overhead in the measurement."""
+    """A keep-alive HTTP/1.1 connection: the least client overhead in the measurement.
+
+    A request on a reused connection that the server closed meanwhile fails before the server
+    read it (a server closes only idle connections), so it is sent once more on a new one.
+    """
 
     def __init__(self, port: int) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.reconnects = 0
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        reused = self.conn.sock is not None
+        try:
+            return self._send(method, path, body, headers)
+        except _STALE_CONNECTION:
+            self.conn.close()
+            if not reused:
+                raise
+            self.reconnects += 1
+            return self._send(method, path, body, headers)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
         self.conn.request(method, path, body=body, headers=headers)
         resp = self.conn.getresponse()
         return resp.status, resp.read()
 
 
 class Stack:
-    def __init__(self, workdir: Path, concurrency: int) -> None:
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.redis_port = free_port()
         self.redis_url = start_private_redis(PrivateServer.on_port(self.redis_port), run_dir=workdir)
@@ -57,7 +82,6 @@ class Stack:
             "SHOAL_REDIS_URL": self.redis_url,
             "SHOAL_NAMESPACE": self.namespace,
             "SHOAL_LOG_LEVEL": "WARNING",
-            "SHOAL_CONCURRENCY": str(concurrency),
             "SHOAL_WORKER_PORT": "0",
             "SHOAL_QUEUES": "bench",
         }
@@ -85,9 +109,10 @@ class Stack:
             time.sleep(0.1)
         raise RuntimeError("scheduler did not start")
 
-    def start_workers(self, n: int = 2) -> None:
+    def start_workers(self, n: int = 2, concurrency: int = 32) -> None:
+        env = {**self.env, "SHOAL_CONCURRENCY": str(concurrency)}
         for _ in range(n):
-            self.workers.append(subprocess.Popen([sys.executable, "-m", "shoal.worker"], env=self.env))
+            self.workers.append(subprocess.Popen([sys.executable, "-m", "shoal.worker"], env=env))
 
     def stop_workers(self) -> None:
         for w in self.workers:
@@ -100,6 +125,7 @@ class Stack:
         return int(self.redis.zcard(self.keys.state(state)))
 
     def close(self) -> None:
+        self.api.close()
         self.stop_workers()
         self.scheduler.send_signal(signal.SIGTERM)
         self.scheduler.wait(30)
@@ -121,10 +147,10 @@ def submit_batches(stack: Stack, total: int) -> float:
     return total / (time.perf_counter() - started)
 
 
-def drain_rate(stack: Stack, total: int) -> float:
+def drain_rate(stack: Stack, total: int, concurrency: int) -> float:
     """Workers start on a full queue; rate from the first finished task to the last."""
     base = stack.count("succeeded")
-    stack.start_workers(2)
+    stack.start_workers(2, concurrency)
     first_at = None
     first_done = 0
     deadline = time.monotonic() + 300
@@ -167,19 +193,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=20_000)
     ap.add_argument("--round-trips", type=int, default=1000)
-    ap.add_argument("--concurrency", type=int, default=256, help="slots per worker for no-ops")
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[32, 256],
+        help="worker slots for the no-op drain; one drain per value and run (default: 32 256)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
 
-    submit_rates, drain_rates, p50s, p99s = [], [], [], []
+    submit_rates: list[float] = []
+    drain_rates: dict[int, list[float]] = {c: [] for c in args.concurrency}
+    p50s, p99s = [], []
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
-        stack = Stack(Path(tmp), args.concurrency)
+        stack = Stack(Path(tmp))
         try:
             for run in range(args.runs):
-                submit_rates.append(submit_batches(stack, args.tasks))
-                drain_rates.append(drain_rate(stack, args.tasks))
-                rates = f"submit {submit_rates[-1]:,.0f} tasks/s, drain {drain_rates[-1]:,.0f} tasks/s"
-                print(f"run {run + 1}: {rates}", flush=True)
+                for concurrency in args.concurrency:
+                    submit_rates.append(submit_batches(stack, args.tasks))
+                    drain_rates[concurrency].append(drain_rate(stack, args.tasks, concurrency))
+                    print(
+                        f"run {run + 1}: submit {submit_rates[-1]:,.0f} tasks/s, "
+                        f"drain at concurrency {concurrency} {drain_rates[concurrency][-1]:,.0f} tasks/s",
+                        flush=True,
+                    )
             stack.start_workers(2)
             time.sleep(2.0)  # both workers registered and idle
             round_trips(stack, 100)  # warm-up
@@ -191,19 +229,24 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.close()
 
+    drains = {str(c): round(statistics.median(rates)) for c, rates in drain_rates.items()}
     result = {
-        "drain_tasks_per_s": round(statistics.median(drain_rates)),
+        "drain_tasks_per_s": drains,
         "batch_submit_tasks_per_s": round(statistics.median(submit_rates)),
         "round_trip_p50_ms": round(statistics.median(p50s), 2),
         "round_trip_p99_ms": round(statistics.median(p99s), 2),
         "runs": args.runs,
         "tasks_per_run": args.tasks,
-        "worker_concurrency": args.concurrency,
+        "client_reconnects": stack.api.reconnects,
     }
     print("\nmedians over", args.runs, "runs:")
-    print(f"  no-op drain, 2 workers   {result['drain_tasks_per_s']:>10,} tasks/s")
+    for concurrency, rate in drains.items():
+        print(f"  no-op drain, 2 workers x {concurrency:>4} slots {rate:>10,} tasks/s")
     print(f"  HTTP batch submit        {result['batch_submit_tasks_per_s']:>10,} tasks/s")
     print(f"  round trip p50 / p99     {result['round_trip_p50_ms']:>7} / {result['round_trip_p99_ms']} ms")
+    print(
+        f"  (the client reconnected {stack.api.reconnects} times after the server closed an idle connection)"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
