@@ -62,7 +62,8 @@ class ApiServer:
             target=self._server.run, kwargs={"sockets": [self._socket]}, name="api-server", daemon=True
         )
 
-    def start(self, timeout_s: float = 15.0) -> ApiServer:
+    # Waits, not bounds: generous so that a loaded machine only makes a test slower.
+    def start(self, timeout_s: float = 60.0) -> ApiServer:
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
@@ -81,7 +82,7 @@ class ApiServer:
         self._thread.join(timeout=15)
         self._socket.close()
 
-    def client(self, token: str | None = "", timeout: float = 10.0) -> Client:
+    def client(self, token: str | None = "", timeout: float = 30.0) -> Client:
         """A client of this server; `token=""` means the server's own token (if any)."""
         if token == "":
             token = self.settings.api.api_token

@@ -88,7 +88,8 @@ def test_tasks_hanging_past_their_timeout(
     chaos.submit(batches, pace_s=scale.pace_s)
     verdict = chaos.verify()
 
-    overrun, gaps = [], []
+    overrun: dict[str, list[float]] = {kind: [] for kind in (*hangs, "once")}
+    gaps = []
     for ref, task in verdict.tasks.items():
         if not ref.startswith("hang-"):
             continue
@@ -99,13 +100,18 @@ def test_tasks_hanging_past_their_timeout(
         else:
             assert task.attempts == len(durations) == hangs[kind][2] + 1, (task.fields, task.history)
             assert task.fields["error"] == f"TimeoutError: task exceeded its {TIMEOUT_S:g}s timeout"
-        overrun += [d - TIMEOUT_S for d in durations]
+        overrun[kind] += [d - TIMEOUT_S for d in durations]
         gaps += retry_gaps(task)
-    # Each hung attempt ended at its timeout, whatever kind of task it was: never before it, and
-    # after it by no more than this run took to record any task's end (recording_lateness: the
-    # same timer-flush-script path) plus 0.5 s for the 50 ms deadline sweep and killing a process.
+    # No hung attempt ended before its timeout. Those on the loop and in threads ended after it
+    # by no more than this run took to record any task's end (recording_lateness: the same
+    # timer-flush-script path) plus 0.5 s for the 50 ms deadline sweep. A process attempt's
+    # timeout counts from when a pool process is free (the recorded start is the claim): its
+    # end also waits for the pool's two processes, killed and started again one hang after
+    # another, so only "not before" holds for it; its figure is reported.
     late = recording_lateness(verdict.tasks)
-    assert min(overrun) >= -0.01 and max(overrun) < late + 0.5, (overrun, late)
+    assert min(min(values) for values in overrun.values()) >= -0.01, overrun
+    on_loop_or_thread = overrun["async"] + overrun["thread"] + overrun["once"]
+    assert max(on_loop_or_thread) < late + 0.5, (overrun, late)
     assert_workers_survived(chaos, pids)
     report.add(
         Row(
@@ -115,7 +121,8 @@ def test_tasks_hanging_past_their_timeout(
             len(verdict.lost),
             len(verdict.duplicates),
             {
-                "attempt end past its timeout": p50_max(overrun),
+                "attempt end past its timeout (loop, thread)": p50_max(on_loop_or_thread),
+                "attempt end past its timeout (process)": p50_max(overrun["process"]),
                 "timeout to the retry starting": p50_max(gaps),
                 "recording lateness of the run (s)": round(late, 3),
             },
