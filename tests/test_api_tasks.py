@@ -301,11 +301,11 @@ def test_explain_says_why_a_task_waits(client: Client) -> None:
 
 
 def test_explain_reads_the_scaling_backend_from_the_apps_settings(
-    api: ApiServer, client: ShoalClient, monkeypatch: pytest.MonkeyPatch
+    api: ApiServer, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SHOAL_SCALER_BACKEND", "none")  # a module reading the environment sees this
     api.settings.scaling = api.settings.scaling.model_copy(update={"scaler_backend": "kubernetes"})
-    task = client.submit("a")
+    task = client.submit_request(task_request("a"))
     answer = client.explain(task["id"])
     assert answer["details"]["scaling"]["backend"] == "kubernetes"
     assert answer["code"] == "scaled_to_zero"  # no worker, and an autoscaler that would start one
