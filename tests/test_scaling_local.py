@@ -67,7 +67,9 @@ async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
 
 
 async def wait_for(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
+    # A wait, not a bound: the stand-in workers are real processes, and on a machine loaded by
+    # other suites (load 10+ seen) starting one and handling its SIGTERM took longer than 10 s.
+    async with asyncio.timeout(60):
         while not condition():  # noqa: ASYNC110 - files and processes have nothing to await
             await asyncio.sleep(0.05)
 
