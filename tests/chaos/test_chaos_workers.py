@@ -75,14 +75,18 @@ def test_workers_sigtermed_drain_gracefully(
     chaos.stack.start_scheduler()
     first = [chaos.start_worker() for _ in range(3)]
     chaos.wait_workers(first)
-    chaos.submit(batches, pace_s=scale.pace_s)
+    sub = chaos.submit(batches, pace_s=scale.pace_s)
 
     stops: dict[str, float] = {}
     exit_s = []
     for _ in range(scale.faults):
         time.sleep(rng.uniform(0.5, 1.5) * scale.fault_every_s)
+        # Prefer a worker running a task longer than the grace, so the hand-back is exercised
+        # however slow the machine made the run so far.
+        long_ids = {task_id for ref, task_id in dict(sub.ids).items() if ref.startswith("long-")}
         busy = [w for w in chaos.live_workers() if chaos.held_by(w)]
-        victim = rng.choice(busy or chaos.live_workers())
+        holding_long = [w for w in busy if chaos.held_by(w) & long_ids]
+        victim = rng.choice(holding_long or busy or chaos.live_workers())
         stops[victim] = chaos.kill_worker(victim, signal.SIGTERM)
         replacement = chaos.start_worker()
         code = chaos.workers[victim].wait(grace_s + 10)
