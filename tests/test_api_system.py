@@ -195,7 +195,8 @@ def _consume(client: Client, into: queue.Queue[Any], **options: Any) -> threadin
     return thread
 
 
-def _until(events: queue.Queue[Any], predicate: Any, timeout_s: float = 5.0) -> Any:
+def _until(events: queue.Queue[Any], predicate: Any, timeout_s: float = 30.0) -> Any:
+    """The next event that matches (a wait, not a bound: long enough for a loaded machine)."""
     deadline = time.monotonic() + timeout_s
     while True:
         event = events.get(timeout=max(0.01, deadline - time.monotonic()))
@@ -247,7 +248,7 @@ def _is_task(event: Event) -> bool:
     return isinstance(event, TaskEvent)
 
 
-def _events_until(events: queue.Queue[Any], tasks: int, timeout_s: float = 5.0) -> list[Event]:
+def _events_until(events: queue.Queue[Any], tasks: int, timeout_s: float = 30.0) -> list[Event]:
     """Every event received until `tasks` task events have arrived, in order."""
     seen: list[Event] = []
     while sum(map(_is_task, seen)) < tasks:
