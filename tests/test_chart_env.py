@@ -46,6 +46,8 @@ SECRETS = {
     "shoal-dashboard": DASHBOARD_KEYS,
     "shoal-api": {"token": API_TOKEN, **DASHBOARD_KEYS},
     "shoal-redis-url": {"url": EXTERNAL_REDIS_URL},
+    # ci/external-redis-cluster-values.yaml and ci/external-redis-sentinel-values.yaml
+    "shoal-redis-auth": {"password": "ExternalRedisPassword0123", "sentinel-password": "Sentinel0123"},
 }
 
 

@@ -24,6 +24,7 @@ from store_helpers import (
     spec,
     submit,
     submit_specs,
+    subscribers,
     worker_info,
 )
 
@@ -261,7 +262,7 @@ async def test_the_subscriber_sees_a_submit(store: Store) -> None:
                 return
 
     async def subscribed() -> bool:
-        return (await store.redis.pubsub_numsub(store.keys.events_channel))[0][1] > 0
+        return await subscribers(store, store.keys.events_channel) > 0
 
     listener = asyncio.create_task(listen())
     assert await eventually(subscribed, timeout_s=5)

@@ -23,6 +23,8 @@ import httpx
 import redis
 
 from shoal.core.keys import Keys
+from shoal.core.redis_client import RedisConnector
+from shoal.core.settings import RedisSettings
 from shoal.redis_local import LocalRedis, ensure_redis, port_taken, redacted
 
 
@@ -58,7 +60,10 @@ class DevStack:
                     f"the {what} port {self.host}:{port} is in use (another `make up`?): stop it, or pick "
                     f"another port (make up {variable}=...)"
                 )
-        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        settings = RedisSettings(
+            redis_url=self.redis_url, redis_connect_timeout_s=2, redis_socket_timeout_s=2
+        )
+        client = RedisConnector(settings).sync_client("devstack")
         try:
             holder = client.get(Keys(self.namespace).leader)
         finally:

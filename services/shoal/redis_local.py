@@ -24,6 +24,9 @@ from urllib.parse import unquote, urlparse
 
 import redis
 
+from shoal.core.redis_client import RedisConnector
+from shoal.core.settings import RedisSettings
+
 RUN_DIR = Path(os.environ.get("SHOAL_RUN_DIR", "run"))
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _START_TIMEOUT_S = 10.0
@@ -77,7 +80,13 @@ def redacted(url: str) -> str:
 
 def _probe(url: str, timeout_s: float = 0.5) -> str | None:
     """None when a Redis answers at `url`, else what went wrong."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:  # any deployment form: one server, a cluster, a Sentinel-managed primary
+        settings = RedisSettings(
+            redis_url=url, redis_socket_timeout_s=timeout_s, redis_connect_timeout_s=timeout_s
+        )
+        client = RedisConnector(settings).sync_client("probe")
+    except (ValueError, redis.RedisError, OSError) as exc:
+        return f"error: {exc}"
     try:
         client.ping()
         return None

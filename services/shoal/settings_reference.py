@@ -21,6 +21,7 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
@@ -135,7 +136,13 @@ def _bounds(metadata: list[Any]) -> str:
     return ", ".join(p for p in (low, high, *parts) if p)
 
 
-_KINDS: dict[type, str] = {bool: "true / false", int: "integer", float: "number", str: "text"}
+_KINDS: dict[type, str] = {
+    bool: "true / false",
+    int: "integer",
+    float: "number",
+    str: "text",
+    SecretStr: "secret text (never logged)",
+}
 
 
 def values_text(info: FieldInfo) -> str:

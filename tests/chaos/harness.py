@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import redis
 
 from chaos.invariants import Verdict, check, wait_quiet
 from chaos.ledger import Ledger
@@ -25,6 +24,8 @@ from chaos.workload import Item, Submitter
 from process_stack import ProcessStack
 from shoal.core import jsonutil
 from shoal.core.keys import Keys
+from shoal.core.redis_client import RedisConnector
+from shoal.core.settings import RedisSettings
 
 TASK_MODULES = "tests.chaos.chaos_tasks"
 _LEADER_GAUGE = re.compile(r"^shoal_leader (\S+)$", re.MULTILINE)
@@ -41,7 +42,7 @@ class ChaosRun:
         self.env = {"SHOAL_TASK_MODULES": TASK_MODULES, "SHOAL_CONCURRENCY": str(concurrency), **env}
         self.stack = ProcessStack(redis_url, namespace, logdir, **self.env)
         self.extra_stacks: list[ProcessStack] = []
-        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5)
+        self.redis = RedisConnector(RedisSettings(redis_url=redis_url)).sync_client("chaos")
         self.ledger = Ledger(redis_url, self.keys)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.submitter: Submitter | None = None

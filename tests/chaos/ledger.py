@@ -22,6 +22,8 @@ import redis
 
 from shoal.core import jsonutil
 from shoal.core.keys import Keys
+from shoal.core.redis_client import RedisConnector
+from shoal.core.settings import RedisSettings
 
 _TERMINAL = frozenset({"succeeded", "failed", "cancelled", "upstream_failed"})
 
@@ -33,7 +35,8 @@ def _id_tuple(stream_id: str) -> tuple[int, int]:
 
 class Ledger:
     def __init__(self, redis_url: str, keys: Keys) -> None:
-        self._client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=2)
+        settings = RedisSettings(redis_url=redis_url, redis_socket_timeout_s=2)
+        self._client = RedisConnector(settings).sync_client("ledger", decode_responses=True)
         self._stream = keys.events_stream
         self.transitions: Counter[tuple[str, str]] = Counter()
         self.first_terminal_at: dict[str, float] = {}  # task id -> event time of its first terminal state
@@ -42,6 +45,7 @@ class Ledger:
         self.last_id = "0-0"
         self.gap = False
         self.reconnects = 0
+        self.rewinds = 0  # times the stream went back (a failover lost entries we had read)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chaos-ledger", daemon=True)
@@ -63,9 +67,23 @@ class Ledger:
                 if rows:
                     self._take(rows[0][1])
                 self._check_gap()
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError):
+                # ResponseError: a failing-over cluster answers CLUSTERDOWN / MOVED meanwhile.
                 self.reconnects += 1
                 time.sleep(0.02)
+                self._after_reconnect()
+
+    def _after_reconnect(self) -> None:
+        """After a failover the new primary's stream may end before the last entry we read
+        (replication lost it): read on from its end, or new entries would be skipped."""
+        try:
+            newest: Any = self._client.xrevrange(self._stream, count=1)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError):
+            return
+        end = _id_tuple(newest[0][0]) if newest else (0, 0)
+        if end < _id_tuple(self.last_id):
+            self.rewinds += 1
+            self.last_id = f"{end[0]}-{end[1]}"
 
     def _check_gap(self) -> None:
         if self.last_id == "0-0":

@@ -136,6 +136,82 @@ Secret and is spliced into the URL by Kubernetes' $(VAR) expansion, so it never 
 - name: SHOAL_REDIS_URL
   value: {{ required "externalRedis.url or externalRedis.existingSecret is required when redis.enabled=false" .Values.externalRedis.url | quote }}
 {{- end }}
+{{- if not .Values.redis.enabled }}
+{{- include "shoal.externalRedisEnv" . }}
+{{- end }}
+{{- end -}}
+
+{{/* An external Redis' credentials, sentinel credentials and TLS files (shoal.core.redis_client). */}}
+{{- define "shoal.externalRedisEnv" -}}
+{{- with .Values.externalRedis }}
+{{- if .username }}
+- name: SHOAL_REDIS_USERNAME
+  value: {{ .username | quote }}
+{{- end }}
+{{- if .passwordSecret.name }}
+- name: SHOAL_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .passwordSecret.name }}
+      key: {{ .passwordSecret.key }}
+{{- end }}
+{{- if .sentinel.username }}
+- name: SHOAL_REDIS_SENTINEL_USERNAME
+  value: {{ .sentinel.username | quote }}
+{{- end }}
+{{- if .sentinel.passwordSecret.name }}
+- name: SHOAL_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .sentinel.passwordSecret.name }}
+      key: {{ .sentinel.passwordSecret.key }}
+{{- end }}
+{{- if .tls.caSecret.name }}
+- name: SHOAL_REDIS_TLS_CA_FILE
+  value: {{ printf "/etc/shoal/redis-tls/ca/%s" .tls.caSecret.key | quote }}
+{{- end }}
+{{- if .tls.clientCertSecret }}
+- name: SHOAL_REDIS_TLS_CERT_FILE
+  value: /etc/shoal/redis-tls/client/tls.crt
+- name: SHOAL_REDIS_TLS_KEY_FILE
+  value: /etc/shoal/redis-tls/client/tls.key
+{{- end }}
+{{- if not .tls.verify }}
+- name: SHOAL_REDIS_TLS_VERIFY
+  value: "false"
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Mounts (and volumes) of the external Redis' CA and client certificate, read-only. */}}
+{{- define "shoal.redisTlsMounts" -}}
+{{- if not .Values.redis.enabled }}
+{{- if .Values.externalRedis.tls.caSecret.name }}
+- name: redis-tls-ca
+  mountPath: /etc/shoal/redis-tls/ca
+  readOnly: true
+{{- end }}
+{{- if .Values.externalRedis.tls.clientCertSecret }}
+- name: redis-tls-client
+  mountPath: /etc/shoal/redis-tls/client
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "shoal.redisTlsVolumes" -}}
+{{- if not .Values.redis.enabled }}
+{{- with .Values.externalRedis.tls.caSecret.name }}
+- name: redis-tls-ca
+  secret:
+    secretName: {{ . }}
+{{- end }}
+{{- with .Values.externalRedis.tls.clientCertSecret }}
+- name: redis-tls-client
+  secret:
+    secretName: {{ . }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "shoal.apiTokenEnv" -}}

@@ -10,7 +10,15 @@ from typing import Any
 
 from shoal.errors import Conflict, InvalidTask, NotFound, ShoalError
 
-__all__ = ["Conflict", "DuplicateTaskId", "InvalidSubmission", "NotFound", "OutcomeUnknown", "ShoalError"]
+__all__ = [
+    "Conflict",
+    "DuplicateTaskId",
+    "InvalidSubmission",
+    "NotFound",
+    "NotReplicated",
+    "OutcomeUnknown",
+    "ShoalError",
+]
 
 
 class InvalidSubmission(InvalidTask):
@@ -27,3 +35,17 @@ class DuplicateTaskId(InvalidSubmission):
 
 class OutcomeUnknown(ShoalError):
     """Redis did not answer a write in time, and whether it committed could not be settled."""
+
+
+class NotReplicated(OutcomeUnknown):
+    """The primary committed the write, but fewer replicas than SHOAL_REDIS_WAIT_REPLICAS
+    confirmed it in time: it is not acknowledged (a failover now could lose it)."""
+
+    def __init__(self, confirmed: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"only {confirmed} of the {wanted} Redis replicas required (SHOAL_REDIS_WAIT_REPLICAS) confirmed "
+            f"the write within {timeout_ms} ms, so it is not acknowledged; send it again (with the same "
+            "idempotency keys a submission is not created twice)"
+        )
+        self.confirmed = confirmed
+        self.wanted = wanted

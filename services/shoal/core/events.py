@@ -12,12 +12,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shoal.core import jsonutil
 from shoal.core.keys import Keys
+from shoal.core.redis_client import AnyRedis, Subscription, is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ def decode_event(data: str | bytes) -> dict[str, Any] | None:
 class EventSubscriber:
     """Async iterator over live events; reconnects with backoff if Redis goes away."""
 
-    def __init__(self, redis: Redis, keys: Keys, idle_timeout_s: float = 1.0) -> None:
+    def __init__(self, redis: AnyRedis, keys: Keys, idle_timeout_s: float = 1.0) -> None:
+        """`redis` should be a client of the subscriber's own (a subscription holds a connection)."""
         self._redis = redis
         self._channel = keys.events_channel
         self._idle = idle_timeout_s
@@ -46,13 +47,13 @@ class EventSubscriber:
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         delay = 0.1
         while not self._closed:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            subscription = Subscription(self._redis, [self._channel], sharded=is_cluster(self._redis))
             try:
-                await pubsub.subscribe(self._channel)
+                await subscription.subscribe()
                 delay = 0.1
                 while not self._closed:
-                    msg = await pubsub.get_message(timeout=self._idle)
-                    if msg is None:
+                    msg = await subscription.get_message(self._idle)
+                    if msg is None or msg["type"] != "message":
                         continue
                     event = decode_event(msg["data"])
                     if event is not None:
@@ -62,4 +63,4 @@ class EventSubscriber:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
-                await pubsub.aclose()
+                await subscription.aclose()

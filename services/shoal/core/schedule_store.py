@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from shoal.core import jsonutil
 from shoal.core.errors import Conflict, NotFound
 from shoal.core.keys import Keys
+from shoal.core.redis_client import AnyRedis
 from shoal.core.schedules import ScheduleDefinition, ScheduleState
 from shoal.core.scripts import load_plain
 
@@ -76,7 +76,7 @@ def schedule_from_hash(h: dict[str, str]) -> ScheduleState:
 
 
 class ScheduleStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: AnyRedis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
         self._put: AsyncScript = redis.register_script(load_plain("schedule_put"))

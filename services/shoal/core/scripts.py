@@ -1,7 +1,10 @@
 """Loads the Lua transition scripts once; each runs by SHA and reloads itself on NOSCRIPT.
 
-Every script is the generated key prelude (`lua_prelude`, built from `shoal.core.keys`),
-then the shared helpers (`lua/_common.lua`), then its own file.
+Every script is the publish helper for its deployment (`publish_prelude`), the generated
+key prelude (`lua_prelude`, built from `shoal.core.keys`), then the shared helpers
+(`lua/_common.lua`), then its own file. On a Redis Cluster events and wake-ups go out as
+shard messages (SPUBLISH), which stay on the namespace's shard; elsewhere as plain PUBLISH
+(the only kind Redis 6.2 has).
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from shoal.core.keys import CHANNELS, FIXED, PER_ID
+from shoal.core.redis_client import AnyRedis
 
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPT_NAMES = ("submit", "claim", "complete", "heartbeat", "release", "reap", "promote", "cancel", "retry")
@@ -60,10 +63,30 @@ def lua_prelude() -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_source(name: str) -> str:
-    """The script body with the key prelude and the shared helpers prepended."""
+def publish_prelude(sharded: bool) -> str:
+    """The one place that decides how scripts publish: `publish(channel, message)`."""
+    command = "SPUBLISH" if sharded else "PUBLISH"
+    return (
+        "-- Prepended by scripts.py: shard channels on a Redis Cluster, plain channels elsewhere.\n"
+        f"local function publish(channel, message) return redis.call('{command}', channel, message) end\n"
+    )
+
+
+def load_source(name: str, sharded_pubsub: bool = False) -> str:
+    """The script body with the publish helper, the key prelude and the shared helpers prepended."""
     common = (LUA_DIR / "_common.lua").read_text()
-    return lua_prelude() + common + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+    return (
+        publish_prelude(sharded_pubsub)
+        + lua_prelude()
+        + common
+        + "\n"
+        + (LUA_DIR / f"{name}.lua").read_text()
+    )
+
+
+def load_keyed(name: str, sharded_pubsub: bool = False) -> str:
+    """A script with the publish helper and the key prelude but not the task helpers."""
+    return publish_prelude(sharded_pubsub) + lua_prelude() + (LUA_DIR / f"{name}.lua").read_text()
 
 
 def load_plain(name: str) -> str:
@@ -76,9 +99,10 @@ def load_plain(name: str) -> str:
 class Scripts:
     """One registered script per transition (redis-py's Script retries EVALSHA after NOSCRIPT)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: AnyRedis, sharded_pubsub: bool = False) -> None:
         for name in SCRIPT_NAMES:
-            setattr(self, name, redis.register_script(load_source(name)))
+            setattr(self, name, redis.register_script(load_source(name, sharded_pubsub)))
+        self.publish = redis.register_script(load_keyed("publish", sharded_pubsub))
 
     submit: AsyncScript
     claim: AsyncScript
@@ -89,3 +113,4 @@ class Scripts:
     promote: AsyncScript
     cancel: AsyncScript
     retry: AsyncScript
+    publish: AsyncScript

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import ClassVar, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,6 +25,7 @@ from shoal.core.env_check import known_variables, unknown_variables
 from shoal.core.http_settings import HttpSettings
 from shoal.core.kube_settings import KubeSettings
 from shoal.core.names import NAME_PATTERN
+from shoal.core.redis_url import RedisTarget, parse_redis_url
 from shoal.core.scaling_settings import ScalingSettings
 
 _ENV = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore", env_file=None)
@@ -34,9 +35,45 @@ class RedisSettings(BaseSettings):
     model_config = _ENV
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """URL of the Redis server that holds every task."""
+    """Where the tasks are: `redis://` (one server), `redis+cluster://h:p[,h:p...]` (Redis Cluster
+    seed nodes) or `redis+sentinel://h:p[,h:p...]/service` (sentinels); `rediss...` for TLS.
+    See `shoal.core.redis_url`."""
     namespace: str = "shoal"
     """Key prefix; several deployments (or test runs) can share one Redis."""
+    redis_username: str | None = None
+    """Redis ACL user, when not given in the URL."""
+    redis_password: SecretStr | None = None
+    """Redis password, when not given in the URL (no percent-encoding needed here)."""
+    redis_sentinel_username: str | None = None
+    """ACL user of the sentinels themselves (their own `requirepass`/ACL), if they need one."""
+    redis_sentinel_password: SecretStr | None = None
+    """Password of the sentinels themselves, if they need one."""
+    redis_tls_ca_file: str | None = None
+    """PEM file of the CA that signed the Redis servers' certificates (TLS URLs); default: the system's."""
+    redis_tls_cert_file: str | None = None
+    """Client certificate (PEM) for servers that require mutual TLS."""
+    redis_tls_key_file: str | None = None
+    """Private key (PEM) of `redis_tls_cert_file`."""
+    redis_tls_verify: bool = True
+    """Verify the servers' certificates and host names. Turning it off allows a man in the middle."""
+    redis_max_connections: int = Field(64, ge=2, le=10_000)
+    """Connections of the process's main Redis pool. When all are busy a command waits for one
+    (up to `redis_pool_timeout_s`) instead of failing."""
+    redis_pool_timeout_s: float = Field(5.0, gt=0, le=300)
+    """How long a command waits for a free pooled connection before it fails (503 on the API)."""
+    redis_socket_timeout_s: float = Field(5.0, gt=0, le=300)
+    """How long a command waits for Redis's reply."""
+    redis_connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    """How long opening a connection may take."""
+
+    redis_wait_replicas: int = Field(0, ge=0, le=16)
+    """Acknowledge a submission, cancel or retry only once this many replicas have it (Redis
+    `WAIT`); results and hand-backs wait too (a shortfall is logged). 0: acknowledged once the
+    primary has it (replication is asynchronous: a failover may lose the last writes). See
+    docs/reliability.md."""
+    redis_wait_timeout_ms: int = Field(1000, ge=1, le=60_000)
+    """How long `WAIT` waits for `redis_wait_replicas` replicas before the write is reported as
+    not acknowledged (503)."""
 
     @field_validator("namespace")
     @classmethod
@@ -44,6 +81,32 @@ class RedisSettings(BaseSettings):
         if not NAME_PATTERN.match(value) or "{" in value or "}" in value:
             raise ValueError("namespace must be 1-128 of [A-Za-z0-9_.:-]")
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_parses(cls, value: str) -> str:
+        parse_redis_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_given_once(self) -> RedisSettings:
+        target = parse_redis_url(self.redis_url)
+        # Both may be given when they agree (a chart may splice the password into the URL).
+        password = self.redis_password.get_secret_value() if self.redis_password is not None else None
+        if None not in (target.password, password) and target.password != password:
+            raise ValueError("SHOAL_REDIS_URL and SHOAL_REDIS_PASSWORD give different Redis passwords")
+        if None not in (target.username, self.redis_username) and target.username != self.redis_username:
+            raise ValueError("SHOAL_REDIS_URL and SHOAL_REDIS_USERNAME give different Redis users")
+        if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
+            raise ValueError("SHOAL_REDIS_TLS_CERT_FILE and SHOAL_REDIS_TLS_KEY_FILE go together")
+        return self
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        """The parsed URL with the credentials from the settings filled in."""
+        target = parse_redis_url(self.redis_url)
+        password = self.redis_password.get_secret_value() if self.redis_password else None
+        return target.with_credentials(target.username or self.redis_username, target.password or password)
 
 
 class TaskSettings(BaseSettings):

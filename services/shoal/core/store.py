@@ -7,16 +7,20 @@ statements can never leave a task half-moved.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError, TryAgainError
 
 from shoal.core import jsonutil
 from shoal.core.bulk_store import BulkStore
-from shoal.core.errors import Conflict, DuplicateTaskId, InvalidSubmission, NotFound
+from shoal.core.errors import Conflict, DuplicateTaskId, InvalidSubmission, NotFound, NotReplicated
 from shoal.core.keys import Keys
 from shoal.core.models import (
     Attempt,
@@ -29,16 +33,20 @@ from shoal.core.models import (
     WorkerInfo,
 )
 from shoal.core.pause_store import PauseStore
+from shoal.core.redis_client import AnyRedis, RedisConnector, is_cluster, ready
 from shoal.core.schedule_store import ScheduleStore
 from shoal.core.scripts import Scripts
 from shoal.core.settings import Settings, TaskSettings, get_settings
 from shoal.core.states import TERMINAL, TaskState
+
+log = logging.getLogger(__name__)
 
 _MS = 1000.0
 _SUBMIT_FIELDS = 12
 TRIM_CHUNK = 5000  # expired ids dropped from an index per round trip
 KEPT_ATTEMPT_LOGS = 20  # the output of a task's last attempts that is kept
 EXISTS_CHUNK = 1000  # ids checked per round trip: bounded memory and Redis time whatever a request names
+EVENTS_STREAM_MAXLEN = 2000  # as the transition scripts cap it (_common.lua)
 
 
 def _ms_to_s(value: str | None) -> float | None:
@@ -115,11 +123,25 @@ def submit_results(raw: list[Any]) -> list[SubmitResult]:
 
 
 class Store:
-    def __init__(self, redis: Redis, namespace: str, tasks: TaskSettings) -> None:
+    def __init__(
+        self,
+        redis: AnyRedis,
+        namespace: str,
+        tasks: TaskSettings,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
+        """`wait_replicas` > 0: transitions someone is told about are acknowledged only once that
+        many replicas have them (WAIT on the connection that made the write)."""
         self.redis = redis
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.unreplicated_writes = 0  # committed on the primary, fewer replicas confirmed them
         self.keys = Keys(namespace)
         self.settings = tasks
-        self._scripts = Scripts(redis)
+        self.sharded_pubsub = is_cluster(redis)
+        self._scripts = Scripts(redis, sharded_pubsub=self.sharded_pubsub)
         self._k = self.keys.script_keys
         self._lease_ms = int(tasks.lease_s * _MS)
         self._retention = int(tasks.retention_s)
@@ -129,10 +151,20 @@ class Store:
         self.pauses = PauseStore(self)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> Store:
+    def from_settings(
+        cls, settings: Settings | None = None, purpose: str = "store", max_connections: int | None = None
+    ) -> Store:
+        """A store on a client of its own (`purpose` names it in CLIENT LIST)."""
         settings = settings or get_settings()
-        redis = Redis.from_url(settings.redis.redis_url, decode_responses=True, health_check_interval=30)
-        return cls(redis, settings.redis.namespace, settings.tasks)
+        client = RedisConnector(settings.redis).client(purpose, max_connections)
+        r = settings.redis
+        return cls(
+            client,
+            r.namespace,
+            settings.tasks,
+            wait_replicas=r.redis_wait_replicas,
+            wait_timeout_ms=r.redis_wait_timeout_ms,
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -140,13 +172,72 @@ class Store:
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
+    # ------------------------------------------------------------------ replicated writes
+
+    async def _replicated(self, script: AsyncScript, args: list[Any], *, must: bool) -> Any:
+        """Run a transition script; with `wait_replicas`, then WAIT for that many replicas on the
+        same connection (WAIT counts the writes of its own connection only).
+
+        `must`: a shortfall raises NotReplicated (the caller is told "not acknowledged");
+        otherwise it is logged and counted (a worker's result: resending it would be refused).
+        """
+        if not self.wait_replicas:
+            return await script(keys=self._k, args=args)
+        confirmed = 0
+        for _ in range(3):
+            try:
+                reply, confirmed = await self._script_then_wait(script, args)
+            except NoScriptError:
+                await self.redis.script_load(script.script)
+                continue
+            except (MovedError, AskError, TryAgainError):
+                # The slot moved before the script ran (it did not run): reload the map, again.
+                assert isinstance(self.redis, RedisCluster)
+                await self.redis.nodes_manager.initialize()
+                continue
+            if confirmed >= self.wait_replicas:
+                return reply
+            self.unreplicated_writes += 1
+            if must:
+                raise NotReplicated(confirmed, self.wait_replicas, self.wait_timeout_ms)
+            log.warning(
+                "a write was confirmed by %d of %d replicas within %d ms; it may be lost in a failover",
+                confirmed,
+                self.wait_replicas,
+                self.wait_timeout_ms,
+            )
+            return reply
+        raise NotReplicated(confirmed, self.wait_replicas, self.wait_timeout_ms)
+
+    async def _script_then_wait(self, script: AsyncScript, args: list[Any]) -> tuple[Any, int]:
+        keys = self._k
+        if isinstance(self.redis, RedisCluster):
+            await ready(self.redis)
+            owner = self.redis.get_node_from_key(keys[0])
+            async with self.redis.pipeline(transaction=False) as cpipe:
+                # redis-py blocks pipe.evalsha on a cluster (a script's keys could span slots);
+                # ours all share the namespace's slot, so it is sent as a plain command.
+                cpipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                # Same node, so the same connection as the script (one pipeline per node).
+                cpipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms, target_nodes=owner)
+                # No silent redirect: a script sent elsewhere would leave WAIT counting nothing.
+                reply, confirmed = await cpipe.execute(allow_redirections=False)
+            return reply, int(confirmed)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            reply, confirmed = await pipe.execute()
+        return reply, int(confirmed)
+
     # ------------------------------------------------------------------ submission and reads
 
     async def submit(self, specs: list[TaskSpec]) -> list[SubmitResult]:
         """Create tasks in one atomic call. Each spec needs an id; dependencies come first."""
         if not specs:
             return []
-        return submit_results(await self._scripts.submit(keys=self._k, args=self.submit_args(specs)))
+        return submit_results(
+            await self._replicated(self._scripts.submit, self.submit_args(specs), must=True)
+        )
 
     def submit_args(self, specs: list[TaskSpec]) -> list[Any]:
         """ARGV of the submit script for `specs` (KEYS are `keys.script_keys`).
@@ -354,7 +445,7 @@ class Store:
                     1 if o.retry else 0,
                     delay,
                 ]
-        raw = await self._scripts.complete(keys=self._k, args=args)
+        raw = await self._replicated(self._scripts.complete, args, must=False)
         return [flag == 1 for flag in raw]
 
     async def hand_back(self, worker_id: str, task_ids: list[str], reason: str) -> list[str]:
@@ -406,7 +497,7 @@ class Store:
     # ------------------------------------------------------------------ operator side
 
     async def cancel(self, task_id: str) -> Task:
-        raw = await self._scripts.cancel(keys=self._k, args=[task_id, self._retention])
+        raw = await self._replicated(self._scripts.cancel, [task_id, self._retention], must=True)
         if raw[0] == "notfound":
             raise NotFound(f"task {task_id} not found")
         if raw[0] == "conflict":
@@ -414,7 +505,7 @@ class Store:
         return await self._must_get(task_id)
 
     async def retry(self, task_id: str) -> Task:
-        raw = await self._scripts.retry(keys=self._k, args=[task_id])
+        raw = await self._replicated(self._scripts.retry, [task_id], must=True)
         if raw[0] == "notfound":
             raise NotFound(f"task {task_id} not found")
         if raw[0] == "conflict":
@@ -435,11 +526,26 @@ class Store:
     async def _each(self, script: Any, arg_lists: list[list[Any]]) -> list[str]:
         if not arg_lists:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for args in arg_lists:
-                await script(keys=self._k, args=args, client=pipe)
-            replies = await pipe.execute()
+        replies = await self._pipelined(script, arg_lists)
         return [str(reply[0]) for reply in replies]
+
+    async def _pipelined(self, script: AsyncScript, arg_lists: list[list[Any]]) -> list[Any]:
+        """One script call per argument list, in one pipeline; loads the script on NOSCRIPT.
+
+        Sent as plain EVALSHA commands: redis-py refuses `evalsha` in a cluster pipeline (a
+        script could touch several slots; ours touch the namespace's one)."""
+        keys = self._k
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for args in arg_lists:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+                    await self.redis.script_load(script.script)
+        raise AssertionError("unreachable")
 
     # Reads of bulk jobs (`Store.bulk`): the only code that knows how the indexes are laid out.
 
@@ -612,12 +718,37 @@ class Store:
         raw = await self.redis.hgetall(self.keys.task_logs(task_id))
         return dict(sorted((int(attempt), str(text)) for attempt, text in raw.items()))
 
+    async def events_after(self, after: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+        """Up to `count` events of the stream after id `after` (oldest first), as (id, event)."""
+        rows: Any = await self.redis.xrange(self.keys.events_stream, min=f"({after}", count=count)
+        out = []
+        for event_id, fields in rows or []:
+            event = jsonutil.loads(fields["e"])
+            if isinstance(event, dict):
+                out.append((str(event_id), event))
+        return out
+
+    async def event_stream_bounds(self) -> StreamBounds:
+        """The oldest entry still in the events stream, the newest id it ever made, and whether
+        entries were trimmed from it (None where the server cannot say: Redis 6.2)."""
+        try:
+            info: Any = await self.redis.xinfo_stream(self.keys.events_stream)
+        except ResponseError as exc:
+            if "no such key" not in str(exc).lower():
+                raise
+            return StreamBounds(first=None, last_generated="0-0", trimmed=False)
+        first = info.get("first-entry")
+        added = info.get("entries-added")  # Redis 7.0+
+        trimmed = None if added is None else int(added) > int(info.get("length", 0))
+        return StreamBounds(
+            first=str(first[0]) if first else None,
+            last_generated=str(info.get("last-generated-id", "0-0")),
+            trimmed=trimmed,
+        )
+
     async def publish_event(self, event: dict[str, Any]) -> None:
-        data = jsonutil.dumps(event)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.publish(self.keys.events_channel, data)
-            pipe.xadd(self.keys.events_stream, {"e": data}, maxlen=2000, approximate=True)
-            await pipe.execute()
+        """On the live channel and into the stream, in one call (publish.lua)."""
+        await self._scripts.publish(keys=self._k, args=[jsonutil.dumps(event), EVENTS_STREAM_MAXLEN])
 
     async def record_scaling(self, decision: dict[str, Any], keep: int = 200) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -677,6 +808,13 @@ class Store:
                     await pipe.execute()
                 removed += len(ids)
         return removed
+
+
+@dataclass(frozen=True)
+class StreamBounds:
+    first: str | None
+    last_generated: str
+    trimmed: bool | None
 
 
 def _strs(values: Any) -> list[str]:

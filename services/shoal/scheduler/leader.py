@@ -18,10 +18,10 @@ import secrets
 import time
 from typing import Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shoal.core.keys import Keys
+from shoal.core.redis_client import AnyRedis
 from shoal.core.scripts import load_plain
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class LeaderElector(Protocol):
 
 
 class RedisLeaderElector:
-    def __init__(self, redis: Redis, keys: Keys, identity: str, ttl_s: float = 5.0) -> None:
+    def __init__(self, redis: AnyRedis, keys: Keys, identity: str, ttl_s: float = 5.0) -> None:
         self.identity = identity
         self._redis = redis
         self._key = keys.leader

@@ -11,6 +11,8 @@ loops, and closes all of it on shutdown.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -22,9 +24,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from redis.exceptions import RedisError
 
 from shoal.core.admission import Submitter
 from shoal.core.logging import configure_logging
+from shoal.core.redis_client import RedisConnector, ready
 from shoal.core.settings import Settings, SettingsError, get_settings
 from shoal.core.store import Store
 from shoal.scheduler.api import docs
@@ -47,6 +51,7 @@ from shoal.scheduler.api.routes import (
 )
 from shoal.scheduler.api.tokens import TokenTable
 from shoal.scheduler.bulk_schemas import BulkCreate
+from shoal.scheduler.event_feed import BLOCK_MS, EventFeed
 from shoal.scheduler.metrics import count_submitted
 from shoal.scheduler.operator import build_operator
 from shoal.scheduler.schedule_schemas import ScheduleBody, ScheduleCreate
@@ -56,6 +61,7 @@ from shoal.scheduler.waiters import Waiters
 log = logging.getLogger("shoal.scheduler")
 
 API_PREFIX = "/api/v1"
+READY_TIMEOUT_S = 5.0
 DESCRIPTION = """\
 Shoal's scheduler: submit tasks, follow them, inspect workers, queues and scaling.
 
@@ -81,13 +87,24 @@ def create_app(
         for warning in settings.warnings:
             log.warning("configuration: %s", warning)
         own_store = store is None
-        active = store if store is not None else Store.from_settings(settings)
-        waiters = Waiters(active)
-        operator = build_operator(active, settings) if run_leader_loops else None
+        connector = RedisConnector(settings.redis)
+        active = store if store is not None else Store.from_settings(settings, purpose="api")
+        # The event reader and the leader get clients of their own: API load cannot starve them.
+        # The reader blocks in XREAD for up to BLOCK_MS: its replies may take that much longer.
+        events_client = connector.client(
+            "events",
+            max_connections=2,
+            socket_timeout_s=settings.redis.redis_socket_timeout_s + BLOCK_MS / 1000,
+        )
+        waiters = Waiters(active, EventFeed(active, events_client))
+        operator = build_operator(active, settings, connector) if run_leader_loops else None
         app.state.store = active
         app.state.waiters = waiters
         app.state.submitter = Submitter(active, settings, on_created=count_submitted)
         app.state.loops = operator.loops if operator is not None else None
+        # A cluster client loads its slot map now rather than inside the first request.
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(ready(active.redis), READY_TIMEOUT_S)
         await waiters.start(getattr(app.state, "waiters_confirm_timeout_s", 5.0))
         if operator is not None:
             await operator.start()
@@ -99,6 +116,7 @@ def create_app(
             if operator is not None:
                 await operator.stop()
             await waiters.stop()
+            await events_client.aclose()
             if own_store:
                 await active.close()
 

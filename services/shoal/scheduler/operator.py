@@ -4,6 +4,9 @@ Outside a cluster the leader is elected on a Redis lock; in a cluster (or with
 SHOAL_LEADER_ELECTION=kubernetes) on a coordination.k8s.io Lease. The leader always runs
 the schedule ticker, the bulk runner, the autoscaler (with the `none` backend it only advises, which
 `GET /scaling` shows) and, when it can reach the Kubernetes API, the worker pod watcher.
+
+The leader's lock and its loops use Redis connections of their own, never the API's pool, so
+client load (a thousand waiters, a burst of submissions) cannot make a renewal or a reap wait.
 """
 
 from __future__ import annotations
@@ -11,17 +14,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from shoal.core.redis_client import AnyRedis, RedisConnector
 from shoal.core.settings import Settings
 from shoal.core.store import Store
 from shoal.scheduler.bulk_runner import BulkRunner
 from shoal.scheduler.kube import KubeClient
+from shoal.scheduler.leader import LeaderElector, RedisLeaderElector
 from shoal.scheduler.lease import KubernetesLeaseElector
-from shoal.scheduler.loops import LeaderLoops, LeaderTask
+from shoal.scheduler.loops import LeaderLoops, LeaderTask, default_identity
 from shoal.scheduler.podwatch import PodWatcher
 from shoal.scheduler.scaling.autoscaler import Autoscaler
 from shoal.scheduler.ticker import Ticker
 
 log = logging.getLogger(__name__)
+
+LEADER_LOCK_CONNECTIONS = 2
+LEADER_LOOP_CONNECTIONS = 8
 
 
 @dataclass
@@ -30,6 +38,8 @@ class Operator:
     autoscaler: Autoscaler
     kube: KubeClient | None = None
     extras: dict[str, LeaderTask] = field(default_factory=dict)
+    clients: list[AnyRedis] = field(default_factory=list)
+    """Redis clients of the leader's own, closed on stop."""
 
     async def start(self) -> None:
         await self.loops.start()
@@ -39,9 +49,15 @@ class Operator:
         await self.autoscaler.close()
         if self.kube is not None:
             self.kube.close()
+        for client in self.clients:
+            await client.aclose()
 
 
-def build_operator(store: Store, settings: Settings) -> Operator:
+def build_operator(api_store: Store, settings: Settings, connector: RedisConnector | None = None) -> Operator:
+    connector = connector or RedisConnector(settings.redis)
+    loop_client = connector.client("leader", LEADER_LOOP_CONNECTIONS)
+    store = Store(loop_client, api_store.keys.namespace, api_store.settings)
+    clients: list[AnyRedis] = [loop_client]
     scaling, kube_settings = settings.scaling, settings.kube
     election = kube_settings.resolved_leader_election()
     uses_kubernetes = election == "kubernetes" or scaling.scaler_backend == "kubernetes"
@@ -54,11 +70,17 @@ def build_operator(store: Store, settings: Settings) -> Operator:
         "ticker": Ticker(store, settings.tasks).run,
         "bulk": BulkRunner(store).run,
     }
-    elector = None
+    elector: LeaderElector | None = None
     if kube is not None:
         extras["podwatch"] = PodWatcher(kube, kube_settings.worker_pod_selector, store.release_worker).run
         if election == "kubernetes":
             elector = KubernetesLeaseElector.from_settings(kube, kube_settings)
+    if elector is None:
+        lock_client = connector.client("leader-lock", LEADER_LOCK_CONNECTIONS)
+        clients.append(lock_client)
+        elector = RedisLeaderElector(
+            lock_client, store.keys, default_identity(settings), ttl_s=settings.tasks.leader_lock_s
+        )
     log.info(
         "operator configured",
         extra={
@@ -68,4 +90,4 @@ def build_operator(store: Store, settings: Settings) -> Operator:
         },
     )
     loops = LeaderLoops(store, settings, elector=elector, extra=extras)
-    return Operator(loops=loops, autoscaler=autoscaler, kube=kube, extras=extras)
+    return Operator(loops=loops, autoscaler=autoscaler, kube=kube, extras=extras, clients=clients)

@@ -32,6 +32,7 @@ from shoal.core.aiotools import cancel_and_wait
 from shoal.core.errors import ShoalError
 from shoal.core.logging import log_context
 from shoal.core.models import ClaimedTask, HeartbeatReply, WorkerInfo
+from shoal.core.redis_client import RedisConnector
 from shoal.core.registry import TaskRegistry, default_registry
 from shoal.core.settings import Settings
 from shoal.core.store import Store
@@ -54,6 +55,7 @@ _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 _BACKOFF_START_S = 0.05
 _BACKOFF_MAX_S = 5.0
 _SHUTDOWN_STEP_TIMEOUT_S = 5.0
+WAKE_CONNECTIONS = 2
 
 
 class WorkerCrashed(Exception):
@@ -86,9 +88,11 @@ class Worker:
         # better cure. Redis counts as unreachable (not ready) after three missed heartbeats.
         self.liveness = Liveness(settings.tasks.lease_s, max(1.0, 3 * settings.tasks.heartbeat_s), STARTING)
         self.flusher = CompletionFlusher(store, self.id, self.liveness.redis_ok)
+        # The wake-up subscription holds a connection for the worker's life: a client of its own.
+        connector = RedisConnector(settings.redis)
+        self._wake_client = connector.client("wake", WAKE_CONNECTIONS)
         self.wake = WakeSignal(
-            store.redis,
-            [store.keys.wake(q) for q in self.queues],
+            connector.subscription(self._wake_client, [store.keys.wake(q) for q in self.queues]),
             self.liveness.redis_ok,
             on_retry=lambda delay_s: self.liveness.progressed(STARTING, pause_s=delay_s),
         )
@@ -399,6 +403,7 @@ class Worker:
         await self.heartbeat.close()
         await self.flusher.close()
         await self.wake.close()
+        await self._wake_client.aclose()
         await self.executor.close()
         await self.probes.close()
 

@@ -1,6 +1,7 @@
 """The "work available" signal an idle worker blocks on: a Redis pub/sub subscription.
 
-The store publishes on `keys.wake(queue)` whenever tasks become ready in that queue. The
+The store publishes on `keys.wake(queue)` whenever tasks become ready in that queue (shard
+channels on a Redis Cluster, see `shoal.core.redis_client.Subscription`). The
 subscription stays open for the worker's whole life and is confirmed before the first
 claim, so no signal is lost between "the queue was empty" and "now I wait". A worker that
 dies while waiting holds nothing: the signal carries no task.
@@ -13,11 +14,10 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from shoal.core.aiotools import cancel_and_wait
+from shoal.core.redis_client import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +29,18 @@ class WakeSignal:
 
     def __init__(
         self,
-        redis: Redis,
-        channels: list[str],
+        subscription: Subscription,
         on_redis_ok: Callable[[], None] | None = None,
         on_retry: Callable[[float], None] | None = None,
     ) -> None:
-        self._redis = redis
-        self._channels = channels
+        """`subscription` (to the wake channels) should be on a client of its own."""
+        self._subscription = subscription
+        self._channels = subscription.channels
         self._on_redis_ok = on_redis_ok or (lambda: None)
         # Called with the delay before each reconnect while Redis is unreachable.
         self._on_retry = on_retry or (lambda delay_s: None)
         self._event = asyncio.Event()
         self._subscribed = asyncio.Event()
-        self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self.received = 0
 
@@ -74,17 +73,15 @@ class WakeSignal:
         delay = 0.05
         while True:
             try:
-                if self._pubsub is None:
-                    self._pubsub = self._redis.pubsub()
-                    await self._pubsub.subscribe(*self._channels)
+                await self._subscription.subscribe()
                 confirmed: set[str] = set()
                 while True:
-                    message = await self._pubsub.get_message(timeout=None)
+                    message = await self._subscription.get_message(timeout_s=None)
                     if message is None:
                         continue
                     self._on_redis_ok()
                     if message["type"] == "subscribe":
-                        confirmed.add(_text(message["channel"]))
+                        confirmed.add(message["channel"])
                         if confirmed >= set(self._channels):
                             self._subscribed.set()
                             # Signals published while we were disconnected are gone: look again.
@@ -97,24 +94,14 @@ class WakeSignal:
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("wake-up subscription lost (%s); reconnecting in %.2fs", exc, delay)
-                await self._drop_pubsub()
+                await self._subscription.aclose()
                 # While disconnected the claim loop must poll: keep it from blocking a full timeout.
                 self._event.set()
                 self._on_retry(delay)
                 await asyncio.sleep(delay)
                 delay = min(_BACKOFF_MAX_S, delay * 2)
 
-    async def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-
     async def close(self) -> None:
         if self._reader is not None:
             await cancel_and_wait(self._reader)
-        await self._drop_pubsub()
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        await self._subscription.aclose()

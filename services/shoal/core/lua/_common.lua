@@ -221,7 +221,7 @@ local function finish()
   for i = 1, #CHANGES, EVENT_CHANGES do
     local part = {unpack(CHANGES, i, math.min(i + EVENT_CHANGES - 1, #CHANGES))}
     local ev = cjson.encode({kind = 'task', ts = NOW_MS / 1000, changes = part})
-    redis.call('PUBLISH', K_EVENTS, ev)
+    publish(K_EVENTS_CHANNEL, ev)
     redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 2000, '*', 'e', ev)
   end
   local bucket = nil
@@ -230,5 +230,5 @@ local function finish()
     redis.call('HINCRBY', bucket, state, n)
   end
   if bucket then redis.call('EXPIRE', bucket, 7200) end
-  for q, _ in pairs(WOKEN) do redis.call('PUBLISH', K_WAKE(q), '1') end
+  for q, _ in pairs(WOKEN) do publish(K_WAKE(q), '1') end
 end

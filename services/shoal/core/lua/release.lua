@@ -55,7 +55,7 @@ if wstate ~= '' and redis.call('EXISTS', K_WORKER(worker)) == 1 then
     redis.call('EXPIRE', K_WORKER(worker), 3600)
     redis.call('DEL', tasks)
     local ev = cjson.encode({kind = 'worker', ts = NOW_MS / 1000, worker_id = worker, event = wstate, reason = reason})
-    redis.call('PUBLISH', K_EVENTS, ev)
+    publish(K_EVENTS_CHANNEL, ev)
     redis.call('XADD', K_EVENTS, 'MAXLEN', '~', 2000, '*', 'e', ev)
   end
 end
