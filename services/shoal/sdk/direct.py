@@ -36,6 +36,7 @@ from shoal.core import admission
 from shoal.core.admission import Admission, Commit, drive, drive_sync, perform
 from shoal.core.errors import InvalidSubmission, NotFound, OutcomeUnknown
 from shoal.core.public import task_public
+from shoal.core.redis_client import RedisConnector
 from shoal.core.requests import BatchCreate, TaskCreate, ValidationLimits
 from shoal.core.scripts import load_source
 from shoal.core.settings import RedisSettings, Settings, load_settings
@@ -231,11 +232,10 @@ class SyncDirectTransport:
     def __init__(self, redis_url: str, namespace: str | None, timeout_s: float) -> None:
         self._async = DirectTransport(redis_url, namespace, timeout_s)
         settings = self._async.settings
-        # The same connection settings Store.from_settings uses, for its synchronous twin.
-        self._redis = redis.Redis.from_url(
-            settings.redis.redis_url, decode_responses=True, health_check_interval=30
-        )
-        self._submit = self._redis.register_script(load_source("submit"))
+        # The same deployment (one server, Sentinel or Cluster), for the store's synchronous twin.
+        self._redis = RedisConnector(settings.redis).sync_client("sdk-direct", decode_responses=True)
+        sharded = settings.redis.redis_target.mode == "cluster"
+        self._submit = self._redis.register_script(load_source("submit", sharded_pubsub=sharded))
         self._loop = asyncio.new_event_loop()
         self._lock = threading.Lock()
 
