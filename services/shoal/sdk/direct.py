@@ -36,7 +36,7 @@ from shoal.core import admission
 from shoal.core.admission import Admission, Commit, drive, drive_sync, perform
 from shoal.core.errors import InvalidSubmission, NotFound, OutcomeUnknown
 from shoal.core.public import task_public
-from shoal.core.redis_client import RedisConnector
+from shoal.core.redis_client import RedisConnector, Subscription, is_cluster
 from shoal.core.requests import BatchCreate, TaskCreate, ValidationLimits
 from shoal.core.scripts import load_source
 from shoal.core.settings import RedisSettings, Settings, load_settings
@@ -166,9 +166,10 @@ class DirectTransport:
             return task
         store = self.store
         deadline = time.monotonic() + wait_s
-        pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
+        # A shard channel on a cluster (the scripts SPUBLISH there), a plain one elsewhere.
+        pubsub = Subscription(store.redis, [store.keys.events_channel], sharded=is_cluster(store.redis))
         try:
-            await pubsub.subscribe(store.keys.events_channel)
+            await pubsub.subscribe()
             while True:
                 # Read after subscribing: a change published in between is then in the task.
                 current = await store.get(task["id"])
@@ -182,12 +183,12 @@ class DirectTransport:
             await pubsub.aclose()
 
 
-async def _until_change(pubsub: Any, task_id: str, timeout_s: float) -> None:
+async def _until_change(pubsub: Subscription, task_id: str, timeout_s: float) -> None:
     """Return once an event names `task_id` in a terminal state, or after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
-        message = await pubsub.get_message(timeout=min(left, 1.0))
-        if message is None:
+        message = await pubsub.get_message(min(left, 1.0))
+        if message is None or message["type"] != "message":
             continue
         try:
             event = orjson.loads(message["data"])
