@@ -135,12 +135,10 @@ def test_unknown_task_names_are_refused_alike_when_the_deployment_validates_them
 
 
 async def _advertise(redis_url: str, namespace: str, names: list[str]) -> None:
-    from redis.asyncio import Redis
-
-    from conftest import make_task_settings
+    from conftest import connector, make_task_settings
     from store_helpers import worker_info
 
-    store = Store(Redis.from_url(redis_url, decode_responses=True), namespace, make_task_settings())
+    store = Store(connector(redis_url).client("test"), namespace, make_task_settings())
     try:
         await store.register_worker(dataclasses.replace(worker_info("advertiser"), task_names=names))
     finally:
