@@ -34,6 +34,7 @@ from shoal.core.store import Store
 from shoal.scheduler.api import docs
 from shoal.scheduler.api.deps import require_token
 from shoal.scheduler.api.errors import install_error_handlers
+from shoal.scheduler.api.fast_submit import FastSubmit
 from shoal.scheduler.api.http_metrics import HttpMetrics
 from shoal.scheduler.api.responses import JSONBytesResponse
 from shoal.scheduler.api.routes import (
@@ -77,8 +78,12 @@ def create_app(
     store: Store | None = None,
     *,
     run_leader_loops: bool = True,
+    fast_submit: bool = True,
 ) -> FastAPI:
-    """The application. A `store` passed in is used as is and left open at shutdown."""
+    """The application. A `store` passed in is used as is and left open at shutdown.
+
+    fast_submit=False leaves single submits to FastAPI's route (tests compare the two).
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -134,6 +139,8 @@ def create_app(
     app.state.limits = ValidationLimits.from_settings(settings.api)
     app.state.tokens = TokenTable.from_settings(settings.api)  # a bad tokens file stops start-up here
     install_error_handlers(app)
+    if fast_submit:  # inside the HTTP metrics, so they count what it answers
+        app.add_middleware(FastSubmit)
     app.add_middleware(HttpMetrics)
 
     api = APIRouter(

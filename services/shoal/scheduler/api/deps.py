@@ -75,10 +75,17 @@ async def require_token(
 ) -> None:
     """401 without a configured token (when any is set); 403 when a read-only token asks to change
     something, or a token that may not act for people names one. Leaves the actor on request.state."""
+    authorize(request, credentials.credentials if credentials is not None else "", actor_header)
+
+
+def authorize(request: Request, given: str, actor_header: str | None) -> None:
+    """`require_token`'s checks on a bearer token already read from the request ("" for none).
+
+    Also used as is by the single-submit fast path (`api.fast_submit`), so both answer alike.
+    """
     tokens: TokenTable = request.app.state.tokens
     principal = ANONYMOUS
     if tokens.required:
-        given = credentials.credentials if credentials is not None else ""
         found = tokens.authenticate(given)
         if found is None:
             raise HTTPException(

@@ -9,7 +9,7 @@ without leaking a traceback.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, status
@@ -82,12 +82,29 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+HANDLERS: dict[type[Exception], Handler] = {
+    ShoalError: _shoal_error,
+    RequestValidationError: _validation_error,
+    ValidationError: _validation_error,
+    StarletteHTTPException: _http_error,
+    RedisConnectionError: _redis_unavailable,
+    RedisTimeoutError: _redis_unavailable,
+    RedisResponseError: _redis_refused,
+    Exception: _unexpected,
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ShoalError, _shoal_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(ValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RedisConnectionError, _redis_unavailable)
-    app.add_exception_handler(RedisTimeoutError, _redis_unavailable)
-    app.add_exception_handler(RedisResponseError, _redis_refused)
-    app.add_exception_handler(Exception, _unexpected)
+    for kind, handler in HANDLERS.items():
+        app.add_exception_handler(kind, handler)
+
+
+def handler_for(exc: Exception) -> Handler:
+    """The handler the app runs for `exc` (the nearest class in its MRO, as Starlette picks)."""
+    for kind in type(exc).__mro__:
+        handler = HANDLERS.get(kind)
+        if handler is not None:
+            return handler
+    return _unexpected

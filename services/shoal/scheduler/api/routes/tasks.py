@@ -74,21 +74,23 @@ def _json_body(schema: str) -> dict[str, Any]:
 )
 async def create_task(
     request: Request,
-    settings: SettingsDep,
-    limits: LimitsDep,
-    submitter: SubmitterDep,
-    waiters: WaitersDep,
     wait_s: Annotated[
         float, Query(ge=0, le=MAX_WAIT_S, description="Answer once the task finished, or after this long.")
     ] = 0.0,
 ) -> Response:
-    data = await read_json_body(request, settings.api.max_body_bytes)
-    item = TaskCreate.model_validate(data, context=limits)
-    admitted = await submitter.submit([item])
+    # Usually answered by `api.fast_submit` before FastAPI routes it; both run `submit_one`.
+    return await submit_one(request, request.app.state, wait_s)
+
+
+async def submit_one(request: Request, state: Any, wait_s: float) -> Response:
+    """POST /api/v1/tasks once authorised: read, validate, admit, wait if asked, answer."""
+    data = await read_json_body(request, state.settings.api.max_body_bytes)
+    item = TaskCreate.model_validate(data, context=state.limits)
+    admitted = await state.submitter.submit([item])
     code = status.HTTP_201_CREATED if admitted.created_any else status.HTTP_200_OK
     answer = admitted.tasks[0]
     if wait_s > 0 and answer["state"] not in TERMINAL_VALUES:
-        task = await waiters.wait(answer["id"], wait_s)
+        task = await state.waiters.wait(answer["id"], wait_s)
         if task is not None:  # None: it expired meanwhile; answer what was submitted
             answer = task_public(task)
     return JSONBytesResponse(answer, status_code=code)
