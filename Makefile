@@ -14,7 +14,7 @@ API_PORT ?= 8000
 DASHBOARD_PORT ?= 8501
 WORKERS ?= 2
 
-.PHONY: help install up test test-deployments lint bench chaos soak k8s settings-docs screenshots clean
+.PHONY: help install up test test-deployments lint bench bench-submit chaos soak k8s settings-docs screenshots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,11 @@ lint: install ## ruff, formatting, import layers, types
 
 bench: install ## throughput and latency benchmark (private Redis, scheduler, 2 workers)
 	$(PY) -m bench.run
+
+bench-submit: install ## single submits and round trips through the SDK, against huey in the same run
+	$(PY) -m pip install -q -r bench/requirements.txt
+	$(PY) -m bench.http_clients
+	$(PY) -m bench.submit
 
 chaos: install ## fault-injection suite (long variants: CHAOS_LONG=1)
 	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
