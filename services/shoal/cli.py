@@ -177,10 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=int, default=20, help="1 to 1000 tasks (default: 20)")
     t.add_argument("--cursor", help="the page to show: the `--cursor` a previous page printed")
 
-    from shoal import cli_flow, cli_incident
+    from shoal import cli_flow, cli_incident, cli_services
 
     cli_incident.add_parsers(sub, common)
     cli_flow.add_parsers(sub)
+    cli_services.add_parsers(sub)
     sub.add_parser("workers", parents=[common], help="registered workers with their live load")
     sub.add_parser("queues", parents=[common], help="queues: ready, running and scheduled tasks, by priority")
     sub.add_parser("stats", parents=[common], help="counts, throughput and latency percentiles")
@@ -204,6 +205,10 @@ def _main(argv: Sequence[str] | None) -> int:
     global _output
     args = build_parser().parse_args(argv)
     _output = Output(as_json=bool(getattr(args, "json", False)))
+    from shoal import cli_services
+
+    if args.command in cli_services.SERVICES:
+        return cli_services.run(args.command, args.service_args)
     if args.command == "dev":
         return _dev(args)
     if args.command == "redis":

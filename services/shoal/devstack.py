@@ -19,13 +19,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import httpx
 import redis
 
 from shoal.core.keys import Keys
 from shoal.core.redis_client import RedisConnector
 from shoal.core.settings import RedisSettings
+from shoal.errors import ShoalError
 from shoal.redis_local import LocalRedis, ensure_redis, port_taken, redacted
+from shoal.sdk.client import Client
 
 
 class AlreadyRunning(RuntimeError):
@@ -125,8 +126,11 @@ class DevStack:
             # Our scheduler first: whatever answers on the port is not ours once it has exited.
             if any(p.poll() is not None for _, p in self.procs):
                 raise RuntimeError("the scheduler exited during start-up; see its log above")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.api_url}/readyz", timeout=1.0).status_code == 200:
+            with (
+                contextlib.suppress(ShoalError),
+                Client(self.api_url, token="", timeout_s=1.0, retries=0) as api,
+            ):
+                if api.health()["status"] == "ready":
                     return
             time.sleep(0.2)
         raise RuntimeError(f"the scheduler did not answer at {self.api_url} within {timeout_s:.0f} s")

@@ -60,6 +60,15 @@ and would orphan the pods of an immutable Deployment selector.
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* The workers' image: worker.image when set (an application's tasks on top of Shoal), else the image. */}}
+{{- define "shoal.workerImage" -}}
+{{- if .Values.worker.image.repository -}}
+{{- printf "%s:%s" .Values.worker.image.repository (default .Chart.AppVersion .Values.worker.image.tag) -}}
+{{- else -}}
+{{- include "shoal.image" . -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "shoal.redis.image" -}}
 {{- printf "%s:%s" .Values.redis.image.repository .Values.redis.image.tag -}}
 {{- end -}}
