@@ -150,6 +150,27 @@ async def test_a_task_module_that_fails_to_import_stops_start_up(namespace: str,
     assert "Traceback" not in stderr
 
 
+async def test_two_functions_under_one_name_stop_start_up_naming_both(
+    namespace: str, spawn: list, tmp_path: Path
+) -> None:
+    """billing/tasks.py:send and email_app/tasks.py:send: the same name, the same qualified name."""
+    for package in ("billing", "email_app"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+        (tmp_path / package / "tasks.py").write_text(
+            f"import shoal\n\n\n@shoal.task\ndef send(to: str) -> str:\n    return {package!r}\n"
+        )
+    env = worker_env(namespace, SHOAL_TASK_MODULES="billing.tasks,email_app.tasks", SHOAL_LOG_FORMAT="text")
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    proc = start_worker(spawn, env)
+    _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
+    assert proc.returncode == 2
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "billing.tasks.send" in lines[0] and "email_app.tasks.send" in lines[0]
+    assert "Traceback" not in stderr
+
+
 async def test_invalid_configuration_is_a_one_line_error(namespace: str, spawn: list) -> None:
     proc = start_worker(spawn, worker_env(namespace, SHOAL_CONCURRENCY="0"))
     _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
