@@ -211,3 +211,22 @@ def test_task_submit_uses_the_default_client(api: ApiServer, no_default_client: 
         handle = shoal.remote("echo").options(priority=4).submit("x")
         assert shoal.default_client() is client
         assert client.get(handle.id)["priority"] == 4
+
+
+def test_arguments_json_cannot_carry_are_refused_before_sending(client: Client) -> None:
+    with pytest.raises(shoal.InvalidTask, match="cannot be sent as JSON") as caught:
+        client.submit("echo", {1, 2})
+    assert caught.value.status == 400
+    assert list(client.iter_tasks()) == []  # nothing reached the scheduler
+
+
+def test_import_shoal_stays_light() -> None:
+    """A producer's `import shoal` loads neither a service's stack nor Redis or pydantic."""
+    import subprocess
+    import sys
+
+    heavy = {"fastapi", "starlette", "streamlit", "kubernetes", "uvicorn", "redis", "pydantic", "aiohttp"}
+    code = f"import shoal, sys; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

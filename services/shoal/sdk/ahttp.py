@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from shoal.errors import RequestTimeout, ShoalError
-from shoal.sdk.answers import UNAVAILABLE_STATUSES, decode, error_for
+from shoal.sdk.answers import UNAVAILABLE_STATUSES, decode, encode, error_for
 from shoal.sdk.calls import Call
 from shoal.sdk.http import IDLE_KEEP_S, Endpoint, backoff_s
 
@@ -60,7 +60,7 @@ class AsyncHttpTransport:
     async def execute(self, call: Call) -> Any:
         import aiohttp
 
-        body = None if call.body is None else orjson.dumps(call.body)
+        body = None if call.body is None else encode(call.body)
         headers = {"Content-Type": "application/json"} if body is not None else None
         url = self.endpoint.url + call.path
         timeout = aiohttp.ClientTimeout(

@@ -45,6 +45,14 @@ def detail_text(detail: Any) -> str:
     return str(detail)
 
 
+def encode(body: Any) -> bytes:
+    """A request body as JSON; arguments JSON cannot carry are an `InvalidTask` saying which."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as error:
+        raise InvalidTask(f"400: the request cannot be sent as JSON: {error}", status=400) from None
+
+
 def decode(content_type: str, body: bytes) -> Any:
     """The answer's value: JSON decoded, other text as a string, nothing as None."""
     if not body:

@@ -44,7 +44,7 @@ from shoal.core.states import TERMINAL, TaskState
 from shoal.core.store import Store, submit_results
 from shoal.errors import ApiError, InvalidTask, ShoalError, Unavailable
 from shoal.redis_local import redacted
-from shoal.sdk.answers import detail_text
+from shoal.sdk.answers import detail_text, encode
 from shoal.sdk.calls import Call
 
 MAX_REPORTED_ERRORS = 50
@@ -104,7 +104,7 @@ class DirectTransport:
         """The call's requests, validated as the API validates their bodies."""
         requests = call.args["requests"]
         body = requests[0] if call.op == "submit" else {"tasks": requests}
-        size = len(orjson.dumps(body))
+        size = len(encode(body))
         if size > self.settings.api.max_body_bytes:
             raise InvalidTask(
                 f"413: request body larger than the limit of {self.settings.api.max_body_bytes} bytes",

@@ -19,11 +19,9 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import orjson
-
 from shoal._version import __version__
 from shoal.errors import RequestTimeout, ShoalError, Unavailable
-from shoal.sdk.answers import UNAVAILABLE_STATUSES, decode, error_for
+from shoal.sdk.answers import UNAVAILABLE_STATUSES, decode, encode, error_for
 from shoal.sdk.calls import Call
 
 IDLE_KEEP_S = 4.0
@@ -123,7 +121,7 @@ class HttpTransport:
 
     def execute(self, call: Call) -> Any:
         """The decoded answer of `call` (its `unwrap` key if any), or the typed error."""
-        body = None if call.body is None else orjson.dumps(call.body)
+        body = None if call.body is None else encode(call.body)
         headers = self.endpoint.headers
         if body is not None:
             headers = {**headers, "Content-Type": "application/json"}
