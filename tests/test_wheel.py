@@ -35,8 +35,7 @@ class Installed:
     home: Path  # an empty working directory outside the repository
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        env = {k: v for k, v in env.items() if not k.startswith("SHOAL_")}
+        env = {k: v for k, v in _clean_env().items() if not k.startswith("SHOAL_")}
         return {**env, **extra}
 
     def run(self, code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -50,6 +49,11 @@ class Installed:
         )
 
 
+def _clean_env() -> dict[str, str]:
+    # Without PYTHONPATH: pip would take the checkout on it for an installed shoal and skip it.
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     base = tmp_path_factory.mktemp("wheel")
@@ -59,6 +63,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         capture_output=True,
         text=True,
         timeout=300,
+        env=_clean_env(),
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     [wheel] = dist.glob("shoal-*.whl")
@@ -70,6 +75,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         capture_output=True,
         text=True,
         timeout=600,
+        env=_clean_env(),
     )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     home = base / "home"
