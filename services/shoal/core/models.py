@@ -71,6 +71,7 @@ class Task:
     finished_at: float | None = None
     scheduled_for: float | None = None
     history: list[Attempt] = field(default_factory=list)
+    attempt_limit: int = 0  # attempts allowed in all: max_retries + 1, more after a manual retry
 
 
 @dataclass(slots=True)

@@ -73,6 +73,7 @@ def task_from_hash(h: dict[str, str], history: list[str] | None = None) -> Task:
         depends_on=deps.split(",") if deps else [],
         deps_left=int(h.get("deps_left") or 0),
         attempts=int(h.get("attempts") or 0),
+        attempt_limit=int(h.get("attempt_limit") or 0),
         max_retries=int(h["max_retries"]),
         timeout_s=float(h["timeout_s"]),
         result=jsonutil.loads(result) if result else None,

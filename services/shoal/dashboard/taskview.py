@@ -28,7 +28,7 @@ def table(tasks: Sequence[Mapping[str, Any]], now: float) -> pd.DataFrame:
                 "id": t.get("id"),
                 "queue": t.get("queue"),
                 "priority": t.get("priority"),
-                "attempts": f"{t.get('attempts', 0)}/{t.get('max_retries', 0) + 1}",
+                "attempts": f"{t.get('attempts', 0)}/{t.get('attempt_limit') or t.get('max_retries', 0) + 1}",
                 "worker": t.get("worker_id") or "",
                 "created": pd.Timestamp.fromtimestamp(t["created_at"]) if t.get("created_at") else pd.NaT,
                 "run time": took,

@@ -91,7 +91,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def _attempts_allowed(task: Task) -> int:
-    return task.max_retries + 1
+    # After a manual retry the budget is fresh: attempt 5 of 8, never "attempt 5 of 4".
+    return task.attempt_limit or task.max_retries + 1
 
 
 def _running(task: Task, now: float, workers: Sequence[WorkerInfo] | None) -> Explanation:

@@ -80,6 +80,10 @@ class TaskPublic(BaseModel):  # type: ignore[no-redef]  # pydantic plugin vs. a 
     kwargs: dict[str, Any]
     depends_on: list[str]
     attempts: int
+    attempt_limit: int = Field(
+        description="Attempts the task may have in all: max_retries + 1, raised by a manual retry (a fresh "
+        "budget) and by a graceful hand-back (that attempt does not count)."
+    )
     max_retries: int
     timeout_s: float
     result: Any = None

@@ -39,6 +39,7 @@ class TaskInfo(TypedDict):
     kwargs: dict[str, Any]
     depends_on: list[str]
     attempts: int
+    attempt_limit: int
     max_retries: int
     timeout_s: float
     result: Any

@@ -14,7 +14,10 @@ from shoal.dashboard import format as fmt
 from shoal.dashboard.series import column, frame
 
 st.title("Overview")
-st.caption("Counts, throughput and latency of every task, refreshed live from the API.")
+st.caption(
+    "Counts and throughput are of tasks (a task retried three times counts once); latency is of "
+    "attempts. Refreshed live from the API."
+)
 
 
 def _state_metric(
@@ -79,7 +82,7 @@ def overview() -> None:
 
     left, right = st.columns([3, 2])
     with left.container(border=True):
-        st.markdown("**Finished per second** · by outcome, 10-second buckets")
+        st.markdown("**Tasks finished per second** · by outcome, 10-second buckets")
         tp = charts.throughput_frame(stats, now=time.time())
         if tp.empty or tp["per_s"].sum() == 0:
             st.caption("Nothing has finished in the last 5 minutes.")

@@ -136,9 +136,6 @@ def task_table() -> None:
     )
 
 
-task_table()
-
-
 # ---------------------------------------------------------------- one task
 
 
@@ -288,7 +285,8 @@ def task_detail() -> None:
         st.badge(task["state"].replace("_", " "), color=fmt.STATE_BADGE.get(task["state"], "gray"))
         st.badge(f"queue {markdown_text(task['queue'])}", color="blue")
         st.badge(f"priority {task['priority']}", color="violet")
-        st.badge(f"attempt {task['attempts']} of {task['max_retries'] + 1}", color="gray")
+        allowed = task.get("attempt_limit") or task["max_retries"] + 1  # a manual retry adds a budget
+        st.badge(f"attempt {task['attempts']} of {allowed}", color="gray")
     api.show_outcome()
     _show_explanation(task, _explanation(task))
     _actions(task)
@@ -371,5 +369,9 @@ def task_detail() -> None:
         _dependencies(task, related)
 
 
-st.divider()
-task_detail()
+# The open task beside the list (not below it): scanning the table and reading a task go together.
+table_column, detail_column = st.columns([3, 2], gap="medium")
+with table_column:
+    task_table()
+with detail_column:
+    task_detail()

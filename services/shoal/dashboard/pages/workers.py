@@ -11,6 +11,8 @@ import streamlit as st
 from shoal.dashboard import api, charts, live, session
 from shoal.dashboard import format as fmt
 
+ATTEMPTS = "Attempts, not tasks: a task that ran three times counts three."
+
 st.title("Workers")
 st.caption("Every registered worker with its live load. Draining a worker stops it claiming new tasks; "
            "it finishes what it runs.")  # fmt: skip
@@ -29,8 +31,8 @@ def _table(workers: list[dict[str, Any]], now: float) -> pd.DataFrame:
                 "slots": int(w.get("concurrency", 0)),
                 "running": int(w.get("running", 0)),
                 "load": int(w.get("running", 0)) / max(int(w.get("concurrency", 0)), 1),
-                "processed": int(w.get("processed", 0)),
-                "failed": int(w.get("failed", 0)),
+                "attempts run": int(w.get("processed", 0)),
+                "attempts failed": int(w.get("failed", 0)),
                 "heartbeat": round(now - beat, 1) if beat else None,
                 "tasks": len(w.get("task_names") or []),
                 "version": w.get("version", ""),
@@ -54,8 +56,19 @@ def workers_page() -> None:
     cols[2].metric(
         "Busy", sum(int(w.get("running", 0)) for w in alive), border=True, chart_data=live_column("busy")
     )
-    cols[3].metric("Processed", fmt.count(sum(int(w.get("processed", 0)) for w in workers)), border=True)
-    cols[4].metric("Failed", fmt.count(sum(int(w.get("failed", 0)) for w in workers)), border=True)
+    # The workers count attempts (a task retried three times ran three); the Overview counts tasks.
+    cols[3].metric(
+        "Attempts run",
+        fmt.count(sum(int(w.get("processed", 0)) for w in workers)),
+        border=True,
+        help=ATTEMPTS,
+    )
+    cols[4].metric(
+        "Attempts failed",
+        fmt.count(sum(int(w.get("failed", 0)) for w in workers)),
+        border=True,
+        help=ATTEMPTS,
+    )
 
     if not workers:
         st.info(
@@ -73,7 +86,8 @@ def workers_page() -> None:
             "queues": st.column_config.ListColumn("queues"),
             "load": st.column_config.ProgressColumn("load", format="percent", min_value=0, max_value=1),
             "heartbeat": st.column_config.NumberColumn("heartbeat age", format="%.1f s"),
-            "processed": st.column_config.NumberColumn("processed", format="%d"),
+            "attempts run": st.column_config.NumberColumn("attempts run", format="%d", help=ATTEMPTS),
+            "attempts failed": st.column_config.NumberColumn("attempts failed", format="%d", help=ATTEMPTS),
         },
     )
     if alive:
