@@ -76,9 +76,9 @@ def add_parsers(sub: Any) -> None:
     bulk.add_parser("stop", help="stop a bulk job").add_argument("id", help="the job's id")
     sub.add_parser("failures", help="failed tasks grouped by error")
     sub.add_parser("pause", help="pause a queue: it accepts tasks, nothing is claimed from it").add_argument(
-        "queue"
+        "queue", help="the queue's name"
     )
-    sub.add_parser("resume", help="resume a paused queue").add_argument("queue")
+    sub.add_parser("resume", help="resume a paused queue").add_argument("queue", help="the queue's name")
 
 
 def run(client: Any, args: argparse.Namespace) -> int:
