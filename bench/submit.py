@@ -5,9 +5,10 @@
 One private Redis holds both systems' queues. For each run it measures:
   * sequential submits per second from one process: huey's `.delay()` (calling a huey task),
     Shoal over HTTP (`client.submit(task)`) and Shoal over the direct Redis transport;
-  * during the HTTP submits: the scheduler's CPU per POST /api/v1/tasks (its process CPU
-    time) and Redis's CPU per submit (INFO cpu), each less what the process spends idle
-    over the same time (leader loops, keep-alives: measured just before);
+  * for each, the CPU per submit of every process involved: this client (process time), the
+    scheduler (its process CPU time) and Redis (INFO cpu), each less what the process spends
+    idle over the same time (leader loops, keep-alives: measured just before). CPU per submit
+    does not depend on how busy the machine is, the rate does;
   * submit-to-result round trips, p50 and p99: huey `task().get(blocking=True)` with its
     consumer running, Shoal `client.run(task)` (one request) with one worker running.
 No worker or consumer runs during the submit phases, so their claims do not count.
@@ -120,39 +121,43 @@ class Stack:
         self.redis.shutdown(nosave=True)
 
 
-def submits_per_s(submit: Callable[[], object], n: int) -> float:
-    for _ in range(min(200, n)):  # warm-up: connections, caches
-        submit()
-    started = time.perf_counter()
-    for _ in range(n):
-        submit()
-    return n / (time.perf_counter() - started)
+class Meter:
+    """CPU seconds of this process, the scheduler and Redis, each less its idle rate."""
 
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.scheduler = psutil.Process(stack.scheduler.pid)
+        self.idle: dict[str, float] = {}
 
-def http_submits(stack: Stack, n: int) -> dict[str, float]:
-    """Rate of HTTP submits, with the scheduler's and Redis's CPU per submit (idle rate removed)."""
-    from bench.jobs import shoal_noop
+    def read(self) -> dict[str, float]:
+        return {
+            "client": time.process_time(),
+            "scheduler": _cpu_s(self.scheduler),
+            "redis": _redis_cpu_s(self.stack.redis),
+            "wall": time.perf_counter(),
+        }
 
-    scheduler = psutil.Process(stack.scheduler.pid)
-    with shoal.Client(stack.api_url, token="") as client:
-        submits_per_s(lambda: client.submit(shoal_noop), 100)
-        idle_at, idle_cpu, idle_redis = time.perf_counter(), _cpu_s(scheduler), _redis_cpu_s(stack.redis)
+    def sample_idle(self) -> None:
+        """What each process spends per second doing nothing asked (leader loops, keep-alives)."""
+        before = self.read()
         time.sleep(IDLE_SAMPLE_S)
-        idle_span = time.perf_counter() - idle_at
-        idle_cpu_rate = (_cpu_s(scheduler) - idle_cpu) / idle_span
-        idle_redis_rate = (_redis_cpu_s(stack.redis) - idle_redis) / idle_span
-        at, cpu, redis_cpu = time.perf_counter(), _cpu_s(scheduler), _redis_cpu_s(stack.redis)
-        started = time.perf_counter()
+        after = self.read()
+        span = after["wall"] - before["wall"]
+        self.idle = {k: (after[k] - before[k]) / span for k in ("scheduler", "redis")}
+
+    def per_call(self, call: Callable[[], object], n: int) -> dict[str, float]:
+        """Calls per second of sequential `call()`, and each process's CPU per call in µs."""
+        for _ in range(min(200, n)):  # warm-up: connections, caches
+            call()
+        before = self.read()
         for _ in range(n):
-            client.submit(shoal_noop)
-        span = time.perf_counter() - started
-        cpu_used = _cpu_s(scheduler) - cpu - idle_cpu_rate * (time.perf_counter() - at)
-        redis_used = _redis_cpu_s(stack.redis) - redis_cpu - idle_redis_rate * (time.perf_counter() - at)
-    return {
-        "rate": n / span,
-        "scheduler_us": cpu_used / n * 1e6,
-        "redis_us": redis_used / n * 1e6,
-    }
+            call()
+        after = self.read()
+        span = after["wall"] - before["wall"]
+        used = {
+            k: after[k] - before[k] - self.idle.get(k, 0.0) * span for k in ("client", "scheduler", "redis")
+        }
+        return {"per_s": n / span, **{f"{k}_us": v / n * 1e6 for k, v in used.items()}}
 
 
 def round_trips(call: Callable[[], object], n: int) -> tuple[float, float]:
@@ -178,13 +183,16 @@ def one_run(stack: Stack, submits: int, trips: int) -> dict[str, float]:
     from bench.jobs import huey, huey_noop, shoal_noop
 
     row: dict[str, float] = {}
-    row["huey_delay_per_s"] = submits_per_s(huey_noop, submits)
-    http = http_submits(stack, submits)
-    row["shoal_http_per_s"] = http["rate"]
-    row["scheduler_cpu_us_per_submit"] = http["scheduler_us"]
-    row["redis_cpu_us_per_submit"] = http["redis_us"]
+    meter = Meter(stack)
+    meter.sample_idle()
+    measured = {"huey": meter.per_call(huey_noop, submits)}
+    with shoal.Client(stack.api_url, token="") as client:
+        measured["http"] = meter.per_call(lambda: client.submit(shoal_noop), submits)
     with shoal.Client(redis_url=stack.redis_url, namespace=stack.namespace) as direct:
-        row["shoal_direct_per_s"] = submits_per_s(lambda: direct.submit(shoal_noop), submits)
+        measured["direct"] = meter.per_call(lambda: direct.submit(shoal_noop), submits)
+    for system, figures in measured.items():
+        for key, value in figures.items():
+            row[f"{system}_{key}"] = value
     huey.storage.flush_queue()
     stack.redis.delete(f"{{{stack.namespace}}}:ready:bench")  # the submit phases' backlog
 
@@ -222,18 +230,19 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.close()
     median = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
-    huey_rate = median["huey_delay_per_s"]
-    print(f"\nmedians over {args.runs} runs (load average {os.getloadavg()[0]:.1f}):")
-    print(f"  sequential submits/s   huey .delay() {huey_rate:,.0f}")
-    for label, key in (("Shoal HTTP", "shoal_http_per_s"), ("Shoal direct", "shoal_direct_per_s")):
+    print(f"\nmedians over {args.runs} runs (load average {os.getloadavg()[0]:.1f} at the end):")
+    print("  sequential single submits   per s   CPU per submit (us): client  scheduler  Redis   all")
+    huey_rate = median["huey_per_s"]
+    for label, system in (("huey .delay()", "huey"), ("Shoal over HTTP", "http"), ("Shoal direct", "direct")):
+        cpu = [median[f"{system}_{part}_us"] for part in ("client", "scheduler", "redis")]
+        ratio = "" if system == "huey" else f" ({median[f'{system}_per_s'] / huey_rate:.2f}x)"
         print(
-            f"                         {label:13} {median[key]:,.0f}  ({median[key] / huey_rate:.2f}x huey)"
+            f"    {label:17} {median[f'{system}_per_s']:>9,.0f}{ratio:8} "
+            f"{cpu[0]:>12.0f} {cpu[1]:>10.0f} {cpu[2]:>6.0f} {sum(cpu):>5.0f}"
         )
-    print(f"  scheduler CPU per POST /api/v1/tasks  {median['scheduler_cpu_us_per_submit']:,.0f} us")
-    print(f"  Redis CPU per single-task submit      {median['redis_cpu_us_per_submit']:,.1f} us")
     huey_rtt = f"{median['huey_rtt_p50_ms']:.2f} / {median['huey_rtt_p99_ms']:.2f} ms"
     shoal_rtt = f"{median['shoal_rtt_p50_ms']:.2f} / {median['shoal_rtt_p99_ms']:.2f} ms"
-    print(f"  round trip p50 / p99   huey {huey_rtt}, Shoal HTTP {shoal_rtt}")
+    print(f"  round trip p50 / p99   huey {huey_rtt}, Shoal over HTTP (client.run) {shoal_rtt}")
     if args.json:
         args.json.write_text(json.dumps({"runs": args.runs, "median": median, "rows": rows}, indent=2))
     return 0
