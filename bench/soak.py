@@ -142,19 +142,18 @@ class Soak:
     def finished_by_state(self) -> dict[str, int]:
         """Terminal transitions counted by the scripts in per-10-s buckets: each task's end, once."""
         out: dict[str, int] = {}
-        for key in self.redis.scan_iter(match=f"{self.keys.stats_done}:*"):
-            counts: dict[bytes, bytes] = self.redis.hgetall(key)  # type: ignore[assignment]
-            for state, n in counts.items():
-                out[state.decode()] = out.get(state.decode(), 0) + int(n)
+        counts: dict[bytes, bytes] = self.redis.hgetall(self.keys.stats_done)  # type: ignore[assignment]
+        for field, n in counts.items():
+            state = field.decode().partition(":")[2]
+            out[state] = out.get(state, 0) + int(n)
         return out
 
     def per_task_keys(self) -> int:
-        """Task hashes, histories, idempotency keys, dependents sets and index entries still there."""
-        p = self.keys.prefix
-        kinds = ("task", "hist", "idem", "deps")
-        keys = sum(1 for kind in kinds for _ in self.redis.scan_iter(match=f"{p}:{kind}:*", count=5000))
-        indexes = [self.keys.all_tasks, *(self.keys.state(s) for s in (*LIVE, *TERMINAL))]
-        return keys + sum(int(self.redis.zcard(k)) for k in indexes)
+        """Task records, side values, idempotency keys, edges and index entries still there."""
+        k = self.keys
+        hashes = (k.tasks, k.results, k.errors, k.tracebacks, k.history, k.idempotency)
+        zsets = (k.edges, k.done, *(k.state(s) for s in (*LIVE, *TERMINAL)))
+        return sum(int(self.redis.hlen(h)) for h in hashes) + sum(int(self.redis.zcard(z)) for z in zsets)
 
     def namespace_keys(self) -> int:
         return sum(1 for _ in self.redis.scan_iter(match=self.keys.pattern(), count=5000))
@@ -234,7 +233,7 @@ class Soak:
         stream_s = time.monotonic() - stream_started
         end_of_stream = self.sample("end of stream")
 
-        # Retention: task hashes expire after retention_s; the leader trims the indexes every 60 s.
+        # Retention: the leader trims finished tasks past retention_s every TRIM_EVERY_S.
         expired_by = time.monotonic() + args.retention_s + 90
         while time.monotonic() < expired_by:
             if self.per_task_keys() == 0:

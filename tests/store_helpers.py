@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from conftest import connector, make_task_settings
+from shoal.core import record
 from shoal.core.models import ClaimedTask, Outcome, Task, TaskSpec, WorkerInfo
 from shoal.core.redis_client import ready
 from shoal.core.states import TaskState
@@ -146,3 +147,51 @@ async def subscribers(store: Store, channel: str) -> int:
         reply = await cluster.execute_command("PUBSUB", "SHARDNUMSUB", channel, target_nodes=node)
         return int(reply[1])
     return int((await store.redis.pubsub_numsub(channel))[0][1])
+
+
+# --------------------------------------------------------------------- reading the indexes
+# The store's layout (docs/contracts.md, "Redis data model") read directly, to check that the
+# scripts keep the indexes in step with the records.
+
+
+async def ready_ids(store: Store, queue: str = "default") -> list[str]:
+    """The queue's ready tasks in claim order."""
+    members = await store.redis.zrangebylex(store.keys.ready, *record.prefix_range(queue + record.MEMBER_SEP))
+    return [record.ready_member_id(str(m)) for m in members]
+
+
+async def in_ready(store: Store, task_id: str, queue: str = "default") -> bool:
+    return task_id in await ready_ids(store, queue)
+
+
+async def index_ids(store: Store, state: str) -> list[str]:
+    """Every id in one state's listing index."""
+    return [record.index_member_id(str(m)) for m in await store.redis.zrange(store.keys.state(state), 0, -1)]
+
+
+async def in_index(store: Store, state: str, task_id: str) -> bool:
+    return task_id in await index_ids(store, state)
+
+
+async def retained(store: Store, task_id: str) -> bool:
+    """The task is in the retention index (finished tasks, trimmed by age and count)."""
+    return await store.redis.zscore(store.keys.done, task_id) is not None
+
+
+async def holds(store: Store, worker_id: str, task_id: str) -> bool:
+    return task_id in await store.worker_task_ids(worker_id)
+
+
+async def task_count(store: Store) -> int:
+    return sum((await store.counts_by_state()).values())
+
+
+async def raw_record(store: Store, task_id: str) -> str | None:
+    value = await store.redis.hget(store.keys.tasks, task_id)
+    return None if value is None else str(value)
+
+
+async def edge_count(store: Store, parent_id: str) -> int:
+    """Dependents of a task still waiting for its release or cascade."""
+    bounds = record.prefix_range(parent_id + record.MEMBER_SEP)
+    return int(await store.redis.zlexcount(store.keys.edges, *bounds))

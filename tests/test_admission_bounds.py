@@ -120,7 +120,7 @@ async def test_a_request_naming_unknown_ids_is_refused_naming_ten_of_them(store:
         await s.submit(items)
     assert str(refused.value).startswith("depends_on names unknown task id(s) 'gone-")
     assert len(refused.value.details[0]["unknown_ids"]) == EXISTS_CHUNK  # one chunk read, not five
-    assert await store.redis.zcard(store.keys.all_tasks) == 0
+    assert await store.redis.hlen(store.keys.tasks) == 0
 
 
 # ---------------------------------------------------------------- nesting, with a margin
@@ -281,7 +281,7 @@ async def test_a_submit_whose_reply_was_lost_is_answered_with_what_it_committed(
     assert b["depends_on"] == [a["id"]] and b["state"] == "pending"
     stored = await store.get_many([a["id"], b["id"]])
     assert [t.state.value for t in stored if t] == ["queued", "pending"]
-    assert await store.redis.zcard(store.keys.all_tasks) == 4  # warm, existing, a, b: nothing twice
+    assert await store.redis.hlen(store.keys.tasks) == 4  # warm, existing, a, b: nothing twice
 
 
 async def test_a_submit_redis_never_answers_is_a_503_saying_the_outcome_is_unknown(

@@ -20,9 +20,10 @@ import pytest
 import redis
 
 from chaos.ledger import Ledger
+from layout import leftover_aggregates, read_records, worker_task_ids
 from process_stack import ProcessStack
 from shoal import Client, Unavailable, task_request
-from shoal.core import jsonutil
+from shoal.core import jsonutil, record
 from shoal.core.keys import Keys
 
 pytestmark = pytest.mark.timeout(240)
@@ -97,7 +98,7 @@ def victim_lease_count(r: redis.Redis, keys: Keys, pid: int) -> int:
     """How many tasks the worker process `pid` holds right now (0 before it registered)."""
     tag = f"-{pid}-"
     ids = [w.decode() for w in r.zrange(keys.workers, 0, -1) if tag in w.decode()]
-    return sum(int(r.scard(keys.worker_tasks(worker_id))) for worker_id in ids)
+    return sum(len(worker_task_ids(r, keys, worker_id)) for worker_id in ids)
 
 
 def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
@@ -151,8 +152,9 @@ def test_2000_tasks_survive_a_worker_sigkill_and_a_scheduler_restart(
             wait_until(lambda: count_terminal(r, keys) >= TOTAL, 120, "every task to reach a terminal state")
         except AssertionError:
             for state in ("pending", "scheduled", "queued", "running"):
-                for task_id in r.zrange(keys.state(state), 0, 20):
-                    print("unfinished:", state, r.hgetall(keys.task(task_id.decode())))
+                for member in r.zrange(keys.state(state), 0, 20):
+                    task_id = record.index_member_id(member.decode())
+                    print("unfinished:", state, read_records(r, keys, [task_id]))
             raise
         ledger.catch_up()
         assert not ledger.gap, "the events stream was trimmed before the ledger read it"
@@ -166,22 +168,21 @@ def test_2000_tasks_survive_a_worker_sigkill_and_a_scheduler_restart(
     by_ref = submitted["ids"]
     assert len(set(by_ref.values())) == TOTAL  # idempotent retries made no duplicates
     states: Counter[str] = Counter()
+    stored = read_records(r, keys, list(by_ref.values()))
     for ref, task_id in by_ref.items():
-        h = r.hgetall(keys.task(task_id))
-        state = h[b"state"].decode()
+        h, _ = stored[task_id] or ({}, [])
+        state = h["state"]
         states[state] += 1
-        assert state == expected[ref], (ref, task_id, state, h.get(b"error"))
+        assert state == expected[ref], (ref, task_id, state, h.get("error"))
         assert ledger.terminal_count(task_id) == 1, f"{task_id} ended {ledger.terminal_count(task_id)} times"
-        if state == "succeeded" and h[b"name"] == b"echo":
-            assert jsonutil.loads(h[b"result"]) == ref
+        if state == "succeeded" and h["name"] == "echo":
+            assert jsonutil.loads(h["result"]) == ref
         if state == "succeeded" and ref in parent_of:  # a dependent ran only after its parent succeeded
-            parent = r.hgetall(keys.task(by_ref[parent_of[ref]]))
-            assert parent[b"state"] == b"succeeded"
-            assert int(h[b"started_at"]) >= int(parent[b"finished_at"])
+            parent, _ = stored[by_ref[parent_of[ref]]] or ({}, [])
+            assert parent["state"] == "succeeded"
+            assert int(h["started_at"]) >= int(parent["finished_at"])
     assert r.zcard(keys.state("running")) == 0 and r.zcard(keys.state("queued")) == 0
-    assert r.zcard(keys.leases) == 0
-    per_queue = {k.decode(): int(v) for k, v in r.hgetall(keys.queue_counts("default")).items()}
-    assert per_queue.get("running") == 0 and per_queue.get("scheduled", 0) == 0, per_queue
+    assert not any(leftover_aggregates(r, keys).values()), leftover_aggregates(r, keys)
     # the killed worker was detected, and tasks it was running were taken back and ran again
     lost = [e for e in r.xrange(keys.events_stream) if b'"lost"' in e[1][b"e"]]
     assert lost, "the SIGKILLed worker was never declared lost"
@@ -189,9 +190,8 @@ def test_2000_tasks_survive_a_worker_sigkill_and_a_scheduler_restart(
     taken_back = [
         task_id
         for task_id in by_ref.values()
-        for raw in r.lrange(keys.history(task_id), 0, -1)
-        if victim_tag in jsonutil.loads(raw).get("worker_id", "")
-        and jsonutil.loads(raw)["state"] in ("released", "lease_expired")
+        for attempt in (stored[task_id] or ({}, []))[1]
+        if victim_tag in attempt.get("worker_id", "") and attempt["state"] in ("released", "lease_expired")
     ]
     assert taken_back, f"nothing taken back from the SIGKILLed worker (it held {held_at_kill} at the kill)"
     r.close()

@@ -58,3 +58,23 @@ async def test_finished_gauge_counts_tasks_failed_for_good_not_retried_attempts(
     assert finished("failed") == 1
     assert finished("succeeded") == 2
     assert finished("cancelled") == 0
+
+
+async def test_the_series_of_a_queue_that_became_empty_and_unused_are_dropped(
+    store: Store, namespace: str
+) -> None:
+    gone, kept = f"gone-{namespace}", f"kept-{namespace}"
+    await submit(store, priority=3, queue=gone)
+    task_id = await submit(store, priority=1, queue=kept)
+    await submit(store, priority=2, queue=kept)
+    await metrics.refresh(store)
+    assert depth(gone, "3") == 1 and depth(kept, "1") == 1
+
+    def tasks(queue: str) -> float | None:
+        return REGISTRY.get_sample_value("shoal_queue_tasks", {"queue": queue, "state": "ready"})
+
+    await store.cancel((await store.list_tasks(queue=gone))[0][0].id)  # gone's only task ends
+    await store.cancel(task_id)
+    await metrics.refresh(store)
+    assert depth(gone, "3") is None and tasks(gone) is None  # no series left for it
+    assert depth(kept, "1") == 0 and depth(kept, "2") == 1 and tasks(kept) == 1  # still live

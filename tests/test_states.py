@@ -1,8 +1,9 @@
 """The task state machine: the TRANSITIONS table, and that the Lua scripts only make legal moves.
 
-Two checks of the scripts: a static one that reads every literal transition out of the
-.lua files, and a live one that drives a mixed workload through the real store and replays
-the per-task state sequence from the event stream against the table.
+The scripts carry the table (generated into their prelude) and set_state, the only code that
+writes a state, refuses a move the table does not allow; a live test drives a mixed workload
+through the real store and replays the per-task state sequence from the event stream against
+the table, checking that the workload made every legal move.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ResponseError
 
+from shoal.core import record
 from shoal.core.errors import Conflict
-from shoal.core.scripts import LUA_DIR
-from shoal.core.states import DEAD, TERMINAL, TRANSITIONS, TaskState, can_transition
+from shoal.core.scripts import LUA_DIR, compile_lua, load_source
+from shoal.core.states import DEAD, INITIAL, TERMINAL, TRANSITIONS, TaskState, can_transition
 from shoal.core.store import Store
 from store_helpers import (
     claim_one,
@@ -34,7 +37,6 @@ from store_helpers import (
 
 S = TaskState
 CONTRACTS = Path(__file__).resolve().parents[1] / "docs" / "contracts.md"
-INITIAL = {S.PENDING, S.SCHEDULED, S.QUEUED, S.UPSTREAM_FAILED}
 
 
 def test_every_state_has_a_row() -> None:
@@ -133,44 +135,49 @@ async def _allowed(move: Awaitable[object]) -> bool:
 
 # --------------------------------------------------------------------- static: the Lua source
 
-# A call of one of the helpers that move a task: set_state(id, old, new), note_state(id, old, new),
-# enqueue(id, old, ...),
-# schedule(id, old, ...). Definitions (`local function ...`) are skipped.
-_CALL = re.compile(r"\b(set_state|note_state|enqueue|schedule)\(\s*\w+\s*,\s*([^,)]+)(?:,\s*([^,)]+))?")
-_TARGET = {"enqueue": "queued", "schedule": "scheduled"}
+
+def _lua_code(path: Path) -> list[str]:
+    return [line.split("--", 1)[0] for line in path.read_text().splitlines()]
 
 
-def _script_moves() -> list[tuple[str, str, str]]:
-    """(file, old, new) for every move in the scripts; old is a literal state, 'nil' or a variable."""
-    moves = []
-    for path in sorted(LUA_DIR.glob("*.lua")):
-        for line in path.read_text().splitlines():
-            if line.lstrip().startswith("local function"):
-                continue
-            for func, old, third in _CALL.findall(line):
-                new = _TARGET.get(func) or third.strip().strip("'")
-                if (old.strip(), new) == ("old", "new"):
-                    continue  # a helper forwarding its own arguments (set_state -> note_state)
-                moves.append((path.name, old.strip().strip("'"), new))
-    return moves
+def test_only_set_state_writes_a_state() -> None:
+    """Every state change goes through set_state, which checks it against the table."""
+    writes = [
+        (path.name, i)
+        for path in sorted(LUA_DIR.glob("*.lua"))
+        for i, line in enumerate(_lua_code(path), start=1)
+        if re.search(r"\[R_STATE\]\s*=[^=]", line)
+    ]
+    # set_state's own write and create_task's "not created yet".
+    assert [name for name, _ in writes] == ["_common.lua", "_common.lua"], writes
+    common = (LUA_DIR / "_common.lua").read_text()
+    assert re.search(r"local function set_state\(id, t, new\)\n.*\n    error\('illegal transition", common)
 
 
-def test_every_transition_in_the_scripts_is_legal() -> None:
-    moves = _script_moves()
-    # 19 moves once the retry-or-fail logic became one helper; fewer means the parser broke.
-    assert len(moves) >= 19, "the parser found too few moves; were the helpers renamed?"
-    states = {s.value for s in TaskState}
-    for file, old, new in moves:
-        assert new in states, (file, old, new)
-        if old in states:
-            assert can_transition(S(old), S(new)), (file, old, new)
-        elif old == "nil":  # a new task: only submit creates tasks, in an initial state
-            assert file == "submit.lua" and S(new) in INITIAL, (file, old, new)
-        else:  # a variable old state: the helpers' own parameter, or cancel's non-terminal state
-            assert (file, old) in {("_common.lua", "old"), ("cancel.lua", "state")}, (file, old, new)
-            if file == "cancel.lua":
-                assert new == "cancelled"
-                assert all(S.CANCELLED in TRANSITIONS[s] for s in TaskState if s not in TERMINAL)
+async def test_the_scripts_carry_the_transition_table(store: Store) -> None:
+    table = await store.redis.eval(
+        compile_lua(
+            "local out = {} for move, _ in pairs(TRANSITIONS) do out[#out + 1] = move end return out"
+        ),
+        len(store.keys.script_keys),
+        *store.keys.script_keys,
+    )
+    expected = {f">{s.value}" for s in INITIAL} | {
+        f"{old.value}>{new.value}" for old, targets in TRANSITIONS.items() for new in targets
+    }
+    assert set(table) == expected
+
+
+async def test_an_illegal_transition_raises_and_writes_nothing(store: Store) -> None:
+    task_id = await submit(store)
+    before = await store.redis.hget(store.keys.tasks, task_id)
+    script = load_source("promote").replace(
+        "local n = promote_due(tonumber(ARGV[1]))",
+        "local t = get_task(ARGV[1]); set_state(ARGV[1], t, 'succeeded'); local n = 0",
+    )
+    with pytest.raises(ResponseError, match=r"illegal transition of task .*: queued -> succeeded"):
+        await store.redis.eval(script, len(store.keys.script_keys), *store.keys.script_keys, task_id)
+    assert await store.redis.hget(store.keys.tasks, task_id) == before
 
 
 # --------------------------------------------------------------------- live: replay the events
@@ -249,22 +256,33 @@ async def test_scripts_only_make_legal_transitions(store: Store, namespace: str)
 
 
 async def test_per_queue_counts_follow_every_transition(store: Store, namespace: str) -> None:
-    """The running/scheduled counts the scripts keep per queue equal the state indexes."""
+    """What the scripts keep per queue (running/scheduled ranges, ready counts by priority, the
+    live-queue counts) equals what the task records themselves say."""
     await _mixed_workload(store, namespace)
     await submit(store, queue="mail", delay_s=60)
     await submit(store, queue="mail")
     await claim_one(store, queues=["mail"])
     truth: dict[str, Counter[str]] = defaultdict(Counter)
-    for state in ("running", "scheduled"):
-        for task_id in await store.redis.zrange(store.keys.state(state), 0, -1):
-            truth[await store.redis.hget(store.keys.task(task_id), "queue")][state] += 1
-    counted = {
-        q["name"]: {"running": q["running"], "scheduled": q["scheduled"]} for q in await store.queue_stats()
-    }
+    depth: Counter[str] = Counter()
+    unfinished: Counter[str] = Counter()
+    async for _, raw in store.redis.hscan_iter(store.keys.tasks):
+        r = record.decode(raw)
+        truth[r["queue"]][r["state"]] += 1
+        if r["state"] == "queued":
+            depth[r["queue"] + record.MEMBER_SEP + r["priority"]] += 1
+        if TaskState(r["state"]) not in TERMINAL:
+            unfinished[r["queue"]] += 1
+    stats = await store.queue_stats()
+    counted = {q["name"]: {k: q[k] for k in ("running", "scheduled", "ready")} for q in stats}
     assert counted == {
-        q: {"running": truth[q]["running"], "scheduled": truth[q]["scheduled"]} for q in counted
+        q: {"running": truth[q]["running"], "scheduled": truth[q]["scheduled"], "ready": truth[q]["queued"]}
+        for q in counted
     }
-    assert counted["mail"] == {"running": 1, "scheduled": 1} and sum(truth["default"].values()) > 0
+    assert (
+        counted["mail"] == {"running": 1, "scheduled": 1, "ready": 0} and sum(truth["default"].values()) > 0
+    )
+    assert {k: int(v) for k, v in (await store.redis.hgetall(store.keys.depth)).items()} == depth
+    assert {k: int(v) for k, v in (await store.redis.hgetall(store.keys.live_queues)).items()} == unfinished
 
 
 @pytest.mark.parametrize("state", sorted(TERMINAL))

@@ -13,10 +13,12 @@ from shoal.core.store import Store
 from store_helpers import (
     claim_one,
     failed,
+    holds,
     must_get,
     ok,
     other_store,
     register,
+    retained,
     spec,
     state_of,
     submit,
@@ -43,7 +45,7 @@ async def test_an_expired_lease_queues_the_task_again(namespace: str) -> None:
         assert task.error == "lease expired: worker w1 stopped renewing it"
         assert [(a.attempt, a.worker_id, a.state) for a in task.history] == [(1, "w1", "lease_expired")]
         assert await store.redis.zscore(store.keys.leases, task_id) is None
-        assert not await store.redis.sismember(store.keys.worker_tasks("w1"), task_id)
+        assert not await holds(store, "w1", task_id)
         assert await store.reap_expired() == 0  # nothing left to reap
 
 
@@ -59,7 +61,7 @@ async def test_a_task_whose_lease_keeps_expiring_fails_after_max_retries(namespa
         task = await must_get(store, parent)
         assert (task.state, task.attempts, len(task.history)) == (S.FAILED, 2, 2)
         assert task.error == "lease expired: worker w2 stopped renewing it"
-        assert await store.redis.ttl(store.keys.task(parent)) > 0
+        assert await retained(store, parent)
         assert await state_of(store, child) is S.UPSTREAM_FAILED
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import make_task_settings
 from redis_topology import LocalCluster, Server, wait_until
+from shoal.core import record
 from shoal.core.errors import NotReplicated
 from shoal.core.redis_client import RedisConnector
 from shoal.core.settings import RedisSettings
@@ -78,7 +79,8 @@ async def test_an_acknowledged_submission_is_already_on_the_replica(
     on_replica = replica.client()
     try:
         # Read at once, no polling: WAIT returned only after the replica had the write.
-        assert on_replica.hget(waiting_store.keys.task(result.id), "state") == b"queued"
+        raw = on_replica.hget(waiting_store.keys.tasks, result.id)
+        assert raw is not None and record.decode(raw.decode())["state"] == "queued"
     finally:
         on_replica.close()
 
@@ -152,7 +154,8 @@ async def test_on_a_cluster_the_wait_goes_to_the_namespaces_primary(tmp_path: Pa
         client = replicas[0].client()
         try:
             client.execute_command("READONLY")
-            assert client.hget(store.keys.task(result.id), "state") == b"queued"
+            raw = client.hget(store.keys.tasks, result.id)
+            assert raw is not None and record.decode(raw.decode())["state"] == "queued"
         finally:
             client.close()
         assert _wait_calls(owner) >= 1

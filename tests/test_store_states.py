@@ -24,14 +24,21 @@ from shoal.core.store import Store, backoff_delay_ms
 from store_helpers import (
     claim_one,
     failed,
+    holds,
+    in_index,
+    in_ready,
     must_get,
     ok,
     other_store,
+    raw_record,
+    ready_ids,
     register,
+    retained,
     spec,
     state_of,
     submit,
     submit_specs,
+    task_count,
 )
 
 S = TaskState
@@ -55,9 +62,9 @@ async def test_submit_without_dependencies_is_queued(store: Store) -> None:
     assert (task.max_retries, task.timeout_s, task.attempts, task.deps_left) == (5, 7.5, 0, 0)
     assert task.created_at is not None and abs(task.created_at - time.time()) < 5
     assert task.enqueued_at is not None and task.started_at is None and task.finished_at is None
-    assert await store.redis.zscore(store.keys.ready("default"), task.id) is not None
-    assert await store.redis.zscore(store.keys.state("queued"), task.id) is not None
-    assert await store.redis.ttl(store.keys.task(task.id)) == -1  # live tasks never expire
+    assert await in_ready(store, task.id, "default")
+    assert await in_index(store, "queued", task.id)
+    assert not await retained(store, task.id)  # live tasks never expire
 
 
 async def test_submit_with_an_unfinished_dependency_is_pending(store: Store) -> None:
@@ -65,7 +72,7 @@ async def test_submit_with_an_unfinished_dependency_is_pending(store: Store) -> 
     child = await submit(store, depends_on=[parent])
     task = await must_get(store, child)
     assert (task.state, task.deps_left, task.depends_on) == (S.PENDING, 1, [parent])
-    assert await store.redis.zscore(store.keys.ready("default"), child) is None
+    assert not await in_ready(store, child, "default")
 
 
 async def test_submit_with_delay_is_scheduled_then_claimable_when_due(store: Store) -> None:
@@ -110,7 +117,7 @@ async def test_submit_depending_on_a_dead_task_is_upstream_failed(store: Store, 
     task = await must_get(store, result.id)
     assert task.error == f"dependency {parent} did not succeed"
     assert task.finished_at is not None
-    assert 0 < await store.redis.ttl(store.keys.task(result.id)) <= RETENTION
+    assert await retained(store, result.id)
 
 
 # --------------------------------------------------------------------- claim and complete
@@ -128,8 +135,8 @@ async def test_claim_makes_the_task_running_with_a_lease(store: Store) -> None:
     assert task.started_at is not None
     deadline = await store.redis.zscore(store.keys.leases, task_id)
     assert deadline is not None and before + 2000 - 5 <= deadline <= now_ms() + 2000 + 5
-    assert await store.redis.sismember(store.keys.worker_tasks("w1"), task_id)
-    assert await store.redis.zscore(store.keys.ready("q1"), task_id) is None
+    assert await holds(store, "w1", task_id)
+    assert not await in_ready(store, task_id, "q1")
     assert await store.claim("w2", ["q1"], 5) == []  # nobody else gets it
 
 
@@ -146,11 +153,11 @@ async def test_success_records_the_result_and_expires_after_retention(store: Sto
     assert (task.state, task.result, task.error) == (S.SUCCEEDED, {"answer": [42]}, None)
     assert task.finished_at is not None and task.started_at is not None
     assert task.finished_at >= task.started_at
-    assert RETENTION - 5 <= await store.redis.ttl(store.keys.task(parent)) <= RETENTION
+    assert await retained(store, parent)
     assert await store.redis.zscore(store.keys.leases, parent) is None
-    assert not await store.redis.sismember(store.keys.worker_tasks("w1"), parent)
-    assert await store.redis.zscore(store.keys.state("running"), parent) is None
-    assert await store.redis.zscore(store.keys.state("succeeded"), parent) is not None
+    assert not await holds(store, "w1", parent)
+    assert not await in_index(store, "running", parent)
+    assert await in_index(store, "succeeded", parent)
 
 
 async def test_failure_with_retries_left_queues_again_at_once(store: Store) -> None:
@@ -199,8 +206,7 @@ async def test_failure_without_retries_left_fails_for_good(store: Store) -> None
     assert (task.state, task.attempts, task.error) == (S.FAILED, 2, "e2")
     assert task.finished_at is not None
     assert len(task.history) == 2
-    assert 0 < await store.redis.ttl(store.keys.task(task_id)) <= RETENTION
-    assert 0 < await store.redis.ttl(store.keys.history(task_id)) <= RETENTION
+    assert await retained(store, task_id)
     assert await store.claim("w1", ["default"], 10) == []
 
 
@@ -252,8 +258,8 @@ async def test_one_complete_call_handles_a_mixed_batch(store: Store) -> None:
 # --------------------------------------------------------------------- fencing
 
 
-async def _hash(store: Store, task_id: str) -> dict[str, str]:
-    return dict(await store.redis.hgetall(store.keys.task(task_id)))  # type: ignore[arg-type]
+async def _hash(store: Store, task_id: str) -> str | None:
+    return await raw_record(store, task_id)
 
 
 async def test_completion_with_a_stale_attempt_is_refused_and_changes_nothing(store: Store) -> None:
@@ -277,7 +283,7 @@ async def test_completion_from_another_worker_is_refused(store: Store) -> None:
     assert await store.complete("intruder", [ok(claimed, "stolen")]) == [False]
     assert await store.complete("intruder", [failed(claimed, retry=False)]) == [False]
     assert await _hash(store, task_id) == before
-    assert await store.redis.sismember(store.keys.worker_tasks("w1"), task_id)
+    assert await holds(store, "w1", task_id)
 
 
 async def test_completion_of_an_unknown_task_is_refused(store: Store) -> None:
@@ -360,8 +366,7 @@ async def test_manual_retry_of_a_failed_task_gives_a_new_budget(store: Store) ->
 
     retried = await store.retry(task_id)
     assert (retried.state, retried.finished_at, retried.attempts) == (S.QUEUED, None, 2)
-    assert await store.redis.ttl(store.keys.task(task_id)) == -1  # no longer expiring
-    assert await store.redis.ttl(store.keys.history(task_id)) == -1
+    assert not await retained(store, task_id)  # no longer expiring
     claimed = await claim_one(store)
     assert claimed.attempt == old_attempt + 1  # the fencing token keeps growing
     late = Outcome(task_id=task_id, attempt=old_attempt, ok=True)
@@ -417,10 +422,10 @@ async def test_cancel_queued(store: Store) -> None:
     task = await store.cancel(task_id)
     assert (task.state, task.error) == (S.CANCELLED, "cancelled")
     assert task.finished_at is not None
-    assert await store.redis.zscore(store.keys.ready("default"), task_id) is None
-    (queue,) = await store.queue_stats()
-    assert queue["ready"] == 0 and queue["by_priority"] == {}
-    assert 0 < await store.redis.ttl(store.keys.task(task_id)) <= RETENTION
+    assert not await in_ready(store, task_id, "default")
+    assert await store.queue_stats() == []  # its only task is done: the queue is not live any more
+    assert await store.redis.hgetall(store.keys.depth) == {}
+    assert await retained(store, task_id)
     assert await store.claim("w1", ["default"], 1) == []
 
 
@@ -498,7 +503,7 @@ async def test_same_idempotency_key_returns_the_same_task(store: Store) -> None:
     assert (second.id, second.created, second.state) == (first.id, False, S.QUEUED)
     assert first.created
     assert (await must_get(store, first.id)).args == [1]  # the second one wrote nothing
-    assert await store.redis.zcard(store.keys.all_tasks) == 1
+    assert await task_count(store) == 1
     await claim_one(store)
     (third,) = await store.submit([spec(idempotency_key="order-1")])
     assert (third.id, third.created, third.state) == (first.id, False, S.RUNNING)
@@ -509,16 +514,17 @@ async def test_same_idempotency_key_twice_in_one_batch(store: Store) -> None:
     assert results[0].id == results[1].id
     assert [r.created for r in results] == [True, False, True]
     assert results[2].id != results[0].id
-    assert await store.redis.zcard(store.keys.ready("default")) == 2
+    assert len(await ready_ids(store)) == 2
 
 
 async def test_different_idempotency_keys_make_different_tasks(store: Store) -> None:
     results = await store.submit([spec(idempotency_key=f"k{i}") for i in range(5)])
     assert len({r.id for r in results}) == 5 and all(r.created for r in results)
-    # A key lives as long as its task: no expiry while the task is live, retention once it ends.
-    assert await store.redis.ttl(store.keys.idempotency("k0")) == -1
+    # A key lives as long as its task: it goes when retention trims the finished task.
     await store.cancel(results[0].id)
-    assert 0 < await store.redis.ttl(store.keys.idempotency("k0")) <= RETENTION
+    assert await store.idempotency_targets(["k0", "k1"]) == [results[0].id, results[1].id]
+    assert await store.trim_retention(now_s=time.time() + RETENTION + 1) == 1
+    assert await store.idempotency_targets(["k0", "k1"]) == [None, results[1].id]
 
 
 # --------------------------------------------------------------------- Redis 6.2 (local fallback)
@@ -624,7 +630,7 @@ async def test_concurrent_submits_with_one_idempotency_key_create_one_task(store
     ids = {r[0].id for r in results}
     assert len(ids) == 1
     assert sum(r[0].created for r in results) == 1
-    assert await store.redis.zcard(store.keys.all_tasks) == 1
+    assert await task_count(store) == 1
 
 
 async def test_concurrent_claims_never_hand_out_a_task_twice(store: Store) -> None:
@@ -641,7 +647,7 @@ async def test_concurrent_claims_never_hand_out_a_task_twice(store: Store) -> No
     assert len(claimed) == len(set(claimed)) == 300
     assert set(claimed) == set(ids)
     for i, got in enumerate(per_worker):
-        assert await store.redis.smembers(store.keys.worker_tasks(f"w{i}")) == set(got)
+        assert set(await store.worker_task_ids(f"w{i}")) == set(got)
 
 
 # --------------------------------------------------------------------- long-lived tasks

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from api_fixtures import *  # noqa: F403 - the api fixture
 from api_fixtures import ApiServer
 from dashboard_support import wait_until, worker_process
 from shoal import task_request
+from shoal.core.models import Outcome, TaskSpec
 from shoal.core.registry import default_registry
 from shoal.core.store import KEPT_ATTEMPT_LOGS, Store
 from shoal.worker.bounds import OutcomeBounds
@@ -89,11 +91,21 @@ async def test_one_info_line_per_transition(executor: Executor, caplog: pytest.L
 
 
 async def test_the_store_keeps_the_last_attempts_for_the_retention(store: Store) -> None:
-    await store.save_attempt_logs([("t1", n, f"attempt {n}\n") for n in range(1, KEPT_ATTEMPT_LOGS + 3)])
-    kept = await store.attempt_logs("t1")
+    (task,) = await store.submit(
+        [TaskSpec("noop", id=os.urandom(16).hex(), max_retries=KEPT_ATTEMPT_LOGS + 5)]
+    )
+    for n in range(1, KEPT_ATTEMPT_LOGS + 3):
+        (attempt,) = await store.claim("w1", ["default"], 1)
+        await store.save_attempt_logs([(task.id, attempt.attempt, f"attempt {n}\n")])
+        await store.complete(
+            "w1", [Outcome(task.id, attempt.attempt, ok=n == KEPT_ATTEMPT_LOGS + 2, error="x")]
+        )
+    kept = await store.attempt_logs(task.id)
     assert list(kept) == list(range(3, KEPT_ATTEMPT_LOGS + 3))
     assert kept[KEPT_ATTEMPT_LOGS + 2] == f"attempt {KEPT_ATTEMPT_LOGS + 2}\n"
-    assert 0 < await store.redis.ttl(store.keys.task_logs("t1")) <= store.settings.retention_s
+    assert await store.trim_retention(now_s=time.time() + store.settings.retention_s + 1) == 1
+    assert await store.attempt_logs(task.id) == {}
+    assert await store.redis.hlen(store.keys.task_logs) == 0  # gone with the task
 
 
 def test_a_real_worker_stores_each_attempts_output_for_the_api_and_the_cli(

@@ -21,6 +21,7 @@ import httpx
 from chaos.invariants import Verdict, check, wait_quiet
 from chaos.ledger import Ledger
 from chaos.workload import Item, Submitter
+from layout import worker_task_ids
 from process_stack import ProcessStack
 from shoal.core import jsonutil
 from shoal.core.keys import Keys
@@ -93,8 +94,7 @@ class ChaosRun:
         return [w for w, proc in self.workers.items() if proc.poll() is None]
 
     def held_by(self, worker_id: str) -> set[str]:
-        members = self.redis.smembers(self.keys.worker_tasks(worker_id))
-        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+        return worker_task_ids(self.redis, self.keys, worker_id)
 
     # ------------------------------------------------------------------ workload
 

@@ -21,6 +21,7 @@ import redis
 
 from chaos.ledger import Ledger
 from chaos.workload import Item
+from layout import leftover_aggregates, read_records
 from shoal.core import jsonutil
 from shoal.core.keys import Keys
 
@@ -52,32 +53,17 @@ class Stored:
 
 
 def read_tasks(r: redis.Redis, keys: Keys, ids: list[str]) -> dict[str, Stored | None]:
-    out: dict[str, Stored | None] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        pipe = r.pipeline(transaction=False)
-        for task_id in chunk:
-            pipe.hgetall(keys.task(task_id))
-            pipe.lrange(keys.history(task_id), 0, -1)
-        rows = pipe.execute()
-        for i, task_id in enumerate(chunk):
-            h, hist = rows[2 * i], rows[2 * i + 1]
-            fields = {_s(k): _s(v) for k, v in h.items()}
-            out[task_id] = Stored(fields, [jsonutil.loads(x) for x in hist]) if fields else None
-    return out
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return {
+        task_id: None if found is None else Stored(*found)
+        for task_id, found in read_records(r, keys, ids).items()
+    }
 
 
 def live_counts(r: redis.Redis, keys: Keys) -> dict[str, int]:
     counts = {state: int(r.zcard(keys.state(state))) for state in LIVE_STATES}
-    counts["leases"] = int(r.zcard(keys.leases))
-    # The per-queue counters the scripts keep must come back to zero with the indexes.
-    for queue in sorted(_s(q) for q in r.smembers(keys.queues)):
-        for state, n in r.hgetall(keys.queue_counts(queue)).items():
-            counts[f"{queue}:{_s(state)} (per-queue count)"] = int(n)
+    # The aggregates the scripts keep (ready set, leases, live-queue and depth counts...) must
+    # come back to empty with the indexes.
+    counts.update(leftover_aggregates(r, keys))
     return counts
 
 

@@ -1,46 +1,70 @@
 """Every Redis key name Shoal uses: the one schema that Python and the Lua scripts share.
 
 All names of a namespace start with the hash tag `{namespace}`, so they live in one Redis
-Cluster slot and a script may touch any of them. The scripts never spell a key name:
-`shoal.core.scripts` generates a Lua prelude from this module (`FIXED` becomes `K_<NAME>`
-bound to `KEYS[i]`, each entry of `PER_ID` a function `K_<NAME>(id)`), and a test checks
-that the names the prelude builds are the ones `Keys` builds.
+Cluster slot. Per-task, per-queue and per-state data live in a fixed set of per-namespace
+structures (docs/contracts.md, "Redis data model"), so every transition script receives
+every key it touches in KEYS: `FIXED`, in order, as KEYS[1..n], then the calling worker's
+hash when the script needs it. No script builds a key name from data it read.
+`shoal.core.scripts` generates the Lua prelude from this module (`K_<NAME>`), and
+tests/test_key_schema.py checks that both agree.
 """
 
 from __future__ import annotations
 
+from shoal.core.states import TaskState
+
 # The namespace's fixed keys, in the order every transition script receives them as
-# KEYS[1..n]: attribute of `Keys` (and Lua name, upper-cased) -> suffix after the prefix.
+# KEYS[1..n]: attribute of `Keys` (upper-cased with K_ in Lua) -> suffix after the prefix.
 FIXED: tuple[tuple[str, str], ...] = (
-    ("scheduled", "scheduled"),
-    ("leases", "leases"),
-    ("workers", "workers"),
-    ("queues", "queues"),
-    ("names", "names"),
-    ("vclock", "vclock"),
-    ("events", "events"),
-    ("all_tasks", "all"),
-    ("stats_samples", "stats:samples"),
+    ("tasks", "tasks"),  # hash id -> task record (shoal.core.record)
+    ("results", "results"),  # hash id -> result JSON of a succeeded task
+    ("errors", "errors"),  # hash id -> last error message
+    ("tracebacks", "tracebacks"),  # hash id -> last traceback
+    ("history", "history"),  # hash id -> JSON list of earlier attempts
+    ("task_logs", "logs"),  # hash id NUL attempt -> what that attempt printed and logged
+    ("idempotency", "idem"),  # hash idempotency key -> task id
+    ("edges", "edges"),  # lex zset: parent NUL child
+    ("ready", "ready"),  # lex zset: queue NUL claim order id
+    # lex zsets, one per state: queue NUL name NUL created id
+    *((f"state_{s.value}", f"state:{s.value}") for s in TaskState),
+    # hash state NUL queue NUL name -> the newest creation stamp that entered that range of the
+    # state's index (an upper bound of its newest task); exactly the non-empty ranges
+    ("ranges", "ranges"),
+    ("done", "done"),  # zset id -> finished ms: retention by time and by count
+    ("scheduled", "scheduled"),  # zset id -> due ms
+    ("leases", "leases"),  # zset id -> lease deadline ms
+    ("worker_tasks", "wtasks"),  # lex zset: worker NUL id
+    ("workers", "workers"),  # zset worker id -> last heartbeat ms
+    ("live_queues", "qlive"),  # hash queue -> unfinished tasks (only queues that have some)
+    ("depth", "depth"),  # hash queue NUL priority -> queued tasks
+    ("vclock", "vclock"),  # string: the virtual clock (microseconds)
+    ("stats_done", "stats:done"),  # hash bucket:state -> finished tasks per 10-second bucket
+    ("stats_samples", "stats:samples"),  # list of recent "wait_ms,run_ms"
+    ("events", "events"),  # stream of recent events (the live channel has the same name)
+    ("fanout", "fanout"),  # list of release/cascade work left over by a bounded call
     ("paused_queues", "paused"),  # hash queue -> paused since (ms): the claim skips those queues
 )
 
-# Keys named after one id (a task, worker, queue, state, bucket...): method of `Keys` (and
-# Lua function, upper-cased) -> suffix template; "{}" is the id.
+# Keys named after one id: method of `Keys` -> suffix template ("{}" is the id). The
+# transition scripts receive only the first, the calling worker's hash, after FIXED
+# (SCRIPT_PER_ID); schedules and bulk jobs are used by plain scripts that get their keys
+# one by one (see each script's header) and by Python.
 PER_ID: tuple[tuple[str, str], ...] = (
-    ("task", "task:{}"),
-    ("dependents", "deps:{}"),
-    ("history", "hist:{}"),
-    ("ready", "ready:{}"),
     ("worker", "worker:{}"),
-    ("worker_tasks", "wtasks:{}"),
-    ("state", "state:{}"),
-    ("idempotency", "idem:{}"),
-    ("depth", "depth:{}"),
-    ("queue_counts", "qcount:{}"),
-    ("stats_bucket", "stats:done:{}"),
     ("schedule", "sched:{}"),
     ("bulk_job", "bulk:{}"),
-    ("task_logs", "logs:{}"),
+)
+SCRIPT_PER_ID = ("worker",)
+
+# Keys only Python and the plain scripts use (each of those gets its keys one by one).
+OTHER: tuple[tuple[str, str], ...] = (
+    ("names", "names"),  # set of task names advertised by workers
+    ("leader", "leader"),
+    ("scaling_history", "scaling"),
+    ("schedules_due", "schedules"),  # zset: ids of the schedules not paused, score = next run ms
+    ("schedules_all", "schedules:all"),  # zset: every schedule id, score = created ms
+    ("bulk_jobs", "bulk:jobs"),  # zset: recent bulk job ids, score = created ms
+    ("bulk_active", "bulk:active"),  # zset: bulk jobs not finished yet, score = created ms
 )
 
 # Pub/sub channels are not keys, but their names follow the same schema.
@@ -55,27 +79,47 @@ _TEMPLATES = dict(PER_ID + CHANNELS)
 class Keys:
     """The names of one namespace's keys (`{namespace}:<suffix>`)."""
 
+    tasks: str
+    results: str
+    errors: str
+    tracebacks: str
+    history: str
+    task_logs: str
+    idempotency: str
+    edges: str
+    ready: str
+    ranges: str
+    done: str
     scheduled: str
     leases: str
+    worker_tasks: str
     workers: str
-    queues: str
-    names: str
+    live_queues: str
+    depth: str
     vclock: str
-    events: str
-    all_tasks: str
+    stats_done: str
     stats_samples: str
+    events: str
+    fanout: str
     paused_queues: str
+    names: str
+    leader: str
+    scaling_history: str
+    schedules_due: str
+    schedules_all: str
+    bulk_jobs: str
+    bulk_active: str
+    events_channel: str
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.prefix = "{" + namespace + "}"
-        for attr, suffix in FIXED:
-            setattr(self, attr, self._name(suffix))
+        for attr, suffix in FIXED + OTHER + CHANNELS:
+            if "{}" not in suffix:
+                setattr(self, attr, self._name(suffix))
         self.events_stream = self.events
-        self.events_channel = self._name(dict(CHANNELS)["events_channel"])
-        self.stats_done = self._name("stats:done")  # prefix of the per-bucket keys
-        self.leader = self._name("leader")
-        self.scaling_history = self._name("scaling")
+        self.script_keys = [getattr(self, attr) for attr, _ in FIXED]
+        """KEYS[1..n] of every transition script, in the order of `FIXED`."""
 
     def _name(self, suffix: str) -> str:
         return f"{self.prefix}:{suffix}"
@@ -83,81 +127,24 @@ class Keys:
     def _per_id(self, kind: str, ident: object) -> str:
         return self._name(_TEMPLATES[kind].format(ident))
 
-    @property
-    def script_keys(self) -> list[str]:
-        """KEYS[1..n] of every transition script, in the order of `FIXED`."""
-        return [getattr(self, attr) for attr, _ in FIXED]
-
-    def task(self, task_id: str) -> str:
-        return self._per_id("task", task_id)
-
-    def dependents(self, task_id: str) -> str:
-        return self._per_id("dependents", task_id)
-
-    def history(self, task_id: str) -> str:
-        return self._per_id("history", task_id)
-
-    def task_logs(self, task_id: str) -> str:
-        """Hash of a task's captured output, attempt number -> text (expires with the task)."""
-        return self._per_id("task_logs", task_id)
-
-    def ready(self, queue: str) -> str:
-        return self._per_id("ready", queue)
+    def state(self, state: str) -> str:
+        """The listing index of one state."""
+        return str(getattr(self, f"state_{state}"))
 
     def worker(self, worker_id: str) -> str:
         return self._per_id("worker", worker_id)
 
-    def worker_tasks(self, worker_id: str) -> str:
-        return self._per_id("worker_tasks", worker_id)
-
-    def state(self, state: str) -> str:
-        return self._per_id("state", state)
-
-    def idempotency(self, key: str) -> str:
-        return self._per_id("idempotency", key)
-
-    def depth(self, queue: str) -> str:
-        return self._per_id("depth", queue)
-
-    def queue_counts(self, queue: str) -> str:
-        """Hash of the queue's running and scheduled task counts (kept by the scripts)."""
-        return self._per_id("queue_counts", queue)
-
-    def stats_bucket(self, bucket: int) -> str:
-        return self._per_id("stats_bucket", bucket)
-
     def wake(self, queue: str) -> str:
+        """Channel: "work available in this queue", for idle workers."""
         return self._per_id("wake", queue)
-
-    # ------------------------------------------------ flow control (not used by the task scripts)
 
     def schedule(self, schedule_id: str) -> str:
         """Hash: one schedule's definition and where it stands."""
         return self._per_id("schedule", schedule_id)
 
-    @property
-    def schedules_due(self) -> str:
-        """Zset: ids of the schedules that are not paused, score = next run (ms)."""
-        return self._name("schedules")
-
-    @property
-    def schedules_all(self) -> str:
-        """Zset: every schedule id, score = created (ms)."""
-        return self._name("schedules:all")
-
     def bulk_job(self, job_id: str) -> str:
         """Hash: one bulk cancel/retry job, its filter and progress."""
         return self._per_id("bulk_job", job_id)
-
-    @property
-    def bulk_jobs(self) -> str:
-        """Zset: recent bulk job ids, score = created (ms)."""
-        return self._name("bulk:jobs")
-
-    @property
-    def bulk_active(self) -> str:
-        """Zset: bulk jobs not finished yet (the leader runs them), score = created (ms)."""
-        return self._name("bulk:active")
 
     def pattern(self) -> str:
         """Glob matching every key of this namespace (for clean-up in tests and tools)."""

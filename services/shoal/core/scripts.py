@@ -1,24 +1,35 @@
 """Loads the Lua transition scripts once; each runs by SHA and reloads itself on NOSCRIPT.
 
 Every script is the publish helper for its deployment (`publish_prelude`), the generated
-key prelude (`lua_prelude`, built from `shoal.core.keys`), then the shared helpers
-(`lua/_common.lua`), then its own file. On a Redis Cluster events and wake-ups go out as
-shard messages (SPUBLISH), which stay on the namespace's shard; elsewhere as plain PUBLISH
-(the only kind Redis 6.2 has).
+prelude (`lua_prelude`: key names from `shoal.core.keys`, record fields and member formats
+from `shoal.core.record`), then the shared helpers (`lua/_common.lua`, for scripts that change
+state), then its own file, with the schema's names written in (`inline_constants`). On a Redis
+Cluster events and wake-ups go out as shard messages (SPUBLISH), which stay on the namespace's
+shard; elsewhere as plain PUBLISH (the only kind Redis 6.2 has).
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
 from redis.commands.core import AsyncScript
 
-from shoal.core.keys import CHANNELS, FIXED, PER_ID
+from shoal.core import record
+from shoal.core.keys import CHANNELS, FIXED, SCRIPT_PER_ID
 from shoal.core.redis_client import AnyRedis
+from shoal.core.states import INITIAL, TRANSITIONS, TaskState
 
 LUA_DIR = Path(__file__).with_name("lua")
-SCRIPT_NAMES = ("submit", "claim", "complete", "heartbeat", "release", "reap", "promote", "cancel", "retry")
+# Scripts that change state (prelude + _common.lua + their file).
+SCRIPT_NAMES = (
+    "submit", "claim", "complete", "heartbeat", "release", "reap", "promote", "cancel", "retry",
+    "fanout", "trim",
+)  # fmt: skip
+# Scripts that change no task: prelude + their file (`list` reads; `publish` sends an event
+# from Python: PUBLISH cannot go into a cluster pipeline).
+READ_SCRIPT_NAMES = ("list", "publish")
 # Scripts that touch no task and get no prelude: each lists its own keys in KEYS (see its header).
 PLAIN_SCRIPTS = (
     "leader_renew",
@@ -29,37 +40,91 @@ PLAIN_SCRIPTS = (
     "schedule_delete",
 )
 
+# Edges (dependents released or cascaded) one script call handles at most; the rest waits in
+# the `fanout` list for the next call. A released or cascaded dependent costs Redis about what
+# a claimed task does (~10 us here), so a call holds Redis for about 2 ms (bench/fanout.py).
+FANOUT_CHUNK = 200
+
 
 def lua_name(attr: str) -> str:
-    """The Lua identifier of a key or channel of the schema: `all_tasks` -> `K_ALL_TASKS`."""
+    """The Lua identifier of a key of the schema: `live_queues` -> `K_LIVE_QUEUES`."""
     return "K_" + attr.upper()
 
 
+def channel_name(attr: str) -> str:
+    """The Lua identifier of a channel of the schema: `wake` -> `C_WAKE`."""
+    return "C_" + attr.removesuffix("_channel").upper()
+
+
 def _lua_string(text: str) -> str:
-    if any(c in text for c in "'\\\n"):
-        raise ValueError(f"key suffix {text!r} cannot be a plain Lua string")
-    return f"'{text}'"
+    escaped = "".join(c if c.isprintable() and c not in "'\\" else f"\\{ord(c)}" for c in text)
+    return f"'{escaped}'"
+
+
+@cache
+def lua_constants() -> dict[str, str]:
+    """Names the scripts use for the schema, and the Lua expression each stands for.
+
+    They are written into the script text when it is loaded, not bound to locals: a Lua
+    function that captures a local pays for it every time the script runs (Redis runs the
+    whole file, defining every helper, on each call), and a key name or field number is
+    used by nearly every helper."""
+    out = {lua_name(attr): f"KEYS[{i}]" for i, (attr, _suffix) in enumerate(FIXED, start=1)}
+    out["K_FIXED_COUNT"] = str(len(FIXED))
+    for i, attr in enumerate(SCRIPT_PER_ID, start=len(FIXED) + 1):
+        out[lua_name(attr)] = f"KEYS[{i}]"  # only when the caller passes it
+    for i, field in enumerate(record.FIELDS, start=1):
+        out[f"R_{field.upper()}"] = str(i)
+    sep = record.SEP
+    out["R_COUNT"] = str(len(record.FIELDS))
+    out["R_SEP"] = _lua_string(sep)
+    out["R_PATTERN"] = _lua_string("^" + f"([^{sep}]*){sep}" * (len(record.FIELDS) - 1) + "(.*)$")
+    out["M_SEP"] = _lua_string(record.MEMBER_SEP)
+    out["CREATED_HEX_DIGITS"] = str(record.CREATED_HEX_DIGITS)
+    out["CREATED_FORMAT"] = f"'%0{record.CREATED_HEX_DIGITS}x'"
+    out["READY_HEX_DIGITS"] = str(record.READY_HEX_DIGITS)
+    out["READY_FORMAT"] = f"'%0{record.READY_HEX_DIGITS}x'"
+    out["READY_OFFSET"] = str(record.READY_OFFSET)
+    out["FANOUT_CHUNK"] = str(FANOUT_CHUNK)
+    out["KEPT_ATTEMPT_LOGS"] = str(record.KEPT_ATTEMPT_LOGS)
+    return out
+
+
+_NAME = re.compile(r"\b[A-Z][A-Z0-9_]*\b")
+
+
+def inline_constants(source: str) -> str:
+    """`source` with every schema name of `lua_constants` replaced by what it stands for."""
+    constants = lua_constants()
+    return _NAME.sub(lambda m: constants.get(m.group(0), m.group(0)), source)
 
 
 @cache
 def lua_prelude() -> str:
-    """Lua binding every name of the key schema: fixed keys to KEYS[i], per-id names to functions."""
-    lines = ["-- Generated by shoal.core.scripts from shoal.core.keys: every key name a script uses."]
-    for i, (attr, _suffix) in enumerate(FIXED, start=1):
-        lines.append(f"local {lua_name(attr)} = KEYS[{i}]")
-    lines.append(f"local K_FIXED_COUNT = {len(FIXED)}")
+    """The Lua the schema needs as values at run time: the per-state key tables, the legal
+    transitions, the channel names (key names and record fields are inlined instead)."""
+    lines = ["-- Generated by shoal.core.scripts from shoal.core.keys, .record and .states."]
+    states = ", ".join(f"{s.value} = {lua_name('state_' + s.value)}" for s in TaskState)
+    lines.append(f"local K_STATE = {{{states}}}")
+
+    # The legal transitions (shoal.core.states) as 'old>new'; '' is "not created yet". set_state
+    # checks every move against them (one flat table: the cheapest to build on every call).
+    moves = [("", s) for s in INITIAL] + [
+        (old, new) for old, targets in TRANSITIONS.items() for new in targets
+    ]
+    legal = ", ".join(f"['{old}>{new}'] = true" for old, new in sorted(moves))
+    lines.append(f"local TRANSITIONS = {{{legal}}}")
+    # Channels are not keys; their names share the namespace prefix of the keys.
     events_suffix = dict(FIXED)["events"]
-    # The namespace prefix, recovered from a fixed key, for the names built from an id.
-    lines.append(f"local K_PREFIX = string.sub(K_EVENTS, 1, #K_EVENTS - {len(events_suffix) + 1})")
-    for attr, template in PER_ID + CHANNELS:
-        if "{}" not in template:
-            lines.append(f"local {lua_name(attr)} = K_PREFIX .. {_lua_string(':' + template)}")
-            continue
-        head, tail = template.split("{}")
-        body = f"K_PREFIX .. {_lua_string(':' + head)} .. id"
-        if tail:
-            body += f" .. {_lua_string(tail)}"
-        lines.append(f"local function {lua_name(attr)}(id) return {body} end")
+    lines.append(f"local C_PREFIX = string.sub(K_EVENTS, 1, #K_EVENTS - {len(events_suffix) + 1})")
+    for attr, template in CHANNELS:
+        if "{}" in template:
+            head, tail = template.split("{}")
+            body = f"C_PREFIX .. {_lua_string(':' + head)} .. id"
+            body += f" .. {_lua_string(tail)}" if tail else ""
+            lines.append(f"local function {channel_name(attr)}(id) return {body} end")
+        else:
+            lines.append(f"local {channel_name(attr)} = C_PREFIX .. {_lua_string(':' + template)}")
     return "\n".join(lines) + "\n"
 
 
@@ -72,21 +137,24 @@ def publish_prelude(sharded: bool) -> str:
     )
 
 
+def compile_lua(body: str, common: bool = False, sharded_pubsub: bool = False) -> str:
+    """A runnable script: the publish helper, the prelude, the shared helpers when `common`,
+    then `body`, with the schema's names inlined."""
+    parts = [publish_prelude(sharded_pubsub), lua_prelude()]
+    if common:
+        parts.append((LUA_DIR / "_common.lua").read_text())
+    parts.append(body)
+    return inline_constants("\n".join(parts))
+
+
 def load_source(name: str, sharded_pubsub: bool = False) -> str:
-    """The script body with the publish helper, the key prelude and the shared helpers prepended."""
-    common = (LUA_DIR / "_common.lua").read_text()
-    return (
-        publish_prelude(sharded_pubsub)
-        + lua_prelude()
-        + common
-        + "\n"
-        + (LUA_DIR / f"{name}.lua").read_text()
-    )
+    """A state-changing script: the prelude, the shared helpers, then its own file."""
+    return compile_lua((LUA_DIR / f"{name}.lua").read_text(), common=True, sharded_pubsub=sharded_pubsub)
 
 
-def load_keyed(name: str, sharded_pubsub: bool = False) -> str:
-    """A script with the publish helper and the key prelude but not the task helpers."""
-    return publish_prelude(sharded_pubsub) + lua_prelude() + (LUA_DIR / f"{name}.lua").read_text()
+def load_read_source(name: str, sharded_pubsub: bool = False) -> str:
+    """A script that changes no task: the prelude, then its own file."""
+    return compile_lua((LUA_DIR / f"{name}.lua").read_text(), sharded_pubsub=sharded_pubsub)
 
 
 def load_plain(name: str) -> str:
@@ -102,7 +170,8 @@ class Scripts:
     def __init__(self, redis: AnyRedis, sharded_pubsub: bool = False) -> None:
         for name in SCRIPT_NAMES:
             setattr(self, name, redis.register_script(load_source(name, sharded_pubsub)))
-        self.publish = redis.register_script(load_keyed("publish", sharded_pubsub))
+        for name in READ_SCRIPT_NAMES:
+            setattr(self, name, redis.register_script(load_read_source(name, sharded_pubsub)))
 
     submit: AsyncScript
     claim: AsyncScript
@@ -113,4 +182,7 @@ class Scripts:
     promote: AsyncScript
     cancel: AsyncScript
     retry: AsyncScript
+    fanout: AsyncScript
+    trim: AsyncScript
+    list: AsyncScript
     publish: AsyncScript

@@ -120,6 +120,12 @@ class TaskSettings(BaseSettings):
     """A worker that has not sent a heartbeat for this long is considered lost."""
     retention_s: int = Field(86400, ge=1)
     """How long terminal tasks (and idempotency keys) are kept."""
+    retention_max_tasks: int = Field(1_000_000, ge=0)
+    """At most this many terminal tasks are kept (the oldest finished go first); 0: no cap.
+    Trimmed by the leader in bounded steps, like the age limit."""
+    max_queues: int = Field(1000, ge=1, le=100_000)
+    """Queues that may hold unfinished tasks at once; a submit to a new queue past it is
+    refused (422). Bounds what /queues, the metrics and the autoscaler read."""
     default_max_retries: int = Field(3, ge=0, le=100)
     """Retries of a task that does not say otherwise."""
     default_timeout_s: float = Field(300.0, gt=0)
@@ -128,7 +134,7 @@ class TaskSettings(BaseSettings):
     """First retry waits up to this long (exponential, full jitter)."""
     backoff_max_s: float = Field(300.0, ge=0)
     """Upper bound of the retry backoff."""
-    priority_aging_s: float = Field(60.0, gt=0)
+    priority_aging_s: float = Field(60.0, gt=0, le=1_000_000)
     """One priority level is worth this many seconds of waiting: prevents starvation."""
     leader_lock_s: float = Field(5.0, ge=0.5, le=600)
     """Lifetime of the Redis leader lock (outside Kubernetes): when the leader dies, another

@@ -23,6 +23,11 @@ TERMINAL: frozenset[TaskState] = frozenset(
 # Terminal states a dependent cannot recover from: its dependency will never succeed.
 DEAD: frozenset[TaskState] = TERMINAL - {TaskState.SUCCEEDED}
 
+# States a task can be created in (by submit).
+INITIAL: frozenset[TaskState] = frozenset(
+    {TaskState.PENDING, TaskState.SCHEDULED, TaskState.QUEUED, TaskState.UPSTREAM_FAILED}
+)
+
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.PENDING: frozenset(
         {TaskState.QUEUED, TaskState.SCHEDULED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError, TryAgainError
 
-from shoal.core import jsonutil
+from shoal.core import jsonutil, record
 from shoal.core.bulk_store import BulkStore
 from shoal.core.errors import Conflict, DuplicateTaskId, InvalidSubmission, NotFound, NotReplicated
 from shoal.core.keys import Keys
@@ -42,11 +43,13 @@ from shoal.core.states import TERMINAL, TaskState
 log = logging.getLogger(__name__)
 
 _MS = 1000.0
-_SUBMIT_FIELDS = 12
-TRIM_CHUNK = 5000  # expired ids dropped from an index per round trip
-KEPT_ATTEMPT_LOGS = 20  # the output of a task's last attempts that is kept
-EXISTS_CHUNK = 1000  # ids checked per round trip: bounded memory and Redis time whatever a request names
+KEPT_ATTEMPT_LOGS = record.KEPT_ATTEMPT_LOGS
 EVENTS_STREAM_MAXLEN = 2000  # as the transition scripts cap it (_common.lua)
+EXISTS_CHUNK = 1000  # ids checked per round trip: bounded memory and Redis time whatever a request names
+STATS_KEEP_BUCKETS = 720  # 10-second throughput buckets kept: two hours
+_CURSOR = re.compile(record.CURSOR_PATTERN)
+TRIM_LIMIT = 2000  # finished tasks one trim call drops at most (about 5 ms of Redis)
+FANOUT_DRAIN_CALLS = 10_000  # bound on the chunks one caller drains (500 edges each)
 
 
 def _ms_to_s(value: str | None) -> float | None:
@@ -59,39 +62,46 @@ def _opt(value: str | None) -> str | None:
     return value if value else None
 
 
-def task_from_hash(h: dict[str, str], history: list[str] | None = None) -> Task:
-    result = h.get("result")
-    deps = h.get("depends_on") or ""
+def task_from_record(
+    task_id: str,
+    raw: str,
+    result: str | None = None,
+    error: str | None = None,
+    traceback: str | None = None,
+    history: str | None = None,
+) -> Task:
+    """A Task from its record in the `tasks` hash and its side values."""
+    r = record.decode(raw)
+    deps = r["depends_on"]
     return Task(
-        id=h["id"],
-        name=h["name"],
-        state=TaskState(h["state"]),
-        queue=h["queue"],
-        priority=int(h["priority"]),
-        args=jsonutil.loads(h["args"]),
-        kwargs=jsonutil.loads(h["kwargs"]),
+        id=task_id,
+        name=r["name"],
+        state=TaskState(r["state"]),
+        queue=r["queue"],
+        priority=int(r["priority"]),
+        args=jsonutil.loads(r["args"]),
+        kwargs=jsonutil.loads(r["kwargs"]),
         depends_on=deps.split(",") if deps else [],
-        deps_left=int(h.get("deps_left") or 0),
-        attempts=int(h.get("attempts") or 0),
-        attempt_limit=int(h.get("attempt_limit") or 0),
-        max_retries=int(h["max_retries"]),
-        timeout_s=float(h["timeout_s"]),
+        deps_left=int(r["deps_left"] or 0),
+        attempts=int(r["attempts"] or 0),
+        attempt_limit=int(r["attempt_limit"] or 0),
+        max_retries=int(r["max_retries"]),
+        timeout_s=float(r["timeout_s"]),
         result=jsonutil.loads(result) if result else None,
-        error=_opt(h.get("error")),
-        traceback=_opt(h.get("traceback")),
-        worker_id=_opt(h.get("worker_id")),
-        idempotency_key=_opt(h.get("idempotency_key")),
-        created_at=_ms_to_s(h.get("created_at")),
-        enqueued_at=_ms_to_s(h.get("enqueued_at")),
-        started_at=_ms_to_s(h.get("started_at")),
-        finished_at=_ms_to_s(h.get("finished_at")),
-        scheduled_for=_ms_to_s(h.get("scheduled_for")),
-        history=[_attempt_from_json(item) for item in history or []],
+        error=_opt(error),
+        traceback=_opt(traceback),
+        worker_id=_opt(r["worker_id"]),
+        idempotency_key=_opt(r["idempotency_key"]),
+        created_at=round(record.created_stamp(r["created"]), 3),
+        enqueued_at=_ms_to_s(r["enqueued_at"]),
+        started_at=_ms_to_s(r["started_at"]),
+        finished_at=_ms_to_s(r["finished_at"]),
+        scheduled_for=_ms_to_s(r["scheduled_for"]),
+        history=[_attempt_from_dict(item) for item in jsonutil.loads(history)] if history else [],
     )
 
 
-def _attempt_from_json(raw: str) -> Attempt:
-    d = jsonutil.loads(raw)
+def _attempt_from_dict(d: dict[str, Any]) -> Attempt:
     return Attempt(
         attempt=int(d.get("attempt") or 0),
         worker_id=d.get("worker_id"),
@@ -147,6 +157,7 @@ class Store:
         self._lease_ms = int(tasks.lease_s * _MS)
         self._retention = int(tasks.retention_s)
         self._aging_us = int(tasks.priority_aging_s * 1_000_000)
+        self._max_queues = tasks.max_queues
         self.schedules = ScheduleStore(redis, self.keys)
         self.bulk = BulkStore(self)
         self.pauses = PauseStore(self)
@@ -246,7 +257,7 @@ class Store:
         Public for the one synchronous caller of the same script (the SDK's direct transport),
         which sends it with a synchronous client and reads the reply with `submit_results`.
         """
-        args: list[Any] = [self._retention, len(specs)]
+        args: list[Any] = [self._max_queues, len(specs)]
         for spec in specs:
             if not spec.id:
                 raise ValueError("TaskSpec.id must be assigned before submit")
@@ -267,22 +278,28 @@ class Store:
         return args
 
     async def get(self, task_id: str, with_history: bool = True) -> Task | None:
+        k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.task(task_id))
-            pipe.lrange(self.keys.history(task_id), 0, -1)
-            h, hist = await pipe.execute()
-        if not h:
+            for key in (k.tasks, k.results, k.errors, k.tracebacks, k.history):
+                pipe.hget(key, task_id)
+            raw, result, error, tb, history = await pipe.execute()
+        if raw is None:
             return None
-        return task_from_hash(h, hist if with_history else None)
+        return task_from_record(task_id, raw, result, error, tb, history if with_history else None)
 
     async def get_many(self, ids: list[str]) -> list[Task | None]:
+        """Tasks without their history, None for unknown ids."""
         if not ids:
             return []
+        k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hgetall(self.keys.task(task_id))
-            rows = await pipe.execute()
-        return [task_from_hash(h) if h else None for h in rows]
+            for key in (k.tasks, k.results, k.errors, k.tracebacks):
+                pipe.hmget(key, ids)
+            raws, results, errors, tbs = await pipe.execute()
+        return [
+            None if raw is None else task_from_record(task_id, raw, result, error, tb)
+            for task_id, raw, result, error, tb in zip(ids, raws, results, errors, tbs, strict=True)
+        ]
 
     async def exists_all(self, ids: list[str], stop_after: int | None = None) -> list[str]:
         """The ids among `ids` that name no stored task, checked EXISTS_CHUNK per round trip;
@@ -292,7 +309,7 @@ class Store:
             chunk = ids[start : start + EXISTS_CHUNK]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for task_id in chunk:
-                    pipe.exists(self.keys.task(task_id))
+                    pipe.hexists(self.keys.tasks, task_id)
                 found = await pipe.execute()
             unknown += [task_id for task_id, ok in zip(chunk, found, strict=True) if not ok]
             if stop_after is not None and len(unknown) >= stop_after:
@@ -303,7 +320,7 @@ class Store:
         """The task id each idempotency key points at (None: unknown or expired)."""
         if not idempotency_keys:
             return []
-        values = await self.redis.mget([self.keys.idempotency(key) for key in idempotency_keys])
+        values = await self.redis.hmget(self.keys.idempotency, idempotency_keys)
         return [None if value is None else str(value) for value in values]
 
     async def list_tasks(
@@ -314,39 +331,42 @@ class Store:
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Task], str | None]:
-        """Newest first. The cursor is an opaque rank offset into the index."""
-        index = self.keys.state(state.value) if state else self.keys.all_tasks
-        start = int(cursor) if cursor and cursor.isdigit() else 0
-        filtered = queue is not None or name is not None
-        out: list[Task] = []
-        scanned = start
-        chunk = limit if not filtered else max(limit * 4, 100)
-        budget = max(limit * 50, 2000)  # bound the work a sparse filter can cause
-        while len(out) < limit and scanned - start < budget:
-            ids = _strs(await self.redis.zrevrange(index, scanned, scanned + chunk - 1))
-            if not ids:
-                return out, None
-            tasks = await self.get_many(ids)
-            for i, task in enumerate(tasks):
-                if task is None:
-                    continue
-                if (queue is None or task.queue == queue) and (name is None or task.name == name):
-                    out.append(task)
-                    if len(out) == limit:
-                        scanned += i + 1
-                        more = await self.redis.zcard(index) > scanned
-                        return out, str(scanned) if more else None
-            scanned += len(ids)
-        more = await self.redis.zcard(index) > scanned
-        return out, str(scanned) if more else None
+        """One page, newest first (by creation), of the tasks matching every filter given.
+
+        One read script merges the index ranges the filters select (list.lua): its cost does
+        not grow with the backlog, and a page is empty only when nothing matches. The cursor is
+        the creation stamp of the previous page's last task; anything else starts at the top.
+        """
+        states = [TaskState(state)] if state else list(TaskState)
+        if cursor is None or not _CURSOR.match(cursor):
+            cursor = ""
+        raw = await self._scripts.list(
+            keys=self._k,
+            args=[",".join(s.value for s in states), queue or "", name or "", limit, cursor],
+        )
+        tasks = [
+            task_from_record(raw[i], raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
+            for i in range(1, len(raw), 5)
+        ]
+        return tasks, raw[0] or None
 
     async def queue_position(self, task_id: str) -> int | None:
         """How many queued tasks of its queue run before this one (None if it is not queued)."""
-        queue = await self.redis.hget(self.keys.task(task_id), "queue")
-        if queue is None:
+        raw = await self.redis.hget(self.keys.tasks, task_id)
+        if raw is None:
             return None
-        rank = await self.redis.zrank(self.keys.ready(str(queue)), task_id)
-        return None if rank is None else int(str(rank))
+        r = record.decode(str(raw))
+        if r["state"] != TaskState.QUEUED.value:
+            return None
+        member = record.ready_member(r["queue"], int(r["vseq"]), int(r["rank_offset"]), task_id)
+        low, _ = record.prefix_range(r["queue"] + record.MEMBER_SEP)
+        return int(await self.redis.zlexcount(self.keys.ready, low, "(" + member))
+
+    async def worker_task_ids(self, worker_id: str) -> list[str]:
+        """The ids of the tasks a worker holds leases on."""
+        prefix = worker_id + record.MEMBER_SEP
+        members = await self.redis.zrangebylex(self.keys.worker_tasks, *record.prefix_range(prefix))
+        return [str(m)[len(prefix) :] for m in members]
 
     # ------------------------------------------------------------------ worker side
 
@@ -382,8 +402,6 @@ class Store:
             pipe.zadd(self.keys.workers, {info.id: now_ms})
             if info.task_names:
                 pipe.sadd(self.keys.names, *info.task_names)
-            if info.queues:
-                pipe.sadd(self.keys.queues, *info.queues)
             await pipe.execute()
         await self.publish_event(event)
         return leftovers
@@ -393,7 +411,7 @@ class Store:
     ) -> HeartbeatReply:
         """Renew the leases of every task the worker still runs, in one call."""
         raw = await self._scripts.heartbeat(
-            keys=self._k,
+            keys=[*self._k, self.keys.worker(worker_id)],
             args=[worker_id, self._lease_ms, len(running_ids), processed, failed, *running_ids],
         )
         return HeartbeatReply(
@@ -403,7 +421,9 @@ class Store:
     async def claim(self, worker_id: str, queues: list[str], n: int) -> list[ClaimedTask]:
         if n <= 0:
             return []
-        raw = await self._scripts.claim(keys=self._k, args=[worker_id, n, self._lease_ms, *queues])
+        raw = await self._scripts.claim(
+            keys=[*self._k, self.keys.worker(worker_id)], args=[worker_id, n, self._lease_ms, *queues]
+        )
         claimed_at = raw[0] / _MS
         loads = jsonutil.loads
         return [
@@ -425,7 +445,7 @@ class Store:
         """Record finished attempts; False for each one refused by the fencing check."""
         if not outcomes:
             return []
-        args: list[Any] = [worker_id, self._retention, len(outcomes)]
+        args: list[Any] = [worker_id, len(outcomes)]
         base, cap = self.settings.backoff_base_s, self.settings.backoff_max_s
         dumps = jsonutil.dumps
         for o in outcomes:
@@ -447,7 +467,8 @@ class Store:
                     delay,
                 ]
         raw = await self._replicated(self._scripts.complete, args, must=False)
-        return [flag == 1 for flag in raw]
+        await self._drain_if(raw[0])
+        return [flag == 1 for flag in raw[1:]]
 
     async def hand_back(self, worker_id: str, task_ids: list[str], reason: str) -> list[str]:
         """Graceful: the worker returns tasks it will not finish; they queue again at once,
@@ -487,22 +508,23 @@ class Store:
         """release.lua: the ids released, or None when a guard (silent_ms, started_before_ms)
         spared the worker."""
         raw = await self._scripts.release(
-            keys=self._k,
-            args=[
-                worker_id, reason, int(counts), self._retention, worker_state, silent_ms,
-                started_before_ms, *(ids or []),
-            ],
-        )  # fmt: skip
-        return None if raw in (["alive"], ["newer"]) else list(raw)
+            keys=[*self._k, self.keys.worker(worker_id)],
+            args=[worker_id, reason, int(counts), worker_state, silent_ms, started_before_ms, *(ids or [])],
+        )
+        if raw in (["alive"], ["newer"]):
+            return None
+        await self._drain_if(raw[0])
+        return list(raw[1:])
 
     # ------------------------------------------------------------------ operator side
 
     async def cancel(self, task_id: str) -> Task:
-        raw = await self._replicated(self._scripts.cancel, [task_id, self._retention], must=True)
+        raw = await self._replicated(self._scripts.cancel, [task_id], must=True)
         if raw[0] == "notfound":
             raise NotFound(f"task {task_id} not found")
         if raw[0] == "conflict":
             raise Conflict(f"task {task_id} is already {raw[1]}")
+        await self._drain_if(raw[2])
         return await self._must_get(task_id)
 
     async def retry(self, task_id: str) -> Task:
@@ -516,19 +538,19 @@ class Store:
     async def cancel_many(self, task_ids: list[str], only_states: list[str]) -> list[str]:
         """Cancel each task (one cancel script call each, pipelined) if it is in one of
         `only_states`; per id 'ok', 'notfound' or 'conflict' (terminal, or in another state)."""
-        return await self._each(
-            self._scripts.cancel, [[i, self._retention, ",".join(only_states)] for i in task_ids]
-        )
+        replies = await self._each(self._scripts.cancel, [[i, ",".join(only_states)] for i in task_ids])
+        if any(reply[0] == "ok" and int(reply[2]) > 0 for reply in replies):
+            await self.drain_fanout()
+        return [str(reply[0]) for reply in replies]
 
     async def retry_many(self, task_ids: list[str]) -> list[str]:
         """Retry each failed task (one retry script call each, pipelined); per id as cancel_many."""
-        return await self._each(self._scripts.retry, [[i] for i in task_ids])
+        return [str(reply[0]) for reply in await self._each(self._scripts.retry, [[i] for i in task_ids])]
 
-    async def _each(self, script: Any, arg_lists: list[list[Any]]) -> list[str]:
+    async def _each(self, script: AsyncScript, arg_lists: list[list[Any]]) -> list[list[Any]]:
         if not arg_lists:
             return []
-        replies = await self._pipelined(script, arg_lists)
-        return [str(reply[0]) for reply in replies]
+        return await self._pipelined(script, arg_lists)
 
     async def _pipelined(self, script: AsyncScript, arg_lists: list[list[Any]]) -> list[Any]:
         """One script call per argument list, in one pipeline; loads the script on NOSCRIPT.
@@ -551,39 +573,58 @@ class Store:
     # Reads of bulk jobs (`Store.bulk`): the only code that knows how the indexes are laid out.
 
     async def task_fields(self, task_ids: list[str], fields: Sequence[str]) -> list[list[str | None]]:
-        """The named fields of each task (None for a task or field that is not there)."""
+        """The named fields of each task (None for a task that is not there): record fields,
+        plus `error` and `created_at` (ms)."""
         if not task_ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.hmget(self.keys.task(task_id), *fields)
-            return await pipe.execute()
+            pipe.hmget(self.keys.tasks, task_ids)
+            pipe.hmget(self.keys.errors, task_ids)
+            raws, errors = await pipe.execute()
+        out: list[list[str | None]] = []
+        for raw, error in zip(raws, errors, strict=True):
+            if raw is None:
+                out.append([None] * len(fields))
+                continue
+            r: dict[str, str | None] = dict(record.decode(raw))
+            r["error"] = error
+            r["created_at"] = str(int(record.created_stamp(str(r["created"])) * _MS))
+            out.append([r.get(f) or None for f in fields])
+        return out
 
     async def state_index_page(
         self, state: str, after: str | None, upper_ms: int, n: int
     ) -> tuple[list[str], str]:
-        """Ids of a state index that entered it after the position `after` (None: the start)
-        and at or before `upper_ms`, about `n` of them, oldest first; and the position to
-        continue from ('end' when nothing is left). A run of ids that entered in the same
-        millisecond is never split across pages."""
-        index = self.keys.state(state)
-        low = "-inf" if after is None else f"({after}"
-        rows: list[tuple[str, float]] = await self.redis.zrangebyscore(
-            index, low, upper_ms, start=0, num=n, withscores=True
-        )  # type: ignore[assignment]
-        if not rows:
+        """About `n` ids of a state's index from the position `after` (None: the start), in the
+        index's order (queue, name, creation), keeping only tasks created at or before
+        `upper_ms`; and the position to continue from ('end' when nothing is left). A walk
+        ends: tasks created later are skipped wherever they land."""
+        low = "-" if after is None else "(" + after
+        members = _strs(await self.redis.zrangebylex(self.keys.state(state), low, "+", start=0, num=n))
+        if not members:
             return [], "end"
-        last = rows[-1][1]
-        ids = [str(member) for member, score in rows if score != last]
-        ties: list[str] = await self.redis.zrangebyscore(index, last, last)  # type: ignore[assignment]
-        return ids + [str(member) for member in ties], str(int(last))
+        # Creation stamps are microseconds: "at or before upper_ms" is "before the next ms".
+        below = f"{(upper_ms + 1) * 1000:0{record.CREATED_HEX_DIGITS}x}"
+        ids = [record.index_member_id(m) for m in members if record.index_member_created(m) < below]
+        return ids, members[-1] if len(members) == n else "end"
 
     async def count_in_state(self, state: str, upper_ms: int) -> int:
-        """Tasks that entered `state` at or before `upper_ms` and are still in it."""
-        return int(await self.redis.zcount(self.keys.state(state), "-inf", upper_ms))
+        """Tasks in `state` now (an upper bound of those of them created at or before `upper_ms`)."""
+        return int(await self.redis.zcard(self.keys.state(state)))
 
     async def newest_in_state(self, state: str, n: int) -> list[str]:
-        return [str(i) for i in await self.redis.zrevrange(self.keys.state(state), 0, n - 1)]
+        """The ids of the `n` newest tasks (by creation) in `state`."""
+        ids: list[str] = []
+        cursor = ""
+        while len(ids) < n:
+            raw = await self._scripts.list(
+                keys=self._k, args=[state, "", "", min(1000, n - len(ids)), cursor, 1]
+            )
+            ids += _strs(raw[1:])
+            cursor = raw[0]
+            if not cursor:
+                break
+        return ids
 
     async def _must_get(self, task_id: str) -> Task:
         task = await self.get(task_id)
@@ -613,32 +654,48 @@ class Store:
     async def known_task_names(self) -> set[str]:
         return set(_strs(await self.redis.smembers(self.keys.names)))
 
+    async def live_queues(self) -> list[str]:
+        """Queues that hold unfinished tasks, are served by a registered worker or are paused,
+        sorted.
+
+        The scripts keep the first set (a queue leaves it with its last unfinished task), so a
+        queue that is empty and unused costs nothing here, in the metrics or the autoscaler."""
+        with_tasks = _strs(await self.redis.hkeys(self.keys.live_queues))
+        served = {q for worker in await self.list_workers() for q in worker.queues}
+        paused = _strs(await self.redis.hkeys(self.keys.paused_queues))
+        return sorted(served.union(with_tasks, paused))
+
     async def queue_stats(self) -> list[dict[str, Any]]:
-        queues = sorted(_strs(await self.redis.smembers(self.keys.queues)))
+        queues = await self.live_queues()
         if not queues:
             return []
+        k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
-                pipe.zcard(self.keys.ready(q))
-                pipe.hmget(self.keys.queue_counts(q), "running", "scheduled")
-                pipe.hgetall(self.keys.depth(q))
-            rows = await pipe.execute()
+                low, high = record.prefix_range(q + record.MEMBER_SEP)
+                pipe.zlexcount(k.ready, low, high)
+                pipe.zlexcount(k.state(TaskState.RUNNING.value), low, high)
+                pipe.zlexcount(k.state(TaskState.SCHEDULED.value), low, high)
+            pipe.hgetall(k.depth)
+            *rows, depth = await pipe.execute()
         paused = await self.pauses.paused()
-        out = []
-        for i, q in enumerate(queues):
-            ready, (running, scheduled), depth = rows[3 * i : 3 * i + 3]
-            out.append(
-                {
-                    "name": q,
-                    "ready": int(ready),
-                    "running": int(running or 0),
-                    "scheduled": int(scheduled or 0),
-                    "by_priority": {p: int(n) for p, n in depth.items() if int(n) > 0},
-                    "paused": q in paused,
-                    "paused_at": paused.get(q),
-                }
-            )
-        return out
+        by_priority: dict[str, dict[str, int]] = {}
+        for field, n in depth.items():
+            q, _, priority = str(field).rpartition(record.MEMBER_SEP)
+            if int(n) > 0:
+                by_priority.setdefault(q, {})[priority] = int(n)
+        return [
+            {
+                "name": q,
+                "ready": int(rows[3 * i]),
+                "running": int(rows[3 * i + 1]),
+                "scheduled": int(rows[3 * i + 2]),
+                "by_priority": by_priority.get(q, {}),
+                "paused": q in paused,
+                "paused_at": paused.get(q),
+            }
+            for i, q in enumerate(queues)
+        ]
 
     async def counts_by_state(self) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -651,14 +708,16 @@ class Store:
         """Finished tasks per 10-second bucket over the last `window_s` seconds, oldest first."""
         now_bucket = int(time.time() // 10)
         buckets = list(range(now_bucket - window_s // 10 + 1, now_bucket + 1))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for b in buckets:
-                pipe.hgetall(self.keys.stats_bucket(b))
-            rows = await pipe.execute()
-        return [
-            {"ts": b * 10, **{state: int(n) for state, n in row.items()}}
-            for b, row in zip(buckets, rows, strict=True)
-        ]
+        states = [s.value for s in TERMINAL]
+        fields = [f"{b}:{state}" for b in buckets for state in states]
+        values = await self.redis.hmget(self.keys.stats_done, fields)
+        out = []
+        for i, b in enumerate(buckets):
+            row = values[i * len(states) : (i + 1) * len(states)]
+            out.append(
+                {"ts": b * 10, **{st: int(n) for st, n in zip(states, row, strict=True) if n is not None}}
+            )
+        return out
 
     async def samples(self) -> tuple[list[int], list[int]]:
         """Recent (queue wait ms, run time ms) samples of finished attempts."""
@@ -701,23 +760,30 @@ class Store:
         """Keep what attempts printed and logged: (task id, attempt, text) each, in one round trip.
 
         Blind writes (no read): a repeated report writes the same field again. A task keeps the
-        output of its last KEPT_ATTEMPT_LOGS attempts, for the retention period.
+        output of its last KEPT_ATTEMPT_LOGS attempts, as long as the task itself is kept (the
+        retention trim drops them with it).
         """
         if not logs:
             return
+        key = self.keys.task_logs
         async with self.redis.pipeline(transaction=False) as pipe:
             for task_id, attempt, text in logs:
-                key = self.keys.task_logs(task_id)
-                pipe.hset(key, str(attempt), text)
+                pipe.hset(key, record.log_field(task_id, attempt), text)
                 if attempt > KEPT_ATTEMPT_LOGS:
-                    pipe.hdel(key, str(attempt - KEPT_ATTEMPT_LOGS))
-                pipe.expire(key, self._retention)
+                    pipe.hdel(key, record.log_field(task_id, attempt - KEPT_ATTEMPT_LOGS))
             await pipe.execute()
 
     async def attempt_logs(self, task_id: str) -> dict[int, str]:
         """What each attempt of the task printed and logged, by attempt number (oldest first)."""
-        raw = await self.redis.hgetall(self.keys.task_logs(task_id))
-        return dict(sorted((int(attempt), str(text)) for attempt, text in raw.items()))
+        raw = await self.redis.hget(self.keys.tasks, task_id)
+        if raw is None:
+            return {}
+        last = int(record.decode(str(raw))["attempts"] or 0)
+        numbers = list(range(max(1, last - KEPT_ATTEMPT_LOGS + 1), last + 1))
+        if not numbers:
+            return {}
+        texts = await self.redis.hmget(self.keys.task_logs, [record.log_field(task_id, n) for n in numbers])
+        return {n: str(text) for n, text in zip(numbers, texts, strict=True) if text is not None}
 
     async def events_after(self, after: str, count: int) -> list[tuple[str, dict[str, Any]]]:
         """Up to `count` events of the stream after id `after` (oldest first), as (id, event)."""
@@ -765,18 +831,12 @@ class Store:
 
     async def reap_expired(self, limit: int = 500) -> int:
         s = self.settings
-        return int(
-            await self._scripts.reap(
-                keys=self._k,
-                args=[
-                    limit,
-                    self._retention,
-                    int(s.backoff_base_s * _MS),
-                    int(s.backoff_max_s * _MS),
-                    random.randrange(1, 2**31),
-                ],
-            )
+        raw = await self._scripts.reap(
+            keys=self._k,
+            args=[limit, int(s.backoff_base_s * _MS), int(s.backoff_max_s * _MS), random.randrange(1, 2**31)],
         )
+        await self._drain_if(raw[1])
+        return int(raw[0])
 
     async def reap_lost_workers(self) -> list[str]:
         """Workers silent for longer than worker_ttl_s are lost; their tasks queue again now."""
@@ -794,21 +854,43 @@ class Store:
     async def promote_due(self, limit: int = 1000) -> int:
         return int(await self._scripts.promote(keys=self._k, args=[limit]))
 
-    async def trim_retention(self) -> int:
-        """Drop ids of tasks whose retention ran out from the listing indexes."""
-        cutoff = int(time.time() * _MS) - self._retention * 1000
-        removed = 0
-        for state in TERMINAL:
-            key = self.keys.state(state.value)
-            # In chunks, until none is left: one chunk per call trims less than a busy system
-            # finishes between two calls, and the indexes would grow for ever.
-            while ids := _strs(await self.redis.zrangebyscore(key, "-inf", cutoff, start=0, num=TRIM_CHUNK)):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.zrem(key, *ids)
-                    pipe.zrem(self.keys.all_tasks, *ids)
-                    await pipe.execute()
-                removed += len(ids)
-        return removed
+    async def drain_fanout(self, max_calls: int = FANOUT_DRAIN_CALLS) -> int:
+        """Carry on releases and cascades that bounded script calls left over, one chunk per
+        call (other clients run between them). Returns the work items still waiting."""
+        left = 0
+        for _ in range(max_calls):
+            left = int(await self._scripts.fanout(keys=self._k, args=[]))
+            if left == 0:
+                break
+        return left
+
+    async def _drain_if(self, left: int) -> None:
+        # A transition whose fan-out did not fit in its call finishes it before answering.
+        if int(left) > 0:
+            await self.drain_fanout()
+
+    async def trim_retention(
+        self, budget_s: float = 0.05, limit: int = TRIM_LIMIT, now_s: float | None = None
+    ) -> int:
+        """Drop finished tasks past the retention age or the count cap, oldest first.
+
+        Each call of trim.lua drops at most `limit`; the round stops when nothing more is due
+        or when it has run for `budget_s`, so it never holds the leader's other loops back
+        (what is left is due again next round). `now_s` trims as of another time than now.
+        Returns the tasks dropped."""
+        now_ms = int((time.time() if now_s is None else now_s) * _MS)
+        cutoff = now_ms - self._retention * 1000
+        keep_bucket = now_ms // 10_000 - STATS_KEEP_BUCKETS
+        deadline = time.monotonic() + budget_s
+        dropped = 0
+        while True:
+            n, more = await self._scripts.trim(
+                keys=self._k, args=[cutoff, self.settings.retention_max_tasks, limit, keep_bucket]
+            )
+            dropped += int(n)
+            keep_bucket = 0  # the stats are pruned once per round
+            if not more or time.monotonic() >= deadline:
+                return dropped
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge
 
 from shoal.core.states import TERMINAL
@@ -40,23 +42,46 @@ SCHEDULE_ERRORS = Counter("shoal_schedule_ticker_errors_total", "Schedule ticker
 BULK_TASKS = Counter("shoal_bulk_tasks_total", "Tasks cancelled or queued again by bulk jobs", ["action"])
 BULK_ERRORS = Counter("shoal_bulk_runner_errors_total", "Bulk runner rounds that failed")
 
-_depth_series: set[tuple[str, str]] = set()  # (queue, priority) series reported so far
+QUEUE_STATES = ("ready", "running", "scheduled")
+# Series reported so far: (queue, priority) of shoal_queue_depth, and the queues of the others.
+_depth_series: set[tuple[str, str]] = set()
+_queue_series: set[str] = set()
+
+
+def _forget(metric: Gauge | Counter, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never reported by this replica
+        metric.remove(*labels)
 
 
 async def refresh(store: Store) -> None:
-    """Read the gauges' values from Redis (cheap: a few pipelined reads)."""
+    """Read the gauges' values from Redis (cheap: a few pipelined reads).
+
+    Only live queues have series (those with unfinished tasks or a worker serving them): the
+    series of a queue that became empty and unused are dropped, so their number stays bounded
+    by SHOAL_MAX_QUEUES whatever names come and go. A drained priority of a live queue reads 0."""
+    global _depth_series, _queue_series
     for state, n in (await store.counts_by_state()).items():
         TASKS_BY_STATE.labels(state).set(n)
     seen: set[tuple[str, str]] = set()
+    live: set[str] = set()
     for queue in await store.queue_stats():
-        for state in ("ready", "running", "scheduled"):
+        live.add(queue["name"])
+        for state in QUEUE_STATES:
             QUEUE_TASKS.labels(queue["name"], state).set(queue[state])
         for priority, n in queue["by_priority"].items():
             QUEUE_DEPTH.labels(queue["name"], priority).set(n)
             seen.add((queue["name"], priority))
-    for queue_name, priority in _depth_series - seen:  # priorities that drained read 0
-        QUEUE_DEPTH.labels(queue_name, priority).set(0)
-    _depth_series.update(seen)
+    for queue_name, priority in _depth_series - seen:
+        if queue_name in live:
+            QUEUE_DEPTH.labels(queue_name, priority).set(0)
+            seen.add((queue_name, priority))
+        else:
+            _forget(QUEUE_DEPTH, queue_name, priority)
+    for queue_name in _queue_series - live:
+        for state in QUEUE_STATES:
+            _forget(QUEUE_TASKS, queue_name, state)
+        _forget(TASKS_SUBMITTED, queue_name)
+    _depth_series, _queue_series = seen, live
     WORKERS.set(len(await store.list_workers()))
     finished = dict.fromkeys((state.value for state in TERMINAL), 0)
     # The scripts count every terminal transition in 10-second buckets (what /stats reads too).

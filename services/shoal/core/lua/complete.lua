@@ -1,50 +1,58 @@
 -- complete: record the ends of attempts reported by one worker, fenced by attempt number.
 -- KEYS: the namespace's fixed keys (generated prelude)
--- ARGV[1] worker_id, ARGV[2] retention_s, ARGV[3] number of outcomes, then 8 fields each:
+-- ARGV[1] worker_id, ARGV[2] number of outcomes, then 8 fields each:
 --   id, attempt, ok (1/0), result_json, error, traceback, retry (1/0), retry_delay_ms
 --   (retry_delay_ms is already backoff-with-jitter, computed by the caller)
--- Returns one 1/0 per outcome: 0 means refused (the attempt is no longer current).
-local worker, retention, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+-- Returns {fan-out items left for the caller to drain, then one 1/0 per outcome: 0 means
+-- refused (the attempt is no longer current)}.
+local worker, n = ARGV[1], tonumber(ARGV[2])
 local F = 8
-local accepted = {}
+local out = {0}
 local samples = {}
 local done_leases, not_mine = {}, {}
 
+local ids = {}
+for i = 0, n - 1 do ids[#ids + 1] = ARGV[3 + i * F] end
+load_tasks(ids)
 for i = 0, n - 1 do
-  local b = 4 + i * F
+  local b = 3 + i * F
   local id, attempt = ARGV[b], tonumber(ARGV[b + 1])
-  local key = K_TASK(id)
-  local h = redis.call('HMGET', key, 'state', 'attempts', 'attempt_limit', 'started_at', 'enqueued_at',
-    'worker_id', 'idempotency_key', 'has_hist', 'has_dependents', 'queue')
-  if h[1] ~= 'running' or tonumber(h[2]) ~= attempt or h[6] ~= worker then
+  local t = REC[id]
+  local current = t and t[R_STATE] == 'running' and t[R_WORKER_ID] == worker
+  if not current or tonumber(t[R_ATTEMPTS]) ~= attempt then
     -- Refused: a stale attempt. If this worker holds a newer attempt, it keeps it.
-    if h[1] ~= 'running' or h[6] ~= worker then not_mine[#not_mine + 1] = id end
-    accepted[#accepted + 1] = 0
+    if not current then not_mine[#not_mine + 1] = worker .. M_SEP .. id end
+    out[#out + 1] = 0
   else
-    accepted[#accepted + 1] = 1
-    not_mine[#not_mine + 1] = id
+    out[#out + 1] = 1
+    not_mine[#not_mine + 1] = worker .. M_SEP .. id
     done_leases[#done_leases + 1] = id
-    local started = tonumber(h[4])
-    samples[#samples + 1] = string.format('%d,%d', started - tonumber(h[5]), NOW_MS - started)
+    local started = tonumber(t[R_STARTED_AT])
+    samples[#samples + 1] = string.format('%d,%d', started - tonumber(t[R_ENQUEUED_AT]), NOW_MS - started)
     if ARGV[b + 2] == '1' then
-      redis.call('HSET', key, 'result', ARGV[b + 3], 'finished_at', NOW_MS, 'error', '', 'traceback', '',
-        'state', 'succeeded')
-      note_state(id, 'running', 'succeeded', h[10])
-      expire_task(id, retention, h[7], h[8])
-      if h[9] then release_dependents(id) end
+      put_side(K_RESULTS, id, ARGV[b + 3])
+      if attempt > 1 then  -- only an earlier attempt can have left an error behind
+        put_side(K_ERRORS, id, false)
+        put_side(K_TRACEBACKS, id, false)
+      end
+      finish_task(id, t, 'succeeded', nil)
+      fan_out_of('r', id, t)
     else
       local err, tb = ARGV[b + 4], ARGV[b + 5]
       push_history(id, attempt, worker, 'failed', err, started)
-      redis.call('HSET', key, 'error', err, 'traceback', tb)
+      put_side(K_ERRORS, id, err)
+      put_side(K_TRACEBACKS, id, tb)
       -- retry=0: the task raised Fail, so this attempt is its last whatever the budget says.
-      local limit = ARGV[b + 6] == '1' and tonumber(h[3]) or attempt
-      retry_or_fail(id, attempt, limit, tonumber(ARGV[b + 7]), retention, false)
+      local limit = ARGV[b + 6] == '1' and tonumber(t[R_ATTEMPT_LIMIT]) or attempt
+      retry_or_fail(id, t, attempt, limit, tonumber(ARGV[b + 7]), false)
     end
   end
 end
-call_chunked('SREM', K_WORKER_TASKS(worker), not_mine)
-call_chunked('ZREM', K_LEASES, done_leases)
-call_chunked('LPUSH', K_STATS_SAMPLES, samples)
-if #samples > 0 then redis.call('LTRIM', K_STATS_SAMPLES, 0, 4999) end
-finish()
-return accepted
+if #not_mine > 0 then call_chunked('ZREM', K_WORKER_TASKS, not_mine) end
+if #done_leases > 0 then call_chunked('ZREM', K_LEASES, done_leases) end
+if #samples > 0 then
+  call_chunked('LPUSH', K_STATS_SAMPLES, samples)
+  redis.call('LTRIM', K_STATS_SAMPLES, 0, 4999)
+end
+out[1] = finish()
+return out

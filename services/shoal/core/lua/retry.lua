@@ -5,16 +5,15 @@
 -- ARGV[1] task id
 -- Returns {'ok'} | {'notfound'} | {'conflict', state}
 local id = ARGV[1]
-local key = K_TASK(id)
-local h = redis.call('HMGET', key, 'state', 'attempts', 'max_retries', 'idempotency_key')
-if not h[1] then return {'notfound'} end
-if h[1] ~= 'failed' then return {'conflict', h[1]} end
-redis.call('PERSIST', key)
-redis.call('PERSIST', K_HISTORY(id))
-if h[4] and h[4] ~= '' then redis.call('PERSIST', K_IDEMPOTENCY(h[4])) end
+local t = get_task(id)
+if not t then return {'notfound'} end
+if t[R_STATE] ~= 'failed' then return {'conflict', t[R_STATE]} end
 -- The failed attempts stay in the history; the task itself starts clean.
-redis.call('HSET', key, 'attempt_limit', tonumber(h[2]) + tonumber(h[3]) + 1, 'finished_at', '', 'result', '',
-  'error', '', 'traceback', '')
-enqueue(id, 'failed', false)
+t[R_ATTEMPT_LIMIT] = tonumber(t[R_ATTEMPTS]) + tonumber(t[R_MAX_RETRIES]) + 1
+t[R_FINISHED_AT] = ''
+put_side(K_RESULTS, id, false)
+put_side(K_ERRORS, id, false)
+put_side(K_TRACEBACKS, id, false)
+enqueue(id, t, false)
 finish()
 return {'ok'}

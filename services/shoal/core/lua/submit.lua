@@ -1,35 +1,56 @@
--- submit: create tasks (one call per batch), in the order given.
+-- submit: create tasks (one call per batch, or per chunk of a big one), in the order given.
 -- KEYS: the namespace's fixed keys (generated prelude)
--- ARGV[1] retention_s, ARGV[2] number of tasks, then 12 fields per task:
+-- ARGV[1] max live queues (0: no limit), ARGV[2] number of tasks, then 12 fields per task:
 --   id, name, queue, priority, rank_offset_us, args_json, kwargs_json,
 --   depends_on (comma-separated ids), max_retries, timeout_s, delay_ms, idempotency_key
 -- Returns a flat list: id, state, created (1/0) per task; or {'err', message} and writes nothing.
-local retention = tonumber(ARGV[1])
+local max_queues = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 local F = 12
 
--- Pass 1: refuse the whole batch before writing anything.
-local in_batch = {}
+-- Pass 1: refuse the whole batch before writing anything. One HMGET loads every task the
+-- batch names (its own ids must be new; its dependencies must exist or come earlier).
+local wanted, in_batch, new_queues = {}, {}, {}
+for i = 0, n - 1 do
+  local b = 3 + i * F
+  wanted[#wanted + 1] = ARGV[b]
+  local deps = ARGV[b + 7]
+  if deps ~= '' then
+    for dep in string.gmatch(deps, '[^,]+') do wanted[#wanted + 1] = dep end
+  end
+end
+load_tasks(wanted)
 for i = 0, n - 1 do
   local b = 3 + i * F
   local id = ARGV[b]
-  if redis.call('EXISTS', K_TASK(id)) == 1 or in_batch[id] then
-    return {'err', 'duplicate task id ' .. id}
-  end
+  if REC[id] or in_batch[id] then return {'err', 'duplicate task id ' .. id} end
   local deps = ARGV[b + 7]
   if deps ~= '' then
     for dep in string.gmatch(deps, '[^,]+') do
-      if not in_batch[dep] and redis.call('EXISTS', K_TASK(dep)) == 0 then
-        return {'err', 'unknown dependency ' .. dep}
-      end
+      if not in_batch[dep] and not REC[dep] then return {'err', 'unknown dependency ' .. dep} end
     end
   end
   in_batch[id] = true
+  new_queues[ARGV[b + 2]] = true
+end
+if max_queues > 0 then
+  local live, adding = redis.call('HLEN', K_LIVE_QUEUES), 0
+  for _, _ in pairs(new_queues) do adding = adding + 1 end
+  if live + adding > max_queues then  -- only then does it matter which queues are new
+    adding = 0
+    for q, _ in pairs(new_queues) do
+      if redis.call('HEXISTS', K_LIVE_QUEUES, q) == 0 then adding = adding + 1 end
+    end
+    if adding > 0 and live + adding > max_queues then
+      return {'err', 'too many queues: at most ' .. max_queues .. ' may hold unfinished tasks at once'}
+    end
+  end
 end
 
 local out = {}
-local created = {}   -- NOW_MS, id, ... for the listing index
-local queues = {}
+local edges = {}     -- 0, parent NUL child, ... for K_EDGES
+local idem_new = {}  -- key, id, ... for K_IDEMPOTENCY
+local idem_seen = {} -- key -> id created by this call
 -- A batch item whose idempotency key matched an existing task is an alias of that task:
 -- later items that depend on it wait on the existing task instead.
 local alias = {}
@@ -38,18 +59,16 @@ for i = 0, n - 1 do
   local id, idem = ARGV[b], ARGV[b + 11]
   local existing = nil
   if idem ~= '' then
-    existing = redis.call('GET', K_IDEMPOTENCY(idem))
-    if existing and redis.call('EXISTS', K_TASK(existing)) == 0 then existing = nil end
+    existing = idem_seen[idem] or redis.call('HGET', K_IDEMPOTENCY, idem)
+    if existing and not get_task(existing) then existing = nil end
   end
   if existing then
     alias[id] = existing
     out[#out + 1] = existing
-    out[#out + 1] = redis.call('HGET', K_TASK(existing), 'state')
+    out[#out + 1] = REC[existing][R_STATE]
     out[#out + 1] = 0
   else
-    local queue, priority, rank_offset, deps = ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 7]
-    local max_retries = tonumber(ARGV[b + 8])
-    local delay = tonumber(ARGV[b + 10])
+    local queue, deps, delay = ARGV[b + 2], ARGV[b + 7], tonumber(ARGV[b + 10])
     local left, dead, seen, resolved = 0, nil, {}, {}
     if deps ~= '' then
       for dep in string.gmatch(deps, '[^,]+') do
@@ -57,62 +76,54 @@ for i = 0, n - 1 do
         if not seen[dep] then
           seen[dep] = true
           resolved[#resolved + 1] = dep
-          local st = redis.call('HGET', K_TASK(dep), 'state')
+          local st = get_task(dep)[R_STATE]
           if DEAD[st] then
             dead = dep
           elseif st ~= 'succeeded' then
-            redis.call('SADD', K_DEPENDENTS(dep), id)
-            redis.call('HSET', K_TASK(dep), 'has_dependents', 1)
+            edges[#edges + 1] = 0
+            edges[#edges + 1] = dep .. M_SEP .. id
             left = left + 1
+            local parent = REC[dep]
+            if parent[R_DEPENDENTS] == '' then
+              parent[R_DEPENDENTS] = '1'
+              touch(dep)
+            end
           end
         end
       end
     end
+    local max_retries = tonumber(ARGV[b + 8])
+    local t = {}
+    t[R_ATTEMPTS], t[R_ATTEMPT_LIMIT], t[R_WORKER_ID], t[R_STARTED_AT] = 0, max_retries + 1, '', ''
+    t[R_ENQUEUED_AT], t[R_VSEQ], t[R_DEPS_LEFT], t[R_SCHEDULED_FOR], t[R_FINISHED_AT] = '', '', left, '', ''
+    t[R_DEPENDENTS] = ''
+    t[R_QUEUE], t[R_NAME], t[R_PRIORITY], t[R_RANK_OFFSET] = queue, ARGV[b + 1], ARGV[b + 3], ARGV[b + 4]
+    t[R_CREATED] = string.format(CREATED_FORMAT, next_vseq())
+    t[R_MAX_RETRIES], t[R_TIMEOUT_S], t[R_DELAY_MS], t[R_IDEMPOTENCY_KEY] = max_retries, ARGV[b + 9], delay, idem
+    t[R_DEPENDS_ON], t[R_ARGS], t[R_KWARGS] = table.concat(resolved, ','), ARGV[b + 5], ARGV[b + 6]
     local state
-    local extra = {}
+    create_task(id, t)
     if dead then
-      state = 'upstream_failed'
-      note_state(id, nil, 'upstream_failed')
-      extra = {'error', 'dependency ' .. dead .. ' did not succeed', 'finished_at', NOW_MS}
+      finish_task(id, t, 'upstream_failed', 'dependency ' .. dead .. ' did not succeed')
     elseif left > 0 then
-      state = 'pending'
-      note_state(id, nil, 'pending')
+      set_state(id, t, 'pending')
     elseif delay > 0 then
-      state = 'scheduled'
-      note_state(id, nil, 'scheduled', queue)
-      redis.call('ZADD', K_SCHEDULED, NOW_MS + delay, id)
-      extra = {'scheduled_for', NOW_MS + delay}
+      schedule(id, t, delay)
     else
-      state = 'queued'
-      note_state(id, nil, 'queued')
-      local vseq = next_vseq()
-      add_ready(id, queue, vseq - rank_offset, priority)
-      extra = {'enqueued_at', NOW_MS, 'vseq', vseq}
+      enqueue(id, t, false)
     end
-    redis.call('HSET', K_TASK(id),
-      'id', id, 'name', ARGV[b + 1], 'queue', queue, 'priority', priority,
-      'rank_offset', rank_offset, 'args', ARGV[b + 5], 'kwargs', ARGV[b + 6],
-      'depends_on', table.concat(resolved, ','), 'deps_left', left,
-      'max_retries', max_retries, 'attempt_limit', max_retries + 1, 'attempts', 0,
-      'timeout_s', ARGV[b + 9], 'delay_ms', delay, 'idempotency_key', idem,
-      'created_at', NOW_MS, 'state', state, unpack(extra))
-    created[#created + 1] = NOW_MS
-    created[#created + 1] = id
-    queues[queue] = true
-    if dead then expire_task(id, retention, idem, false) end
+    local state = t[R_STATE]
     if idem ~= '' then
-      if dead then
-        redis.call('SET', K_IDEMPOTENCY(idem), id, 'EX', retention)
-      else
-        redis.call('SET', K_IDEMPOTENCY(idem), id)
-      end
+      idem_seen[idem] = id
+      idem_new[#idem_new + 1] = idem
+      idem_new[#idem_new + 1] = id
     end
     out[#out + 1] = id
     out[#out + 1] = state
     out[#out + 1] = 1
   end
 end
-call_chunked('ZADD', K_ALL_TASKS, created)
-for q, _ in pairs(queues) do redis.call('SADD', K_QUEUES, q) end
+if #edges > 0 then call_chunked('ZADD', K_EDGES, edges) end
+if #idem_new > 0 then call_chunked('HSET', K_IDEMPOTENCY, idem_new) end
 finish()
 return out

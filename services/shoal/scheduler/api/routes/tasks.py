@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Query, Request, status
 from starlette.responses import Response
 
 from shoal.core.errors import NotFound
+from shoal.core.record import CURSOR_PATTERN
 from shoal.core.settings import NAME_PATTERN
 from shoal.core.states import TERMINAL, TaskState
 from shoal.core.store import Store
@@ -126,7 +127,9 @@ async def list_tasks(
     queue: Annotated[str | None, Query(pattern=NAME_PATTERN.pattern)] = None,
     name: Annotated[str | None, Query(pattern=NAME_PATTERN.pattern)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,15}$", description="A page's `next_cursor`.")] = None,
+    cursor: Annotated[
+        str | None, Query(pattern=CURSOR_PATTERN, description="A page's `next_cursor`.")
+    ] = None,
 ) -> Response:
     tasks, next_cursor = await store.list_tasks(state, queue, name, limit, cursor)
     return JSONBytesResponse({"tasks": [task_public(t) for t in tasks], "next_cursor": next_cursor})
