@@ -187,6 +187,54 @@ class AsyncClient:
     async def queues(self) -> list[QueueStatus]:
         return await self._do(calls.queues())  # type: ignore[no-any-return]
 
+    # ------------------------------------------------------------------ flow control
+
+    async def pause_queue(self, queue: str) -> QueueStatus:
+        """Pause a queue: it accepts tasks, no worker claims from it, running tasks finish."""
+        return await self._do(calls.set_queue_paused(queue, True))  # type: ignore[no-any-return]
+
+    async def resume_queue(self, queue: str) -> QueueStatus:
+        return await self._do(calls.set_queue_paused(queue, False))  # type: ignore[no-any-return]
+
+    async def schedules(self, next_runs: int = 5) -> list[dict[str, Any]]:
+        """Every schedule with its coming ticks and its status in words."""
+        return await self._do(calls.schedules(next_runs))  # type: ignore[no-any-return]
+
+    async def schedule(self, schedule_id: str, next_runs: int = 5) -> dict[str, Any]:
+        return await self._do(calls.schedule(schedule_id, next_runs))  # type: ignore[no-any-return]
+
+    async def put_schedule(self, schedule_id: str, task: str, **fields: Any) -> dict[str, Any]:
+        """Create or replace a schedule: `cron=` (with `timezone=`) or `every_s=`, and `args`,
+        `kwargs`, `queue`, `priority`, `misfire` ("run_once" or "skip"), `paused`."""
+        body = {"task": task, **{k: v for k, v in fields.items() if v is not None}}
+        return await self._do(calls.put_schedule(schedule_id, body))  # type: ignore[no-any-return]
+
+    async def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return await self._do(calls.set_schedule_paused(schedule_id, True))  # type: ignore[no-any-return]
+
+    async def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """Resume from the next tick after now (ticks that passed while paused never run)."""
+        return await self._do(calls.set_schedule_paused(schedule_id, False))  # type: ignore[no-any-return]
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._do(calls.delete_schedule(schedule_id))
+
+    async def bulk_preview(self, action: str, **criteria: Any) -> dict[str, Any]:
+        """How many tasks `bulk(action, ...)` would act on now; nothing changes."""
+        return await self._do(calls.bulk(action, criteria, preview=True))  # type: ignore[no-any-return]
+
+    async def bulk(self, action: str, **criteria: Any) -> dict[str, Any]:
+        """Start a bulk "cancel" or "retry" of every task matching `states`, `queue`, `name`,
+        `created_after`, `created_before`, `error_contains`; follow it with `bulk_job(id)`."""
+        return await self._do(calls.bulk(action, criteria))  # type: ignore[no-any-return]
+
+    async def bulk_job(self, job_id: str) -> dict[str, Any]:
+        return await self._do(calls.bulk_job(job_id))  # type: ignore[no-any-return]
+
+    async def failures(self) -> dict[str, Any]:
+        """Failed tasks grouped by the first line of their error, most frequent first."""
+        return await self._do(calls.failures())  # type: ignore[no-any-return]
+
     async def stats(self) -> Stats:
         return await self._do(calls.stats())  # type: ignore[no-any-return]
 

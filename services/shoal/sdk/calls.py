@@ -191,3 +191,52 @@ def task_request(
     if idempotency_key is not None:
         request["idempotency_key"] = idempotency_key
     return request
+
+
+# ---------------------------------------------------------------------- flow control (HTTP only)
+
+
+def set_queue_paused(queue: str, paused: bool) -> Call:
+    action = "pause" if paused else "resume"
+    return Call(f"{action}_queue", "POST", f"{API}/queues/{_id(queue)}/{action}", safe=True)
+
+
+def schedules(next_runs: int = 5) -> Call:
+    return Call(
+        "schedules", "GET", f"{API}/schedules", query={"next": next_runs}, safe=True, unwrap="schedules"
+    )
+
+
+def schedule(schedule_id: str, next_runs: int = 5) -> Call:
+    return Call(
+        "schedule", "GET", f"{API}/schedules/{_id(schedule_id)}", query={"next": next_runs}, safe=True
+    )
+
+
+def put_schedule(schedule_id: str, body: Mapping[str, Any]) -> Call:
+    """Create or replace: repeating it leaves the same schedule."""
+    return Call("put_schedule", "PUT", f"{API}/schedules/{_id(schedule_id)}", body=dict(body), safe=True)
+
+
+def set_schedule_paused(schedule_id: str, paused: bool) -> Call:
+    action = "pause" if paused else "resume"
+    return Call(f"{action}_schedule", "POST", f"{API}/schedules/{_id(schedule_id)}/{action}", safe=True)
+
+
+def delete_schedule(schedule_id: str) -> Call:
+    return Call("delete_schedule", "DELETE", f"{API}/schedules/{_id(schedule_id)}")
+
+
+def bulk(action: str, criteria: Mapping[str, Any], preview: bool = False) -> Call:
+    body = {"action": action, "filter": {k: v for k, v in criteria.items() if v is not None}}
+    if preview:
+        return Call("bulk_preview", "POST", f"{API}/bulk/preview", body=body, safe=True)
+    return Call("bulk", "POST", f"{API}/bulk", body=body)
+
+
+def bulk_job(job_id: str) -> Call:
+    return Call("bulk_job", "GET", f"{API}/bulk/{_id(job_id)}", safe=True)
+
+
+def failures() -> Call:
+    return Call("failures", "GET", f"{API}/failures", safe=True)

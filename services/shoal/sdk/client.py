@@ -220,6 +220,54 @@ class Client:
     def queues(self) -> list[QueueStatus]:
         return self._do(calls.queues())  # type: ignore[no-any-return]
 
+    # ------------------------------------------------------------------ flow control
+
+    def pause_queue(self, queue: str) -> QueueStatus:
+        """Pause a queue: it accepts tasks, no worker claims from it, running tasks finish."""
+        return self._do(calls.set_queue_paused(queue, True))  # type: ignore[no-any-return]
+
+    def resume_queue(self, queue: str) -> QueueStatus:
+        return self._do(calls.set_queue_paused(queue, False))  # type: ignore[no-any-return]
+
+    def schedules(self, next_runs: int = 5) -> list[dict[str, Any]]:
+        """Every schedule with its coming ticks and its status in words."""
+        return self._do(calls.schedules(next_runs))  # type: ignore[no-any-return]
+
+    def schedule(self, schedule_id: str, next_runs: int = 5) -> dict[str, Any]:
+        return self._do(calls.schedule(schedule_id, next_runs))  # type: ignore[no-any-return]
+
+    def put_schedule(self, schedule_id: str, task: str, **fields: Any) -> dict[str, Any]:
+        """Create or replace a schedule: `cron=` (with `timezone=`) or `every_s=`, and `args`,
+        `kwargs`, `queue`, `priority`, `misfire` ("run_once" or "skip"), `paused`."""
+        body = {"task": task, **{k: v for k, v in fields.items() if v is not None}}
+        return self._do(calls.put_schedule(schedule_id, body))  # type: ignore[no-any-return]
+
+    def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self._do(calls.set_schedule_paused(schedule_id, True))  # type: ignore[no-any-return]
+
+    def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """Resume from the next tick after now (ticks that passed while paused never run)."""
+        return self._do(calls.set_schedule_paused(schedule_id, False))  # type: ignore[no-any-return]
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._do(calls.delete_schedule(schedule_id))
+
+    def bulk_preview(self, action: str, **criteria: Any) -> dict[str, Any]:
+        """How many tasks `bulk(action, ...)` would act on now; nothing changes."""
+        return self._do(calls.bulk(action, criteria, preview=True))  # type: ignore[no-any-return]
+
+    def bulk(self, action: str, **criteria: Any) -> dict[str, Any]:
+        """Start a bulk "cancel" or "retry" of every task matching `states`, `queue`, `name`,
+        `created_after`, `created_before`, `error_contains`; follow it with `bulk_job(id)`."""
+        return self._do(calls.bulk(action, criteria))  # type: ignore[no-any-return]
+
+    def bulk_job(self, job_id: str) -> dict[str, Any]:
+        return self._do(calls.bulk_job(job_id))  # type: ignore[no-any-return]
+
+    def failures(self) -> dict[str, Any]:
+        """Failed tasks grouped by the first line of their error, most frequent first."""
+        return self._do(calls.failures())  # type: ignore[no-any-return]
+
     def stats(self) -> Stats:
         return self._do(calls.stats())  # type: ignore[no-any-return]
 
