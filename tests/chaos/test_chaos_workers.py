@@ -12,10 +12,12 @@ from chaos.conftest import Scale
 from chaos.harness import ChaosRun, wait_for
 from chaos.invariants import p50_max, recovery_times
 from chaos.report import Report, Row
-from chaos.timing import recording_lateness
+from chaos.timing import longest_queue_wait, recording_lateness
 from chaos.workload import long_sleepers, mixed_workload
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+# A guard against a hang, not a bound: a case takes 5-15 s here, but several times longer
+# with other suites loading the machine (one took over 300 s at load 12 with two CPU burners).
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
 
 def test_workers_sigkilled_at_random(
@@ -116,7 +118,11 @@ def test_workers_sigtermed_drain_gracefully(
     # each bound adds what this run took to record any task's end (a loaded machine delays both).
     late = recording_lateness(verdict.tasks)
     assert max(signal_to_hand_back) < grace_s + 3.0 + late, (signal_to_hand_back, late)
-    assert max(hand_back_to_rerun) < 2.0 + late, (hand_back_to_rerun, late)
+    # Back at its old place in the queue, a handed-back task waits for a free slot as any ready
+    # task does: no longer than the longest queue wait of the run (and less than a lease, 2 s,
+    # when slots are free), plus the recording lateness.
+    waited = longest_queue_wait(verdict.tasks)
+    assert max(hand_back_to_rerun) < max(2.0, waited) + late, (hand_back_to_rerun, waited, late)
     assert max(exit_s) < grace_s + 5.0 + late, (exit_s, late)
     report.add(
         Row(
@@ -131,6 +137,7 @@ def test_workers_sigtermed_drain_gracefully(
                 "hand-back to running again": p50_max(hand_back_to_rerun),
                 "SIGTERM to process exit": p50_max(exit_s),
                 "recording lateness of the run (s)": round(late, 3),
+                "longest queue wait of the run (s)": round(waited, 3),
             },
         )
     )

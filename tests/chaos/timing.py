@@ -32,3 +32,14 @@ def recording_lateness(tasks: Mapping[str, Stored]) -> float:
         ran = (int(fields["finished_at"]) - int(fields["started_at"])) / 1000
         late.append(ran - seconds)
     return max(late)
+
+
+def longest_queue_wait(tasks: Mapping[str, Stored]) -> float:
+    """The longest any first attempt of this run waited in the queue for a free slot (seconds):
+    from when it became ready (enqueued_at) to when a worker claimed it (started_at)."""
+    waits = [0.0]
+    for task in tasks.values():
+        fields = task.fields
+        if task.attempts == 1 and fields.get("enqueued_at") and fields.get("started_at"):
+            waits.append((int(fields["started_at"]) - int(fields["enqueued_at"])) / 1000)
+    return max(waits)
