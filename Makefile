@@ -14,7 +14,7 @@ API_PORT ?= 8000
 DASHBOARD_PORT ?= 8501
 WORKERS ?= 2
 
-.PHONY: help install up test test-deployments lint bench bench-submit chaos soak k8s settings-docs screenshots clean
+.PHONY: help install up test test-deployments lint bench bench-submit chaos soak k8s settings-docs screenshots clean acl
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ soak: install ## 200,000 tasks through two workers with memory sampled (several 
 
 settings-docs: install ## regenerate the settings tables of docs/contracts.md from the settings classes
 	$(PY) -m shoal.settings_reference docs/contracts.md
+
+acl: install ## regenerate the chart's Redis ACL command lists from services/shoal/core/acl.py
+	$(PY) -m shoal.core.acl > charts/shoal/files/redis-acl.yaml
 
 k8s: ## regenerate the plain manifests in k8s/ from the chart
 	sh scripts/render-k8s.sh

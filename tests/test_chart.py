@@ -135,10 +135,16 @@ def test_rendered_yaml_passes_yamllint(rendered: Render) -> None:
 # ---- names, labels, selectors ---------------------------------------------------------------
 
 
+CLUSTER_SCOPED = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
 def test_objects_carry_namespace_and_standard_labels(rendered: Render) -> None:
     for doc in rendered.docs:
         meta = doc["metadata"]
-        assert meta["namespace"] == NAMESPACE, meta["name"]
+        if doc["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in meta and NAMESPACE in meta["name"], meta["name"]
+        else:
+            assert meta["namespace"] == NAMESPACE, meta["name"]
         labels = meta["labels"]
         assert labels["app.kubernetes.io/name"] == "shoal"
         assert labels["app.kubernetes.io/instance"] == RELEASE
@@ -154,7 +160,13 @@ def _selectors(doc: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "Service":
         return [{"matchLabels": spec["selector"]}]
     if kind == "NetworkPolicy":
-        peers = [peer["podSelector"] for rule in spec.get("ingress", []) for peer in rule["from"]]
+        # Peers in other namespaces (ingress controller, Prometheus) select pods that are not ours.
+        peers = [
+            peer["podSelector"]
+            for rule in spec.get("ingress", [])
+            for peer in rule["from"]
+            if "podSelector" in peer and "namespaceSelector" not in peer
+        ]
         return [spec["podSelector"], *peers]
     return []
 
@@ -469,7 +481,21 @@ def test_bundled_redis_is_upstream_with_aof_on_a_volume(default: Render) -> None
     assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts["/data"] == "data"
+    # ACL users (tests/test_redis_acl.py runs them): the file is written at start, then Redis runs on it.
+    assert container["command"] == ["sh", "-c"]
+    assert container["args"] == [
+        "sh /etc/redis/write-acl.sh /tmp/users.acl"
+        " && exec redis-server /etc/redis/redis.conf --aclfile /tmp/users.acl"
+    ]
+
+
+def test_redis_with_one_password_when_acl_users_are_off() -> None:
+    out = render(set_values={"redis.acl.enabled": "false"})
+    container = out.workload("redis")["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][:2] == ["/etc/redis/redis.conf", "--requirepass"]
+    assert set(out.one("Secret")["data"]) == {"api-token", "redis-password"}
+    env = {e["name"]: e for e in out.container("worker")["env"]}
+    assert env["SHOAL_REDIS_URL"]["value"].startswith("redis://:$(SHOAL_REDIS_PASSWORD)@")
 
 
 def test_redis_fsync_policy_and_persistence_are_configurable() -> None:
@@ -483,10 +509,10 @@ def test_redis_fsync_policy_and_persistence_are_configurable() -> None:
 
 
 def test_redis_without_password_opens_protected_mode_only_behind_the_network_policy() -> None:
-    out = render(set_values={"redis.auth.enabled": "false"})
+    out = render(set_values={"redis.auth.enabled": "false", "redis.acl.enabled": "false"})
     conf = out.one("ConfigMap", f"{RELEASE}-redis")["data"]["redis.conf"]
     assert "protected-mode no" in conf
-    assert out.one("NetworkPolicy")
+    assert out.one("NetworkPolicy", f"{RELEASE}-redis")
     env = {e["name"]: e for e in out.container("scheduler")["env"]}
     assert env["SHOAL_REDIS_URL"]["value"] == f"redis://{RELEASE}-redis.{NAMESPACE}.svc:6379/0"
     assert "redis-password" not in out.one("Secret", RELEASE)["data"]
@@ -495,7 +521,7 @@ def test_redis_without_password_opens_protected_mode_only_behind_the_network_pol
 def test_external_redis_url_from_a_secret_replaces_the_statefulset() -> None:
     out = _by_name("external-redis")
     assert not out.of_kind("StatefulSet")
-    assert not out.of_kind("NetworkPolicy")
+    assert f"{RELEASE}-redis" not in {p["metadata"]["name"] for p in out.of_kind("NetworkPolicy")}
     assert not out.of_kind("Secret"), "auth.existingSecret is set: the chart must not render its own"
     for component in ("scheduler", "worker"):
         env = {e["name"]: e for e in out.container(component)["env"]}
@@ -522,7 +548,7 @@ def test_external_redis_plain_url() -> None:
 
 
 def test_network_policy_lets_only_scheduler_and_workers_reach_redis(default: Render) -> None:
-    policy = default.one("NetworkPolicy")["spec"]
+    policy = default.one("NetworkPolicy", f"{RELEASE}-redis")["spec"]
     redis = default.workload("redis")
     assert selector_matches(policy["podSelector"], pod_labels(redis))
     assert policy["policyTypes"] == ["Ingress"]
@@ -638,7 +664,9 @@ def test_generated_secret_holds_random_token_and_password(default: Render) -> No
     secret = default.one("Secret", RELEASE)
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     alphabet = set(string.ascii_letters + string.digits)
-    for key in ("api-token", "redis-password"):
+    roles = ("scheduler", "worker", "probe")
+    assert set(secret["data"]) == {"api-token", *(f"redis-{role}-password" for role in roles)}
+    for key in secret["data"]:
         value = base64.b64decode(secret["data"][key]).decode()
         assert len(value) == 48
         assert set(value) <= alphabet

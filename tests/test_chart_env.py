@@ -42,7 +42,13 @@ DASHBOARD_KEYS = {
 }
 SECRETS = {
     # The chart's own Secrets and the existing Secrets named by ci/external-redis-values.yaml.
-    "shoal": {"api-token": API_TOKEN, "redis-password": REDIS_PASSWORD},
+    "shoal": {
+        "api-token": API_TOKEN,
+        "redis-scheduler-password": f"{REDIS_PASSWORD}-scheduler",
+        "redis-worker-password": f"{REDIS_PASSWORD}-worker",
+        "redis-password": REDIS_PASSWORD,  # with redis.acl.enabled=false: one password for both
+        "metrics-token": "metrics-token-from-the-secret-0123",
+    },
     "shoal-dashboard": DASHBOARD_KEYS,
     "shoal-api": {"token": API_TOKEN, **DASHBOARD_KEYS},
     "shoal-redis-url": {"url": EXTERNAL_REDIS_URL},
@@ -111,7 +117,7 @@ def test_scheduler_settings_load_and_point_at_the_right_objects(
     autoscaling = values.get("autoscaling", {}).get("enabled", True)
     assert scaling.scaler_backend == ("kubernetes" if autoscaling else "none")
     assert scaling.scaler_max_replicas == values.get("autoscaling", {}).get("maxReplicas", 10)
-    _assert_redis_url(rendered, redis.redis_url)
+    _assert_redis_url(rendered, redis.redis_url, "scheduler")
 
 
 def test_worker_settings_load_with_the_pod_name_as_worker_id(
@@ -130,7 +136,7 @@ def test_worker_settings_load_with_the_pod_name_as_worker_id(
         worker.grace_s
         < rendered.workload("worker")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     )
-    _assert_redis_url(rendered, redis.redis_url)
+    _assert_redis_url(rendered, redis.redis_url, "worker")
 
 
 def test_dashboard_reaches_the_api_through_the_scheduler_service(
@@ -153,7 +159,7 @@ def test_dashboard_reaches_the_api_through_the_scheduler_service(
     assert url.port == service["spec"]["ports"][0]["port"]
 
 
-def _assert_redis_url(rendered: Render, url: str) -> None:
+def _assert_redis_url(rendered: Render, url: str, role: str) -> None:
     statefulsets = rendered.of_kind("StatefulSet")
     if not statefulsets:
         configured = {e["name"]: e for e in rendered.container("worker")["env"]}["SHOAL_REDIS_URL"]
@@ -164,4 +170,5 @@ def _assert_redis_url(rendered: Render, url: str) -> None:
     service = rendered.one("Service", parts.hostname.split(".")[0])
     assert parts.hostname == f"{service['metadata']['name']}.{NAMESPACE}.svc"
     assert parts.port == service["spec"]["ports"][0]["port"]
-    assert parts.password == REDIS_PASSWORD, "the password must be spliced in by $(VAR) expansion"
+    assert parts.password == f"{REDIS_PASSWORD}-{role}", "the password must be spliced in by $(VAR) expansion"
+    assert parts.username == f"shoal-{role}", "each role connects as its own ACL user"

@@ -130,12 +130,18 @@ def namespace() -> str:
     return f"ns-{uuid.uuid4().hex[:10]}"
 
 
+ROLES = ("scheduler", "worker", "probe")  # the bundled Redis' ACL users
+
+
 def _is_generated(value: str) -> bool:
     return len(value) == 48 and set(value) <= set(string.ascii_letters + string.digits)
 
 
 def test_upgrade_keeps_the_live_token_and_password(api_server: ApiServer, namespace: str) -> None:
-    live = {"api-token": "token-given-at-install-1234", "redis-password": "password-given-at-install"}
+    live = {
+        "api-token": "token-given-at-install-1234",
+        **{f"redis-{role}-password": f"{role}-password-given-at-install" for role in ROLES},
+    }
     api_server.put_secret(namespace, RELEASE, live)
     assert api_server.render_secret(namespace) == live
     assert api_server.render_secret(namespace) == live
@@ -144,7 +150,7 @@ def test_upgrade_keeps_the_live_token_and_password(api_server: ApiServer, namesp
 def test_first_install_generates_fresh_random_values(api_server: ApiServer, namespace: str) -> None:
     first = api_server.render_secret(namespace)
     second = api_server.render_secret(namespace)
-    assert set(first) == {"api-token", "redis-password"}
+    assert set(first) == {"api-token", *(f"redis-{role}-password" for role in ROLES)}
     assert all(_is_generated(value) for value in (*first.values(), *second.values()))
     assert first["api-token"] != second["api-token"], "nothing was installed yet: each render draws anew"
 
@@ -156,7 +162,7 @@ def test_a_key_added_by_an_upgrade_is_generated_and_the_rest_kept(
     api_server.put_secret(namespace, RELEASE, {"api-token": "token-given-at-install-1234"})
     data = api_server.render_secret(namespace)
     assert data["api-token"] == "token-given-at-install-1234"
-    assert _is_generated(data["redis-password"])
+    assert all(_is_generated(data[f"redis-{role}-password"]) for role in ROLES)
 
 
 def test_only_the_release_namespace_is_looked_up(api_server: ApiServer, namespace: str) -> None:

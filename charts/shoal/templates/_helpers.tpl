@@ -117,36 +117,62 @@ prometheus.io/path: /metrics
 {{- printf "%s.%s.svc" (include "shoal.redis.fullname" .) (include "shoal.namespace" .) -}}
 {{- end -}}
 
+{{/* Whether the bundled Redis has one ACL user per role. */}}
+{{- define "shoal.redis.acl" -}}
+{{- if and .Values.redis.enabled .Values.redis.auth.enabled .Values.redis.acl.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* Key of a role's Redis password in the Secret. Usage: include "shoal.redis.passwordKey" (dict "ctx" $ "role" "worker") */}}
+{{- define "shoal.redis.passwordKey" -}}
+{{- if include "shoal.redis.acl" .ctx -}}
+{{- printf "redis-%s-password" .role -}}
+{{- else -}}
+{{- .ctx.Values.auth.redisPasswordKey -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the scheduler and workers find the Redis CA certificate when Redis serves TLS. */}}
+{{- define "shoal.redis.caFile" -}}/etc/shoal/redis-tls/ca.crt{{- end -}}
+
 {{/*
-Environment that tells a container where Redis is. The bundled Redis' password comes from the
-Secret and is spliced into the URL by Kubernetes' $(VAR) expansion, so it never sits in a ConfigMap.
+Environment that tells a container where Redis is, as the ACL user of its role.
+Usage: include "shoal.redisEnv" (dict "ctx" $ "role" "scheduler")
+The bundled Redis' password comes from the Secret and is spliced into the URL by Kubernetes'
+$(VAR) expansion, so it never sits in a ConfigMap.
 */}}
 {{- define "shoal.redisEnv" -}}
-{{- if .Values.redis.enabled }}
-{{- if .Values.redis.auth.enabled }}
+{{- $ := .ctx -}}
+{{- if $.Values.redis.enabled }}
+{{- $scheme := ternary "rediss" "redis" $.Values.redis.tls.enabled -}}
+{{- if $.Values.redis.auth.enabled }}
+{{- $user := ternary (printf "shoal-%s" .role) "" (eq (include "shoal.redis.acl" $) "true") }}
 - name: SHOAL_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "shoal.secretName" . }}
-      key: {{ .Values.auth.redisPasswordKey }}
+      name: {{ include "shoal.secretName" $ }}
+      key: {{ include "shoal.redis.passwordKey" . }}
 - name: SHOAL_REDIS_URL
-  value: {{ printf "redis://:$(SHOAL_REDIS_PASSWORD)@%s:6379/0" (include "shoal.redis.host" .) | quote }}
+  value: {{ printf "%s://%s:$(SHOAL_REDIS_PASSWORD)@%s:6379/0" $scheme $user (include "shoal.redis.host" $) | quote }}
 {{- else }}
 - name: SHOAL_REDIS_URL
-  value: {{ printf "redis://%s:6379/0" (include "shoal.redis.host" .) | quote }}
+  value: {{ printf "%s://%s:6379/0" $scheme (include "shoal.redis.host" $) | quote }}
 {{- end }}
-{{- else if .Values.externalRedis.existingSecret }}
+{{- if $.Values.redis.tls.enabled }}
+- name: SHOAL_REDIS_TLS_CA_FILE
+  value: {{ include "shoal.redis.caFile" $ | quote }}
+{{- end }}
+{{- else if $.Values.externalRedis.existingSecret }}
 - name: SHOAL_REDIS_URL
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.externalRedis.existingSecret }}
-      key: {{ .Values.externalRedis.existingSecretKey }}
+      name: {{ $.Values.externalRedis.existingSecret }}
+      key: {{ $.Values.externalRedis.existingSecretKey }}
 {{- else }}
 - name: SHOAL_REDIS_URL
-  value: {{ required "externalRedis.url or externalRedis.existingSecret is required when redis.enabled=false" .Values.externalRedis.url | quote }}
+  value: {{ required "externalRedis.url or externalRedis.existingSecret is required when redis.enabled=false" $.Values.externalRedis.url | quote }}
 {{- end }}
-{{- if not .Values.redis.enabled }}
-{{- include "shoal.externalRedisEnv" . }}
+{{- if not $.Values.redis.enabled }}
+{{- include "shoal.externalRedisEnv" $ }}
 {{- end }}
 {{- end -}}
 
@@ -223,6 +249,42 @@ Secret and is spliced into the URL by Kubernetes' $(VAR) expansion, so it never 
 {{- end }}
 {{- end -}}
 
+{{/* The Redis CA certificate for the scheduler and workers (only with redis.tls.enabled). */}}
+{{- define "shoal.redisTlsVolume" -}}
+{{- if and .Values.redis.enabled .Values.redis.tls.enabled }}
+- name: redis-tls
+  secret:
+    secretName: {{ required "redis.tls.existingSecret is required when redis.tls.enabled" .Values.redis.tls.existingSecret }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "shoal.redisTlsMount" -}}
+{{- if and .Values.redis.enabled .Values.redis.tls.enabled }}
+- name: redis-tls
+  mountPath: /etc/shoal/redis-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The /metrics bearer token (only with monitoring.metricsToken.enabled). */}}
+{{- define "shoal.metricsTokenEnv" -}}
+{{- if .Values.monitoring.metricsToken.enabled }}
+- name: SHOAL_METRICS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shoal.secretName" . }}
+      key: {{ .Values.auth.metricsTokenKey }}
+{{- end }}
+{{- end -}}
+
+{{/* redis-cli as the probe user, in the Redis container. */}}
+{{- define "shoal.redis.cli" -}}
+redis-cli{{ if include "shoal.redis.acl" . }} --user shoal-probe{{ end }}{{ if .Values.redis.tls.enabled }} --tls --cacert /etc/redis/tls/ca.crt{{ end }}
+{{- end -}}
+
 {{- define "shoal.apiTokenEnv" -}}
 - name: SHOAL_API_TOKEN
   valueFrom:
@@ -293,5 +355,11 @@ Secret and is spliced into the URL by Kubernetes' $(VAR) expansion, so it never 
 {{- end -}}
 {{- if and .Values.ingress.enabled (eq .Values.ingress.dashboardPath .Values.ingress.apiPath) -}}
 {{- fail "ingress.apiPath and ingress.dashboardPath must differ" -}}
+{{- end -}}
+{{- if and .Values.redis.enabled .Values.redis.acl.enabled (not .Values.redis.auth.enabled) -}}
+{{- fail "redis.acl.enabled needs redis.auth.enabled: ACL users are passwords per role" -}}
+{{- end -}}
+{{- if and .Values.redis.enabled .Values.redis.tls.enabled (not .Values.redis.tls.existingSecret) -}}
+{{- fail "redis.tls.enabled needs redis.tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt)" -}}
 {{- end -}}
 {{- end -}}

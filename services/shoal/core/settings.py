@@ -190,8 +190,10 @@ class ApiSettings(BaseSettings):
     deep and hold integers within -2**63..2**64-1 only."""
     validate_task_names: bool = True
     """Refuse task names no worker has advertised (once any worker has registered)."""
+    metrics_token: str | None = None
+    """When set, /metrics of the scheduler and of every worker requires `Authorization: Bearer <token>`."""
 
-    @field_validator("api_token", "api_read_token", "api_dashboard_token", "api_tokens_file")
+    @field_validator("api_token", "api_read_token", "api_dashboard_token", "api_tokens_file", "metrics_token")
     @classmethod
     def _token_not_blank(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and value.strip() == "":

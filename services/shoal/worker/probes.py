@@ -2,7 +2,8 @@
 
 Plain asyncio streams, one request per connection: kubelet probes and Prometheus scrapes
 need nothing more, and the worker stays free of a web framework. Requests are bounded in
-size and time so a slow or hostile client cannot hold the server.
+size and time so a slow or hostile client cannot hold the server. Paths given a token
+(/metrics with SHOAL_METRICS_TOKEN) answer 401 without `Authorization: Bearer <token>`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
+
+from shoal.core.tokens import bearer_matches
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +83,13 @@ def verdict(ok: bool, reason: str) -> Response:
 class ProbeServer:
     """Serves GET/HEAD on a fixed set of paths; `port` is the real one once started."""
 
-    def __init__(self, host: str, port: int, routes: dict[str, Route]) -> None:
+    def __init__(
+        self, host: str, port: int, routes: dict[str, Route], tokens: Mapping[str, str] | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.routes = routes
+        self.tokens = dict(tokens or {})  # path -> bearer token it requires
         self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -104,9 +110,14 @@ class ProbeServer:
             try:
                 async with asyncio.timeout(_READ_TIMEOUT_S):
                     request_line = await reader.readline()
+                    authorization = None
                     for _ in range(_MAX_HEADERS):
-                        if await reader.readline() in (b"\r\n", b"\n", b""):
+                        line = await reader.readline()
+                        if line in (b"\r\n", b"\n", b""):
                             break
+                        name, _, value = line.decode("latin-1").partition(":")
+                        if name.strip().lower() == "authorization":
+                            authorization = value.strip()
                     else:
                         raise ValueError("too many headers")
             except (TimeoutError, ValueError, asyncio.LimitOverrunError):
@@ -118,11 +129,15 @@ class ProbeServer:
                 return
             method, target = parts[0], parts[1]
             head_only = method == "HEAD"
-            route = self.routes.get(target.split("?", 1)[0])
+            path = target.split("?", 1)[0]
+            route = self.routes.get(path)
+            token = self.tokens.get(path)
             if method not in ("GET", "HEAD"):
                 response: Response = (405, TEXT, b"method not allowed\n")
             elif route is None:
                 response = (404, TEXT, b"not found\n")
+            elif token is not None and not bearer_matches(authorization, token):
+                response = (401, TEXT, b"this path requires the metrics bearer token\n")
             else:
                 try:
                     response = route()

@@ -109,6 +109,7 @@ class Worker:
             "0.0.0.0",  # probes and scrapes come from outside the pod
             ws.worker_port,
             {"/healthz": self._healthz, "/readyz": self._readyz, "/metrics": self._metrics},
+            tokens={"/metrics": settings.api.metrics_token} if settings.api.metrics_token else None,
         )
         self.metrics_url: str | None = None
         self.started_at = time.time()

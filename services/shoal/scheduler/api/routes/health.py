@@ -1,4 +1,8 @@
-"""/healthz, /readyz and /metrics: probes and Prometheus, outside /api/v1 and without a token."""
+"""/healthz, /readyz and /metrics: probes and Prometheus, outside /api/v1 and without the API token.
+
+/metrics asks for its own bearer token when SHOAL_METRICS_TOKEN is set (Prometheus sends it;
+the API token is a client's and is not accepted there).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
-from shoal.scheduler.api.deps import StoreDep, WaitersDep
+from shoal.core.tokens import bearer_matches
+from shoal.scheduler.api.deps import SettingsDep, StoreDep, WaitersDep
+from shoal.scheduler.api.errors import error_response
 from shoal.scheduler.api.responses import JSONBytesResponse
 
 router = APIRouter(tags=["health"])
@@ -46,6 +52,18 @@ async def readyz(request: Request, store: StoreDep, waiters: WaitersDep) -> Resp
     return JSONBytesResponse(body, status_code=code)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics() -> Response:
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={401: {"description": "SHOAL_METRICS_TOKEN is set and the request did not carry it."}},
+)
+async def metrics(request: Request, settings: SettingsDep) -> Response:
+    expected = settings.api.metrics_token
+    if expected is not None and not bearer_matches(request.headers.get("authorization"), expected):
+        return error_response(
+            status.HTTP_401_UNAUTHORIZED,
+            "/metrics requires the metrics bearer token",
+            headers={"WWW-Authenticate": 'Bearer realm="shoal-metrics"'},
+        )
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
