@@ -5,7 +5,10 @@
 #   dashboard  streamlit run streamlit_app.py --server.port 8501 --server.address 0.0.0.0 --server.headless true
 # Build: docker build -t shoal:0.1.0 .
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# The base image by digest, so a rebuild gets the same bytes whatever the tag points at now.
+# Refresh (docs/kubernetes.md, "Updating pinned versions"):
+#   docker buildx imagetools inspect python:3.11-slim --format '{{json .Manifest.Digest}}'
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 # Build stage: a virtualenv with the pinned runtime dependencies (all have binary wheels) and the
 # application, byte-compiled so the read-only root filesystem never needs a .pyc write.
@@ -15,8 +18,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-cache-dir --only-binary=:all: --require-hashes -r /tmp/requirements.lock
 WORKDIR /app
 COPY pyproject.toml ./
 COPY services/ services/

@@ -14,15 +14,15 @@ API_PORT ?= 8000
 DASHBOARD_PORT ?= 8501
 WORKERS ?= 2
 
-.PHONY: help install up test test-deployments lint bench bench-submit chaos soak k8s settings-docs screenshots clean acl
+.PHONY: help install up test test-deployments lint bench bench-submit chaos soak k8s settings-docs screenshots clean acl lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
@@ -73,6 +73,14 @@ soak: install ## 200,000 tasks through two workers with memory sampled (several 
 
 settings-docs: install ## regenerate the settings tables of docs/contracts.md from the settings classes
 	$(PY) -m shoal.settings_reference docs/contracts.md
+
+# Every package the install takes, with the hashes of its files: requirements*.txt say what we
+# want (pins of the direct dependencies), the .lock files what is installed. Edit the .txt files,
+# then `make lock` (uv resolves for every platform and Python 3.11+, and hashes every file).
+LOCK := $(VENV)/bin/uv pip compile --universal --python-version 3.11 --generate-hashes --quiet
+lock: install ## re-lock requirements.lock / requirements-dev.lock after editing requirements*.txt
+	$(LOCK) requirements.txt -o requirements.lock
+	$(LOCK) -c requirements.lock requirements-dev.txt -o requirements-dev.lock
 
 acl: install ## regenerate the chart's Redis ACL command lists from services/shoal/core/acl.py
 	$(PY) -m shoal.core.acl > charts/shoal/files/redis-acl.yaml

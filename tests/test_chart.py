@@ -471,7 +471,8 @@ def test_bundled_redis_is_upstream_with_aof_on_a_volume(default: Render) -> None
     redis = default.workload("redis")
     assert redis["kind"] == "StatefulSet"
     container = redis["spec"]["template"]["spec"]["containers"][0]
-    assert re.fullmatch(r"redis:7(\.\d+)*", container["image"]), container["image"]
+    # The upstream image, pinned by digest (values.yaml redis.image.digest).
+    assert re.fullmatch(r"redis:7(\.\d+)*@sha256:[0-9a-f]{64}", container["image"]), container["image"]
     conf = default.one("ConfigMap", f"{RELEASE}-redis")["data"]["redis.conf"].splitlines()
     assert "appendonly yes" in conf
     assert "appendfsync everysec" in conf

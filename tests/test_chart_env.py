@@ -170,5 +170,8 @@ def _assert_redis_url(rendered: Render, url: str, role: str) -> None:
     service = rendered.one("Service", parts.hostname.split(".")[0])
     assert parts.hostname == f"{service['metadata']['name']}.{NAMESPACE}.svc"
     assert parts.port == service["spec"]["ports"][0]["port"]
-    assert parts.password == f"{REDIS_PASSWORD}-{role}", "the password must be spliced in by $(VAR) expansion"
-    assert parts.username == f"shoal-{role}", "each role connects as its own ACL user"
+    if parts.username:  # ACL users (the default)
+        assert parts.username == f"shoal-{role}", "each role connects as its own ACL user"
+        assert parts.password == f"{REDIS_PASSWORD}-{role}", "the password is spliced in by $(VAR) expansion"
+    else:
+        assert parts.password == REDIS_PASSWORD, "the password must be spliced in by $(VAR) expansion"

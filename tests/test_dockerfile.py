@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -57,7 +58,9 @@ def test_multi_stage_on_python_311_slim() -> None:
     args = {
         value.split("=", 1)[0]: value.split("=", 1)[1] for kind, value in _instructions() if kind == "ARG"
     }
-    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
+    image, _, digest = args["PYTHON_IMAGE"].partition("@")
+    assert image == "python:3.11-slim"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), "the base image is pinned by digest"
     stages = _stages()
     assert len(stages) >= 2
     for stage in stages:
@@ -77,7 +80,8 @@ def test_final_stage_runs_as_uid_10001_without_build_tools() -> None:
 
 def test_build_installs_the_pinned_requirements_from_wheels_only() -> None:
     build = " ".join(value for kind, value in _stages()[0] if kind == "RUN")
-    assert "pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt" in build
+    hashed = "pip install --no-cache-dir --only-binary=:all: --require-hashes -r /tmp/requirements.lock"
+    assert hashed in build
 
 
 def _dockerignore_lets_through(path: str) -> bool:
@@ -101,7 +105,7 @@ def _dockerignore_lets_through(path: str) -> bool:
 def test_copied_sources_exist_and_pass_dockerignore() -> None:
     copies = [value.split() for kind, value in _stages()[0] if kind == "COPY"]
     sources = [src for parts in copies for src in parts[:-1] if not src.startswith("--")]
-    assert {"requirements.txt", "pyproject.toml", "services/", "streamlit_app.py"} <= set(sources)
+    assert {"requirements.lock", "pyproject.toml", "services/", "streamlit_app.py"} <= set(sources)
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: missing from the repository"
         probe = source + "__init__.py" if source.endswith("/") else source

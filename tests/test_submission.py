@@ -33,9 +33,9 @@ def errors_of(body: Any, model: type = TaskCreate, limits: ValidationLimits | No
     return [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in caught.value.errors()]
 
 
-def submitter(store: Store, validate_names: bool = False) -> Submitter:
+def submitter(store: Store, validate_names: bool = False, **api: Any) -> Submitter:
     settings = Settings()
-    settings.api = ApiSettings(validate_task_names=validate_names)
+    settings.api = ApiSettings(validate_task_names=validate_names, **api)
     return Submitter(store, settings)
 
 
@@ -204,11 +204,12 @@ async def test_unknown_dependency_ids_are_named(store: Store) -> None:
 
 
 async def test_a_long_chain_of_refs_is_ordered_without_recursion(store: Store) -> None:
-    n = 2000  # the most one batch may hold, and deeper than Python's recursion limit
+    n = 3000  # deeper than Python's recursion limit
     items = [
         {"name": "step", "ref": f"s{i}", "depends_on": [f"s{i + 1}"] if i + 1 < n else []} for i in range(n)
     ]
-    admitted = await submitter(store).submit(batch(*items).tasks)
+    many = submitter(store, max_dependency_edges=n)
+    admitted = await many.submit(batch(*items, limits=ValidationLimits(max_batch=n)).tasks)
     states = [t["state"] for t in admitted.tasks]
     assert states[-1] == "queued" and set(states[:-1]) == {"pending"}
     assert admitted.tasks[0]["depends_on"] == [admitted.tasks[1]["id"]]

@@ -58,6 +58,7 @@ and would orphan the pods of an immutable Deployment selector.
 
 {{- define "shoal.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- with .Values.image.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
 {{/* The workers' image: worker.image when set (an application's tasks on top of Shoal), else the image. */}}
@@ -71,6 +72,7 @@ and would orphan the pods of an immutable Deployment selector.
 
 {{- define "shoal.redis.image" -}}
 {{- printf "%s:%s" .Values.redis.image.repository .Values.redis.image.tag -}}
+{{- with .Values.redis.image.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
 {{/* Labels that never change over the life of a release: the only ones used in selectors. */}}

@@ -178,12 +178,12 @@ class ApiSettings(BaseSettings):
     """Where the CLI and the dashboard reach the scheduler API."""
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     """Largest request body accepted (413 past it)."""
-    # The submit script holds Redis for ~10 us per task and ~2.5 us per dependency edge
-    # (measured: docs/reliability.md, "Bounded work per request"): the defaults keep one
-    # request's script call well under 50 ms, the bound every other client can live with.
-    max_batch: int = Field(2000, ge=1, le=10_000)
+    # The submit script holds Redis for ~10-25 us per task and ~3-9 us per dependency edge,
+    # depending on the machine's load (docs/reliability.md, "Bounded work per request"): the
+    # defaults keep one request's script call under 50 ms, which every other client can live with.
+    max_batch: int = Field(1000, ge=1, le=10_000)
     """Most tasks in one batch submission (422 past it)."""
-    max_dependency_edges: int = Field(5000, ge=0, le=50_000)
+    max_dependency_edges: int = Field(2000, ge=0, le=50_000)
     """Most `depends_on` entries summed over all tasks of one request (422 past it)."""
     max_payload_bytes: int = Field(256 * 1024, ge=64)
     """Largest JSON-encoded args+kwargs of one task (422 past it); besides, they may nest at most 64
