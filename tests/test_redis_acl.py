@@ -189,6 +189,27 @@ def test_the_scheduler_and_a_worker_run_everything_with_only_their_acl_users(
             with http.stream("GET", "/api/v1/events", params={"since": 0}) as events:
                 assert events.status_code == 200
                 assert any(line.startswith("data:") for line in events.iter_lines())
+            # Schedules (the leader's ticker enqueues) and bulk jobs (the leader runs them in chunks).
+            schedule = {"id": "acl-every-second", "task": "noop", "every_s": 1}
+            assert http.post("/api/v1/schedules", json=schedule).status_code == 201
+            deadline = time.monotonic() + 20
+            while http.get("/api/v1/schedules/acl-every-second").json()["last_tick"] is None:
+                assert time.monotonic() < deadline, "the schedule never ticked"
+                time.sleep(0.2)
+            assert http.get("/api/v1/schedules").status_code == 200
+            assert http.delete("/api/v1/schedules/acl-every-second").status_code in (200, 204)
+            held = [{"name": "sleep", "kwargs": {"seconds": 60}, "queue": "parked"}] * 3
+            assert http.post("/api/v1/tasks/batch", json={"tasks": held}).status_code == 201
+            bulk = {"action": "cancel", "filter": {"queue": "parked"}}
+            assert http.post("/api/v1/bulk/preview", json=bulk).status_code == 200
+            job = http.post("/api/v1/bulk", json=bulk)
+            assert job.status_code in (200, 201, 202), job.text
+            deadline = time.monotonic() + 20
+            while (done := http.get(f"/api/v1/bulk/{job.json()['id']}").json())["state"] != "done":
+                assert time.monotonic() < deadline and done["state"] in ("queued", "running"), (done, refusals(acl_redis))
+                time.sleep(0.2)
+            assert done["changed"] == 3
+            assert http.get("/api/v1/failures").status_code == 200
             [worker_info] = http.get("/api/v1/workers").json()["workers"]
             assert http.post(f"/api/v1/workers/{worker_info['id']}/drain").status_code == 200
             time.sleep(2.5)  # a few rounds of the leader's loops (reaper, promoter, retention trim)

@@ -25,20 +25,21 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# Every connection: health checks, running and loading scripts, MULTI/EXEC pipelines and
-# pub/sub subscriptions. Not CLIENT SETINFO: redis-py's handshake sends it and ignores a
+# Every connection: health checks, running and loading scripts (a pipeline of scripts asks
+# SCRIPT EXISTS first), MULTI/EXEC pipelines and pub/sub subscriptions. Not CLIENT SETINFO: redis-py's handshake sends it and ignores a
 # refusal, and Redis before 7.2 does not know it (an ACL file naming it would not load).
 HANDSHAKE_ONLY = frozenset({"client|setinfo"})
-_CONNECTION = _words("ping evalsha script|load multi exec subscribe unsubscribe")
+_CONNECTION = _words("ping evalsha script|load script|exists multi exec subscribe unsubscribe")
 
 # What each role calls from Python, outside the scripts (services/shoal/core/store.py and
 # the modules that use its connection: events, waiters, leader, wake).
 _DIRECT: dict[str, frozenset[str]] = {
-    # reads of tasks, listings, queues, workers, stats and events (API, explain, metrics);
-    # writes of the retention trim, drain requests, scaling history and published events
+    # reads of tasks, listings, queues, workers, stats and events (API, explain, metrics, bulk
+    # jobs, schedules); writes of the retention trim, drain requests, scaling history, bulk-job
+    # progress and published events
     "scheduler": _words(
-        "hgetall hget hmget lrange exists mget smembers zcard zrange zrevrange zrangebyscore zrank zscore"
-        " xrange xrevrange zrem hset lpush ltrim publish xadd"
+        "hgetall hget hmget lrange exists mget smembers zcard zcount zrange zrevrange zrangebyscore zrank zscore"
+        " xrange xrevrange zrem hset hincrby lpush ltrim publish xadd del expire sadd zadd"
     ),
     # registration (one MULTI/EXEC) and the event announcing it
     "worker": _words("del hset zadd sadd publish xadd"),
