@@ -206,7 +206,8 @@ def test_the_scheduler_and_a_worker_run_everything_with_only_their_acl_users(
             assert job.status_code in (200, 201, 202), job.text
             deadline = time.monotonic() + 20
             while (done := http.get(f"/api/v1/bulk/{job.json()['id']}").json())["state"] != "done":
-                assert time.monotonic() < deadline and done["state"] in ("queued", "running"), (done, refusals(acl_redis))
+                assert time.monotonic() < deadline, (done, refusals(acl_redis))
+                assert done["state"] in ("queued", "running"), done
                 time.sleep(0.2)
             assert done["changed"] == 3
             assert http.get("/api/v1/failures").status_code == 200

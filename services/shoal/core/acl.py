@@ -26,8 +26,9 @@ def _words(text: str) -> frozenset[str]:
 
 
 # Every connection: health checks, running and loading scripts (a pipeline of scripts asks
-# SCRIPT EXISTS first), MULTI/EXEC pipelines and pub/sub subscriptions. Not CLIENT SETINFO: redis-py's handshake sends it and ignores a
-# refusal, and Redis before 7.2 does not know it (an ACL file naming it would not load).
+# SCRIPT EXISTS first), MULTI/EXEC pipelines and pub/sub subscriptions. Not CLIENT SETINFO:
+# redis-py's handshake sends it and ignores a refusal, and Redis before 7.2 does not know it
+# (an ACL file naming it would not load).
 HANDSHAKE_ONLY = frozenset({"client|setinfo"})
 _CONNECTION = _words("ping evalsha script|load script|exists multi exec subscribe unsubscribe")
 
@@ -38,8 +39,8 @@ _DIRECT: dict[str, frozenset[str]] = {
     # jobs, schedules); writes of the retention trim, drain requests, scaling history, bulk-job
     # progress and published events
     "scheduler": _words(
-        "hgetall hget hmget lrange exists mget smembers zcard zcount zrange zrevrange zrangebyscore zrank zscore"
-        " xrange xrevrange zrem hset hincrby lpush ltrim publish xadd del expire sadd zadd"
+        "hgetall hget hmget lrange exists mget smembers zcard zcount zrange zrevrange zrangebyscore"
+        " zrank zscore xrange xrevrange zrem hset hincrby lpush ltrim publish xadd del expire sadd zadd"
     ),
     # registration (one MULTI/EXEC) and the event announcing it
     "worker": _words("del hset zadd sadd publish xadd"),
