@@ -494,7 +494,7 @@ def test_redis_with_one_password_when_acl_users_are_off() -> None:
     out = render(set_values={"redis.acl.enabled": "false"})
     container = out.workload("redis")["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][:2] == ["/etc/redis/redis.conf", "--requirepass"]
-    assert set(out.one("Secret")["data"]) == {"api-token", "redis-password"}
+    assert set(out.one("Secret", RELEASE)["data"]) == {"api-token", "redis-password"}
     env = {e["name"]: e for e in out.container("worker")["env"]}
     assert env["SHOAL_REDIS_URL"]["value"].startswith("redis://:$(SHOAL_REDIS_PASSWORD)@")
 
