@@ -84,6 +84,13 @@ def test_the_dashboard_is_reachable_from_the_ingress_controller_only(default: Re
     assert peers(policy) == [{"namespaceSelector": {"matchLabels": INGRESS_NS}, "podSelector": {}}]
 
 
+def test_an_authenticating_proxy_can_be_let_in_to_the_dashboard() -> None:
+    proxy = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "oauth2-proxy"}}}
+    label = "networkPolicy.dashboardExtraFrom[0].podSelector.matchLabels." + r"app\.kubernetes\.io/name"
+    rendered = render(set_values={label: "oauth2-proxy"})
+    assert peers(policy_for(rendered, "dashboard"))[1:] == [proxy]
+
+
 def test_worker_metrics_are_reachable_from_prometheus_only(default: Render) -> None:
     policy = policy_for(default, "worker")
     assert ports(policy) == ["metrics"]
