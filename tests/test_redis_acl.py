@@ -34,7 +34,8 @@ from helm_render import CHART, render
 from process_stack import ProcessStack
 from shoal.core import acl
 from shoal.core.models import TaskSpec
-from shoal.core.settings import TaskSettings
+from shoal.core.redis_client import RedisConnector
+from shoal.core.settings import RedisSettings, TaskSettings
 from shoal.core.store import Store
 from shoal.redis_local import find_redis_server, free_port
 
@@ -323,14 +324,16 @@ def test_redis_over_tls_as_the_chart_configures_it(tmp_path: Path) -> None:
     [mount] = [m for m in scheduler["containers"][0]["volumeMounts"] if m["name"] == "redis-tls"]
     [volume] = [v for v in scheduler["volumes"] if v["name"] == "redis-tls"]
     assert volume["secret"]["secretName"] == "shoal-redis-tls"
-    url = {e["name"]: e for e in scheduler["containers"][0]["env"]}["SHOAL_REDIS_URL"]["value"]
-    assert url.startswith(
-        "rediss://shoal-scheduler:$(SHOAL_REDIS_PASSWORD)@shoal-redis.shoal.svc:6379/0?ssl_ca_certs="
+    env = {e["name"]: e.get("value") for e in scheduler["containers"][0]["env"]}
+    assert (
+        env["SHOAL_REDIS_URL"]
+        == "rediss://shoal-scheduler:$(SHOAL_REDIS_PASSWORD)@shoal-redis.shoal.svc:6379/0"
     )
-    local = (
-        url.replace("$(SHOAL_REDIS_PASSWORD)", PASSWORDS["scheduler"])
-        .replace("shoal-redis.shoal.svc:6379", f"127.0.0.1:{port}")
-        .replace(mount["mountPath"], str(tls))
+    assert env["SHOAL_REDIS_TLS_CA_FILE"] == f"{mount['mountPath']}/ca.crt"
+    local = RedisSettings(
+        redis_url=f"rediss://shoal-scheduler:{PASSWORDS['scheduler']}@127.0.0.1:{port}/0",
+        namespace="shoal",
+        redis_tls_ca_file=str(tls / "ca.crt"),
     )
     try:
         asyncio.run(_submit_over(local, proc))
@@ -339,8 +342,9 @@ def test_redis_over_tls_as_the_chart_configures_it(tmp_path: Path) -> None:
         proc.wait(10)
 
 
-async def _submit_over(url: str, server: subprocess.Popen[bytes]) -> None:
-    store = Store(Redis.from_url(url, decode_responses=True), "shoal", TaskSettings())
+async def _submit_over(settings: RedisSettings, server: subprocess.Popen[bytes]) -> None:
+    """The scheduler's own client (shoal.core.redis_client) over TLS, as the chart configures it."""
+    store = Store(RedisConnector(settings).client("acl-tls-test"), "shoal", TaskSettings())
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -354,7 +358,7 @@ async def _submit_over(url: str, server: subprocess.Popen[bytes]) -> None:
         [created] = await store.submit([TaskSpec(name="echo", id=uuid.uuid4().hex)])
         assert (await store.get(created.id)) is not None
         plain = Redis.from_url(
-            url.replace("rediss://", "redis://").split("?")[0], retry=Retry(NoBackoff(), 0)
+            settings.redis_url.replace("rediss://", "redis://"), retry=Retry(NoBackoff(), 0)
         )
         with pytest.raises(redis_sync.ConnectionError):  # no plain-text port, and TLS is not spoken in clear
             await plain.ping()

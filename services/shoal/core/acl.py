@@ -25,12 +25,17 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# Every connection: health checks, running and loading scripts (a pipeline of scripts asks
-# SCRIPT EXISTS first), MULTI/EXEC pipelines and pub/sub subscriptions. Not CLIENT SETINFO:
-# redis-py's handshake sends it and ignores a refusal, and Redis before 7.2 does not know it
-# (an ACL file naming it would not load).
+# Every connection: its name (CLIENT SETNAME, shoal.core.redis_client), health checks,
+# running and loading scripts (a pipeline of scripts asks SCRIPT EXISTS first), MULTI/EXEC
+# pipelines, pub/sub subscriptions (sharded on a cluster) and WAIT after writes when
+# SHOAL_REDIS_WAIT_REPLICAS asks for it. Not CLIENT SETINFO: redis-py's handshake sends it
+# and ignores a refusal, and Redis before 7.2 does not know it (an ACL file naming it would
+# not load).
 HANDSHAKE_ONLY = frozenset({"client|setinfo"})
-_CONNECTION = _words("ping evalsha script|load script|exists multi exec subscribe unsubscribe")
+_CONNECTION = _words(
+    "ping client|setname evalsha script|load script|exists multi exec"
+    " subscribe unsubscribe ssubscribe sunsubscribe wait"
+)
 
 # What each role calls from Python, outside the scripts (services/shoal/core/store.py and
 # the modules that use its connection: events, waiters, leader, wake).
@@ -40,7 +45,7 @@ _DIRECT: dict[str, frozenset[str]] = {
     # progress and published events
     "scheduler": _words(
         "hgetall hget hmget lrange exists mget smembers zcard zcount zrange zrevrange zrangebyscore"
-        " zrank zscore xrange xrevrange zrem hset hincrby lpush ltrim publish xadd del expire sadd zadd"
+        " zrank zscore xrange xrevrange xread zrem hset hincrby lpush ltrim publish xadd del expire sadd zadd"
     ),
     # registration (one MULTI/EXEC) and the event announcing it
     "worker": _words("del hset zadd sadd publish xadd"),
