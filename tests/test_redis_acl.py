@@ -179,10 +179,7 @@ def test_the_scheduler_and_a_worker_run_everything_with_only_their_acl_users(
             assert http.get(f"/api/v1/tasks/{ids['b']}/explain").status_code == 200
             assert len(http.get("/api/v1/tasks", params={"state": "succeeded"}).json()["tasks"]) >= 3
             assert http.get("/api/v1/tasks", params={"queue": "default", "name": "echo"}).status_code == 200
-            assert {q["name"] for q in http.get("/api/v1/queues").json()["queues"]} >= {
-                "default",
-                "elsewhere",
-            }
+            assert "default" in {q["name"] for q in http.get("/api/v1/queues").json()["queues"]}
             assert http.get("/api/v1/stats").json()["workers"] == 1
             assert http.get("/api/v1/scaling").status_code == 200
             assert http.get("/readyz").json()["leader"] is True
