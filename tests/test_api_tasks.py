@@ -248,6 +248,54 @@ async def test_retry_requeues_a_failed_task(client: Client, store: Store) -> Non
     assert caught.value.status == 404
 
 
+async def test_retry_with_dependents_recovers_a_dag_in_place(
+    api: ApiServer, client: Client, store: Store
+) -> None:
+    parent, child, grandchild = client.submit_batch(
+        [
+            task_request("a", ref="p", max_retries=0),
+            task_request("b", ref="c", depends_on=["p"]),
+            task_request("c", depends_on=["c"]),
+        ]
+    )
+    await work_once(store, ok=False, retry=False)
+    assert [client.get(t["id"])["state"] for t in (child, grandchild)] == ["upstream_failed"] * 2
+    url = f"{api.url}/api/v1/tasks/{parent['id']}/retry"
+    response = await asyncio.to_thread(httpx.post, url, params={"dependents": "true"})
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "queued"
+    assert response.headers["X-Shoal-Retried-Dependents"] == "2"
+    assert [client.get(t["id"])["state"] for t in (child, grandchild)] == ["pending"] * 2
+    for expected in (parent, child, grandchild):
+        assert (await work_once(store)).ids == [expected["id"]]
+    assert {client.get(t["id"])["state"] for t in (parent, child, grandchild)} == {"succeeded"}
+    # The SDK sends the same; a task that is not failed or cancelled is a 409 with the reason.
+    with pytest.raises(ShoalError) as caught:
+        client.retry(parent["id"], dependents=True)
+    assert caught.value.status == 409 and "only failed or cancelled tasks" in caught.value.detail
+
+
+async def test_retry_with_dependents_past_the_bound_is_409_and_changes_nothing(
+    api_factory: Callable[..., ApiServer], store: Store
+) -> None:
+    api = api_factory(max_retry_dependents=3)
+    with api.client() as client:
+        items = [task_request("a", ref="p", max_retries=0)] + [
+            task_request("b", depends_on=["p"]) for _ in range(4)
+        ]
+        parent, *children = client.submit_batch(items)
+        await work_once(store, ok=False, retry=False)
+        with pytest.raises(ShoalError) as caught:
+            client.retry(parent["id"], dependents=True)
+        assert caught.value.status == 409
+        assert (
+            "more than 3 upstream_failed tasks" in caught.value.detail
+            and "nothing was changed" in caught.value.detail
+        )
+        assert client.get(parent["id"])["state"] == "failed"
+        assert {client.get(c["id"])["state"] for c in children} == {"upstream_failed"}
+
+
 # ---------------------------------------------------------------- list
 
 

@@ -84,6 +84,26 @@ def test_drain_a_worker(api: ApiServer, redis_url: str, namespace: str) -> None:
     assert "worker-a  draining" in workers.stdout
 
 
+def test_retry_with_dependents_in_both_modes(api: ApiServer, redis_url: str, namespace: str) -> None:
+    with api.client() as client:
+        parent, child = client.submit_batch(
+            [task_request("a", ref="p", max_retries=0), task_request("b", depends_on=["p"])]
+        )
+        in_store(redis_url, namespace, lambda s: work_once(s, ok=False, retry=False))
+        human = shoal(api, "retry", parent["id"], "--dependents")
+        assert human.returncode == 0, human.stderr
+        assert parent["id"] in human.stdout and "queued" in human.stdout
+        assert client.get(child["id"])["state"] == "pending"
+        client.cancel(parent["id"])
+        assert client.get(child["id"])["state"] == "upstream_failed"
+        as_json = shoal(api, "--json", "retry", "--dependents", parent["id"])
+        assert json.loads(as_json.stdout)["state"] == "queued"
+        assert client.get(child["id"])["state"] == "pending"
+    refused = shoal(api, "retry", child["id"], "--dependents")
+    assert refused.returncode == cli.EXIT_CONFLICT and "only failed or cancelled" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_scaling_shows_the_autoscaler(api: ApiServer) -> None:
     human = shoal(api, "scaling")
     assert human.returncode == 0, human.stderr

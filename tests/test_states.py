@@ -48,10 +48,16 @@ def test_terminal_states() -> None:
     assert TERMINAL - {S.SUCCEEDED} == DEAD
 
 
-def test_terminal_states_have_no_way_out_except_manual_retry_of_failed() -> None:
-    for state in TERMINAL:
-        expected = {S.QUEUED} if state is S.FAILED else set()
-        assert set(TRANSITIONS[state]) == expected, state
+def test_terminal_states_have_no_way_out_except_a_manual_retry() -> None:
+    """A retry queues a failed task, or a cancelled one (pending when it still waits on
+    something); with dependents, the upstream_failed tasks below it wait again."""
+    expected = {
+        S.SUCCEEDED: set(),
+        S.FAILED: {S.QUEUED},
+        S.CANCELLED: {S.QUEUED, S.PENDING},
+        S.UPSTREAM_FAILED: {S.PENDING},
+    }
+    assert {state: set(TRANSITIONS[state]) for state in TERMINAL} == expected
 
 
 def test_no_state_transitions_to_itself() -> None:
@@ -193,6 +199,8 @@ async def _mixed_workload(store: Store, namespace: str) -> None:
     dropped = spec(depends_on=[parent.id])
     dropped_id = (await submit_specs(store, [parent, child, grandchild, later, dropped]))[-1]
     await store.cancel(dropped_id)  # pending -> cancelled
+    await store.retry(dropped_id)  # cancelled -> pending (its dependency has not run yet)
+    await store.cancel(dropped_id)
     delayed = await submit(store, delay_s=0.05)  # scheduled
     await submit(store, depends_on=[delayed], max_retries=0)  # pending
     # pending -> queued / scheduled (parent succeeds) and queued -> running -> succeeded
@@ -207,6 +215,9 @@ async def _mixed_workload(store: Store, namespace: str) -> None:
     await store.complete("w1", [failed(c, retry=False)])
     # failed -> queued (manual retry), queued -> cancelled
     await store.retry(child.id)
+    await store.cancel(child.id)
+    # cancelled -> queued and upstream_failed -> pending (the grandchild), then both dead again
+    await store.retry_with_dependents(child.id, 10)  # type: ignore[arg-type]
     await store.cancel(child.id)
     # scheduled -> queued (promote), then running -> cancelled
     await asyncio.sleep(0.06)
@@ -287,4 +298,5 @@ async def test_per_queue_counts_follow_every_transition(store: Store, namespace:
 
 @pytest.mark.parametrize("state", sorted(TERMINAL))
 def test_terminal_is_not_transient(state: TaskState) -> None:
-    assert not TRANSITIONS[state] - {S.QUEUED}
+    """No script moves a finished task on by itself: only a manual retry does (to these)."""
+    assert not TRANSITIONS[state] - {S.QUEUED, S.PENDING}

@@ -159,9 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text, id_help in (
         ("status", "show a task: state, attempts, error and traceback", "the task's id"),
         ("cancel", "cancel a task that has not finished (its pending dependents too)", "the task's id"),
-        ("retry", "queue a failed task again with a fresh retry budget", "the task's id"),
     ):
         sub.add_parser(name, parents=[common], help=help_text).add_argument("id", help=id_help)
+    r = sub.add_parser(
+        "retry", parents=[common], help="run a failed or cancelled task again with a fresh retry budget"
+    )
+    r.add_argument("id", help="the task's id")
+    r.add_argument(
+        "--dependents",
+        action="store_true",
+        help="also return the upstream_failed tasks below it to pending (they run when it succeeds)",
+    )
     w = sub.add_parser(
         "wait", parents=[common], help="wait until a task finishes (exit 1 unless it succeeds)"
     )
@@ -309,8 +317,10 @@ def _run_api_command(client: Client, args: argparse.Namespace) -> int:
     if cmd in ("status", "cancel", "retry", "wait"):
         if cmd == "wait":
             task = client.wait(args.id, timeout_s=args.timeout)
+        elif cmd == "retry":
+            task = client.retry(args.id, dependents=args.dependents)
         else:
-            task = {"status": client.get, "cancel": client.cancel, "retry": client.retry}[cmd](args.id)
+            task = {"status": client.get, "cancel": client.cancel}[cmd](args.id)
         out.json(task) if out.as_json else cli_views.task(out, task)
         return EXIT_FAILED if cmd == "wait" and task["state"] != "succeeded" else EXIT_OK
     if cmd == "tasks":

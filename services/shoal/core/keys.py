@@ -24,6 +24,9 @@ FIXED: tuple[tuple[str, str], ...] = (
     ("task_logs", "logs"),  # hash id NUL attempt -> what that attempt printed and logged
     ("idempotency", "idem"),  # hash idempotency key -> task id
     ("edges", "edges"),  # lex zset: parent NUL child
+    # lex zset: parent NUL child, the edges a cascade went through to an upstream_failed child
+    # (kept while the parent is there: a retry with dependents walks them back)
+    ("cut_edges", "edges:cut"),
     ("ready", "ready"),  # lex zset: queue NUL claim order id
     # lex zsets, one per state: queue NUL name NUL created id
     *((f"state_{s.value}", f"state:{s.value}") for s in TaskState),
@@ -87,6 +90,7 @@ class Keys:
     task_logs: str
     idempotency: str
     edges: str
+    cut_edges: str
     ready: str
     ranges: str
     done: str

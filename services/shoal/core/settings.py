@@ -185,6 +185,10 @@ class ApiSettings(BaseSettings):
     """Most tasks in one batch submission (422 past it)."""
     max_dependency_edges: int = Field(2000, ge=0, le=50_000)
     """Most `depends_on` entries summed over all tasks of one request (422 past it)."""
+    # The retry script holds Redis for about what a cascade does per task and edge.
+    max_retry_dependents: int = Field(2000, ge=1, le=50_000)
+    """Most upstream_failed tasks one retry with dependents returns to pending (and 4x as many
+    dependency edges walked); a bigger DAG is refused with 409 and nothing changed."""
     max_payload_bytes: int = Field(256 * 1024, ge=64)
     """Largest JSON-encoded args+kwargs of one task (422 past it); besides, they may nest at most 64
     deep and hold integers within -2**63..2**64-1 only."""

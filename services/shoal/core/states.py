@@ -44,9 +44,10 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
         }
     ),
     TaskState.SUCCEEDED: frozenset(),
-    TaskState.FAILED: frozenset({TaskState.QUEUED}),
-    TaskState.CANCELLED: frozenset(),
-    TaskState.UPSTREAM_FAILED: frozenset(),
+    TaskState.FAILED: frozenset({TaskState.QUEUED}),  # a manual retry
+    # A manual retry; with dependents, the upstream_failed tasks below it wait again.
+    TaskState.CANCELLED: frozenset({TaskState.QUEUED, TaskState.PENDING}),
+    TaskState.UPSTREAM_FAILED: frozenset({TaskState.PENDING}),
 }
 
 

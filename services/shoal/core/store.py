@@ -528,12 +528,38 @@ class Store:
         return await self._must_get(task_id)
 
     async def retry(self, task_id: str) -> Task:
-        raw = await self._replicated(self._scripts.retry, [task_id], must=True)
+        """Run a failed or cancelled task again with a fresh retry budget (its dependents stay)."""
+        await self._retry(task_id, with_dependents=False, bound=0)
+        return await self._must_get(task_id)
+
+    async def retry_with_dependents(self, task_id: str, bound: int) -> tuple[Task, int]:
+        """Retry a failed or cancelled task and return the upstream_failed tasks below it to
+        pending, in one script call: the DAG runs on under the same ids. Refused (Conflict,
+        nothing written) past `bound` dependents or 4 x `bound` edges walked. Returns the task
+        and how many dependents went back; one that also waits on another dependency that
+        stays dead (failed, cancelled or gone) stays upstream_failed, and so do those below it."""
+        back = await self._retry(task_id, with_dependents=True, bound=bound)
+        return await self._must_get(task_id), back
+
+    async def _retry(self, task_id: str, with_dependents: bool, bound: int) -> int:
+        raw = await self._replicated(self._scripts.retry, [task_id, int(with_dependents), bound], must=True)
         if raw[0] == "notfound":
             raise NotFound(f"task {task_id} not found")
         if raw[0] == "conflict":
-            raise Conflict(f"only failed tasks can be retried; task {task_id} is {raw[1]}")
-        return await self._must_get(task_id)
+            raise Conflict(f"only failed or cancelled tasks can be retried; task {task_id} is {raw[1]}")
+        if raw[0] == "blocked":
+            state = raw[2] or "gone"
+            raise Conflict(
+                f"task {task_id} waits on {raw[1]}, which is {state} and would never succeed; "
+                f"retry {raw[1]} with its dependents instead"
+            )
+        if raw[0] == "toobig":
+            raise Conflict(
+                f"task {task_id} has more than {raw[1]} upstream_failed tasks below it (or more than "
+                f"{4 * int(raw[1])} edges to walk), more than one retry may return at once "
+                "(SHOAL_MAX_RETRY_DEPENDENTS); nothing was changed"
+            )
+        return int(raw[1])
 
     async def cancel_many(self, task_ids: list[str], only_states: list[str]) -> list[str]:
         """Cancel each task (one cancel script call each, pipelined) if it is in one of
@@ -544,7 +570,8 @@ class Store:
         return [str(reply[0]) for reply in replies]
 
     async def retry_many(self, task_ids: list[str]) -> list[str]:
-        """Retry each failed task (one retry script call each, pipelined); per id as cancel_many."""
+        """Retry each failed or cancelled task (one retry script call each, pipelined); per id as
+        cancel_many."""
         return [str(reply[0]) for reply in await self._each(self._scripts.retry, [[i] for i in task_ids])]
 
     async def _each(self, script: AsyncScript, arg_lists: list[list[Any]]) -> list[list[Any]]:

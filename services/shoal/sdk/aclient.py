@@ -170,8 +170,8 @@ class AsyncClient:
     async def cancel(self, task_id: str) -> TaskInfo:
         return await self._do(calls.cancel(task_id))  # type: ignore[no-any-return]
 
-    async def retry(self, task_id: str) -> TaskInfo:
-        return await self._do(calls.retry(task_id))  # type: ignore[no-any-return]
+    async def retry(self, task_id: str, dependents: bool = False) -> TaskInfo:
+        return await self._do(calls.retry(task_id, dependents))  # type: ignore[no-any-return]
 
     async def explain(self, task_id: str) -> Explanation:
         return await self._do(calls.explain(task_id))  # type: ignore[no-any-return]

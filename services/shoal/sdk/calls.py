@@ -99,8 +99,14 @@ def cancel(task_id: str) -> Call:
     return Call("cancel", "POST", f"{API}/tasks/{_id(task_id)}/cancel", args={"task_id": task_id})
 
 
-def retry(task_id: str) -> Call:
-    return Call("retry", "POST", f"{API}/tasks/{_id(task_id)}/retry", args={"task_id": task_id})
+def retry(task_id: str, dependents: bool = False) -> Call:
+    return Call(
+        "retry",
+        "POST",
+        f"{API}/tasks/{_id(task_id)}/retry",
+        query={"dependents": "true"} if dependents else None,
+        args={"task_id": task_id, "dependents": dependents},
+    )
 
 
 def explain(task_id: str) -> Call:

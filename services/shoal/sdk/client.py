@@ -200,9 +200,12 @@ class Client:
         """Cancel a task that has not finished (its pending dependents too); `Conflict` if it has."""
         return self._do(calls.cancel(task_id))  # type: ignore[no-any-return]
 
-    def retry(self, task_id: str) -> TaskInfo:
-        """Queue a failed task again with a fresh retry budget; `Conflict` unless it failed."""
-        return self._do(calls.retry(task_id))  # type: ignore[no-any-return]
+    def retry(self, task_id: str, dependents: bool = False) -> TaskInfo:
+        """Run a failed or cancelled task again with a fresh retry budget; `Conflict` otherwise.
+
+        `dependents=True`: the upstream_failed tasks below it go back to pending in the same
+        step and run when it succeeds (the DAG recovers under the same ids)."""
+        return self._do(calls.retry(task_id, dependents))  # type: ignore[no-any-return]
 
     def explain(self, task_id: str) -> Explanation:
         """Why the task is where it is: `{"state", "code", "reason", "details"}`."""

@@ -145,6 +145,9 @@ class DirectTransport:
         if op == "cancel":
             return task_public(await store.cancel(args["task_id"]))
         if op == "retry":
+            if args.get("dependents"):
+                bound = self.settings.api.max_retry_dependents
+                return task_public((await store.retry_with_dependents(args["task_id"], bound))[0])
             return task_public(await store.retry(args["task_id"]))
         if op == "workers":
             return [asdict(worker) for worker in await store.list_workers()]

@@ -49,6 +49,7 @@ end
 
 local out = {}
 local edges = {}     -- 0, parent NUL child, ... for K_EDGES
+local cut = {}       -- the same for K_CUT_EDGES: edges from a dependency that is dead already
 local idem_new = {}  -- key, id, ... for K_IDEMPOTENCY
 local idem_seen = {} -- key -> id created by this call
 -- A batch item whose idempotency key matched an existing task is an alias of that task:
@@ -79,6 +80,13 @@ for i = 0, n - 1 do
           local st = get_task(dep)[R_STATE]
           if DEAD[st] then
             dead = dep
+            cut[#cut + 1] = 0  -- as a cascade would have cut it (retry.lua walks it back)
+            cut[#cut + 1] = dep .. M_SEP .. id
+            local parent = REC[dep]
+            if parent[R_DEPENDENTS] == '' then
+              parent[R_DEPENDENTS] = '1'  -- so that trim.lua drops the edge with it
+              touch(dep)
+            end
           elseif st ~= 'succeeded' then
             edges[#edges + 1] = 0
             edges[#edges + 1] = dep .. M_SEP .. id
@@ -124,6 +132,7 @@ for i = 0, n - 1 do
   end
 end
 if #edges > 0 then call_chunked('ZADD', K_EDGES, edges) end
+if #cut > 0 then call_chunked('ZADD', K_CUT_EDGES, cut) end
 if #idem_new > 0 then call_chunked('HSET', K_IDEMPOTENCY, idem_new) end
 finish()
 return out

@@ -171,14 +171,32 @@ async def cancel_task(task_id: TaskId, store: StoreDep) -> Response:
     return JSONBytesResponse(task_public(await store.cancel(task_id)))
 
 
+RETRIED_DEPENDENTS_HEADER = "X-Shoal-Retried-Dependents"
+
+
 @router.post(
     "/{task_id}/retry",
     response_model=TaskPublic,
-    summary="Queue a failed task again",
+    summary="Run a failed or cancelled task again, optionally with its dependents",
+    description=(
+        "A fresh retry budget under the same id. With `dependents=true`, the upstream_failed tasks "
+        "below it go back to pending in the same atomic step and run when what they wait on "
+        "succeeds; how many did is in the `X-Shoal-Retried-Dependents` header. One that also waits "
+        "on another dependency that stays dead stays upstream_failed. More than "
+        "SHOAL_MAX_RETRY_DEPENDENTS of them: 409, nothing changed."
+    ),
     responses={**_NOT_FOUND, **_CONFLICT, **_ERRORS},
 )
-async def retry_task(task_id: TaskId, store: StoreDep) -> Response:
-    return JSONBytesResponse(task_public(await store.retry(task_id)))
+async def retry_task(
+    task_id: TaskId,
+    store: StoreDep,
+    settings: SettingsDep,
+    dependents: Annotated[bool, Query(description="Also the upstream_failed tasks below it.")] = False,
+) -> Response:
+    if not dependents:
+        return JSONBytesResponse(task_public(await store.retry(task_id)))
+    task, back = await store.retry_with_dependents(task_id, settings.api.max_retry_dependents)
+    return JSONBytesResponse(task_public(task), headers={RETRIED_DEPENDENTS_HEADER: str(back)})
 
 
 @router.get(
