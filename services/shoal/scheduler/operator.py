@@ -6,18 +6,23 @@ the schedule ticker, the bulk runner, the autoscaler (with the `none` backend it
 `GET /scaling` shows) and, when it can reach the Kubernetes API, the worker pod watcher.
 
 The leader's lock and its loops use Redis connections of their own, never the API's pool, so
-client load (a thousand waiters, a burst of submissions) cannot make a renewal or a reap wait.
+client load (a thousand waiters, a burst of submissions) cannot make a renewal or a reap wait
+for a connection; the campaign (lock or Lease renewals) also runs on a thread and event loop of
+its own (`elector_thread.py`), so a busy API loop cannot make a renewal late.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from shoal.core.redis_client import AnyRedis, RedisConnector
 from shoal.core.settings import Settings
 from shoal.core.store import Store
 from shoal.scheduler.bulk_runner import BulkRunner
+from shoal.scheduler.elector_thread import ElectorFactory, ElectorThread
 from shoal.scheduler.kube import KubeClient
 from shoal.scheduler.leader import LeaderElector, RedisLeaderElector
 from shoal.scheduler.lease import KubernetesLeaseElector
@@ -70,17 +75,15 @@ def build_operator(api_store: Store, settings: Settings, connector: RedisConnect
         "ticker": Ticker(store, settings.tasks).run,
         "bulk": BulkRunner(store).run,
     }
-    elector: LeaderElector | None = None
+    identity = default_identity(settings)
     if kube is not None:
         extras["podwatch"] = PodWatcher(kube, kube_settings.worker_pod_selector, store.release_worker).run
-        if election == "kubernetes":
-            elector = KubernetesLeaseElector.from_settings(kube, kube_settings)
-    if elector is None:
-        lock_client = connector.client("leader-lock", LEADER_LOCK_CONNECTIONS)
-        clients.append(lock_client)
-        elector = RedisLeaderElector(
-            lock_client, store.keys, default_identity(settings), ttl_s=settings.tasks.leader_lock_s
-        )
+    if kube is not None and election == "kubernetes":
+        lease = KubernetesLeaseElector.from_settings(kube, kube_settings)
+        identity, make_elector = lease.identity, _as_factory(lease)
+    else:
+        make_elector = _redis_lock_elector(connector, store, identity, settings.tasks.leader_lock_s)
+    elector = ElectorThread(identity, make_elector)
     log.info(
         "operator configured",
         extra={
@@ -91,3 +94,26 @@ def build_operator(api_store: Store, settings: Settings, connector: RedisConnect
     )
     loops = LeaderLoops(store, settings, elector=elector, extra=extras)
     return Operator(loops=loops, autoscaler=autoscaler, kube=kube, extras=extras, clients=clients)
+
+
+def _as_factory(lease: KubernetesLeaseElector) -> ElectorFactory:
+    @contextlib.asynccontextmanager
+    async def same_lease() -> AsyncIterator[LeaderElector]:
+        yield lease  # its API calls run in worker threads: nothing of it is bound to an event loop
+
+    return same_lease
+
+
+def _redis_lock_elector(
+    connector: RedisConnector, store: Store, identity: str, ttl_s: float
+) -> ElectorFactory:
+    @contextlib.asynccontextmanager
+    async def lock_elector() -> AsyncIterator[LeaderElector]:
+        # Made inside the election thread: an asyncio client belongs to the loop that uses it.
+        lock_client = connector.client("leader-lock", LEADER_LOCK_CONNECTIONS)
+        try:
+            yield RedisLeaderElector(lock_client, store.keys, identity, ttl_s=ttl_s)
+        finally:
+            await lock_client.aclose()
+
+    return lock_elector
