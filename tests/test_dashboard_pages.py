@@ -180,7 +180,8 @@ def test_task_detail_explains_and_cancel_really_cancels(shoal: Client) -> None:
     no_exceptions(at)
     assert shoal.get(task["id"])["state"] == "cancelled"
     assert at.button(key="cancel").disabled
-    assert at.button(key="retry").disabled  # the API retries failed tasks only (409 otherwise)
+    # A cancelled task may run again, alone or with the tasks below it.
+    assert not at.button(key="retry").disabled and not at.button(key="retry_dependents").disabled
 
 
 def test_retry_button_queues_a_failed_task_again(shoal: Client, namespace: str, redis_url: str) -> None:
@@ -204,6 +205,42 @@ def test_retry_button_queues_a_failed_task_again(shoal: Client, namespace: str, 
     at.button(key="retry").click().run()
     no_exceptions(at)
     assert shoal.get(task["id"])["state"] == "queued"
+    assert at.button(key="retry").disabled and at.button(key="retry_dependents").disabled
+
+
+def test_retry_with_dependents_button_recovers_the_dag_below(
+    shoal: Client, namespace: str, redis_url: str
+) -> None:
+    parent, child, grandchild = shoal.submit_batch(
+        [
+            task_request("fail", ref="p", max_retries=0),
+            task_request("echo", ref="c", depends_on=["p"]),
+            task_request("echo", depends_on=["c"]),
+        ]
+    )
+
+    async def fail_it() -> None:
+        store = Store(Redis.from_url(redis_url, decode_responses=True), namespace, make_task_settings())
+        try:
+            await work_once(store, ok=False, retry=False)
+        finally:
+            await store.close()
+
+    asyncio.run(fail_it())
+    assert shoal.get(grandchild["id"])["state"] == "upstream_failed"
+    at = open_page("tasks", {"task": grandchild["id"]})
+    no_exceptions(at)
+    # Its explanation points at the task to retry, not at a resubmission.
+    reason = " ".join(displayed_text(e.value) for e in at.error)
+    assert "find the task that failed first above it" in reason and "resubmit" not in reason
+    at = open_page("tasks", {"task": parent["id"]})
+    at.button(key="retry_dependents").click().run()
+    no_exceptions(at)
+    assert [shoal.get(t["id"])["state"] for t in (parent, child, grandchild)] == [
+        "queued",
+        "pending",
+        "pending",
+    ]
 
 
 def test_detail_of_a_real_run_shows_result_attempts_and_timeline(shoal: Client, worker: dict) -> None:

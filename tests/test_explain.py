@@ -112,6 +112,19 @@ def test_upstream_failed_names_the_culprit() -> None:
     assert answer.code == "upstream_failed"
     assert "b (upstream_failed)" in answer.reason
     assert answer.details["failed_dependencies"] == [{"id": "b", "state": "upstream_failed"}]
+    # b has a failed task above it: that is the one to retry with its dependents.
+    assert answer.details["retry_with_dependents"] == []
+    assert "find the task that failed first above it, and retry that one with its dependents" in answer.reason
+    assert "resubmit" not in answer.reason
+
+
+@pytest.mark.parametrize("dead", [TaskState.FAILED, TaskState.CANCELLED])
+def test_upstream_failed_offers_the_retry_of_its_dependency_with_dependents(dead: TaskState) -> None:
+    task = make_task(TaskState.UPSTREAM_FAILED, depends_on=["a", "b"], deps_left=1)
+    answer = explain_task(task, now=NOW, dependencies={"a": TaskState.SUCCEEDED, "b": dead})
+    assert answer.details["retry_with_dependents"] == ["b"]
+    assert f"its dependency b ({dead}) did not succeed. Retry b with its dependents" in answer.reason
+    assert "`shoal retry --dependents b`" in answer.reason and "resubmit" not in answer.reason
 
 
 def test_retry_backoff_says_until_when_and_why() -> None:

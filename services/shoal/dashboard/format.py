@@ -66,7 +66,7 @@ WORKER_STATE_COLORS: dict[str, str] = {
 }
 
 CANCELLABLE: frozenset[str] = frozenset({"pending", "scheduled", "queued", "running"})
-RETRYABLE: frozenset[str] = frozenset({"failed"})  # what POST /tasks/{id}/retry accepts
+RETRYABLE: frozenset[str] = frozenset({"failed", "cancelled"})  # what POST /tasks/{id}/retry accepts
 
 
 def state_label(state: str) -> str:

@@ -165,10 +165,22 @@ def _upstream_failed(task: Task, dependencies: Mapping[str, TaskState | None] | 
         details["dependencies"] = listed
         details["failed_dependencies"] = dead
         if dead:
-            reason = (
-                f"It will never run: its dependency {_name_some(dead)} did not succeed. "
-                "Retry the failed dependency, then resubmit this task."
-            )
+            # A failed or cancelled one can be retried with its dependents: this task then waits
+            # on it again, under its own id. An upstream_failed one has such a task above it.
+            roots = [d["id"] for d in dead if d["state"] in (TaskState.FAILED, TaskState.CANCELLED)]
+            details["retry_with_dependents"] = roots
+            if roots:
+                advice = (
+                    f"Retry {', '.join(roots[:_NAMED_IN_SENTENCE])} with its dependents "
+                    f"(`shoal retry --dependents {roots[0]}`, or Retry with dependents on that task): this "
+                    "task then waits on it again and runs when it succeeds."
+                )
+            else:
+                advice = (
+                    "Open that dependency to find the task that failed first above it, and retry that one "
+                    "with its dependents: this task then waits again and runs when they succeed."
+                )
+            reason = f"It will never run: its dependency {_name_some(dead)} did not succeed. {advice}"
     return Explanation(state=task.state, code="upstream_failed", reason=reason, details=details)
 
 

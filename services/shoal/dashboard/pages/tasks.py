@@ -178,7 +178,7 @@ def _close() -> None:
 
 
 def _actions(task: Mapping[str, Any]) -> None:
-    cols = st.columns([1, 1, 1, 3])
+    cols = st.columns([1, 1, 2, 1, 1])
     task_id = task["id"]
     viewer = not session.may_act()
     why_not = "Operators only: you are signed in as a viewer." if viewer else None
@@ -200,8 +200,22 @@ def _actions(task: Mapping[str, Any]) -> None:
         on_click=api.act,
         args=(f"retrying {task_id}", lambda c: c.retry(task_id), f"Queued {task_id} again."),
     )
+    cols[2].button(
+        "Retry with dependents",
+        icon=":material/account_tree:",
+        help=why_not
+        or "Also the upstream_failed tasks below it: they wait on it again and run when it succeeds.",
+        disabled=viewer or task["state"] not in fmt.RETRYABLE,
+        key="retry_dependents",
+        on_click=api.act,
+        args=(
+            f"retrying {task_id} with its dependents",
+            lambda c: c.retry(task_id, dependents=True),
+            f"Queued {task_id} again; the upstream_failed tasks below it wait on it again.",
+        ),
+    )
     # A full rerun: the table's selection and the URL change with it.
-    cols[2].button("Close", icon=":material/close:", key="close", on_click=_close)
+    cols[3].button("Close", icon=":material/close:", key="close", on_click=_close)
 
 
 def _dependencies(task: Mapping[str, Any], related: Mapping[str, Any]) -> None:
