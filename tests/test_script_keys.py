@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 
 from conftest import make_task_settings
 from shoal.core.models import Outcome, TaskSpec, WorkerInfo
+from shoal.core.progress import ProgressReport
 from shoal.core.scripts import FANOUT_CHUNK, READ_SCRIPT_NAMES, SCRIPT_NAMES
 from shoal.core.store import Store
 from shoal.redis_local import find_redis_server, free_port
@@ -148,6 +149,7 @@ async def every_transition(store: Store, slow: Store) -> None:
     # claim, heartbeat, complete: success (release of dependents), failure with retries, failure for good
     claimed = await store.claim("w1", ["default"], 3)
     await store.heartbeat("w1", [c.id for c in claimed] + ["ghost"], processed=1)
+    await store.progress.report("w1", claimed[0].id, claimed[0].attempt, ProgressReport(0.5, "half"))
     by_id = {c.id: c for c in claimed}
     await store.complete("w1", [Outcome(by_id[parent.id].id, by_id[parent.id].attempt, ok=True, result=1)])
     rest = [c for c in claimed if c.id != parent.id]

@@ -152,3 +152,40 @@ def talk_process() -> str:
     print("from the pool process")
     logging.getLogger("worker_tasks.talk").warning("process logs too")
     return "done"
+
+
+# Progress (shoal.progress): each reports `reports` steps, the last one (1.0, "step N of N")
+# only after the ones before, then holds its attempt open until the file `gate` exists, so a
+# test sees the progress of a running attempt.
+def _report_steps(reports: int) -> None:
+    from shoal import progress
+
+    for i in range(1, reports + 1):
+        assert progress(i / reports, f"step {i} of {reports}")
+
+
+def _wait_for(gate: str) -> None:
+    while not os.path.exists(gate):  # bounded by the task's timeout
+        time.sleep(0.02)
+
+
+@task
+async def progress_async(gate: str, reports: int = 1) -> str:
+    _report_steps(reports)
+    while not os.path.exists(gate):
+        await asyncio.sleep(0.02)
+    return "async"
+
+
+@task
+def progress_thread(gate: str, reports: int = 1) -> str:
+    _report_steps(reports)
+    _wait_for(gate)
+    return "thread"
+
+
+@task(kind="process")
+def progress_process(gate: str, reports: int = 1) -> str:
+    _report_steps(reports)
+    _wait_for(gate)
+    return "process"

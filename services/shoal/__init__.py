@@ -14,6 +14,11 @@ Define tasks (the workers import the module that holds them, SHOAL_TASK_MODULES)
     async def fetch(url: str) -> int:
         raise shoal.Retry(delay_s=5)                   # try again in 5 s (counts as an attempt)
 
+    @shoal.task
+    def export(rows: int) -> None:
+        for done in range(0, rows, 1000):
+            shoal.progress(done / rows, f"{done} of {rows} rows")   # API, events, dashboard
+
 Submit them by reference, typed (mypy checks the arguments and the result type):
 
     handle = resize.submit("a.png", 100)               # shoal.Handle[str], default client
@@ -40,6 +45,7 @@ dashboard nor the Kubernetes client.
 """
 
 from shoal._version import __version__
+from shoal.core.progress import progress
 from shoal.core.registry import Fail, Retry
 from shoal.core.schedules import Schedule
 from shoal.core.states import TaskState
@@ -62,12 +68,13 @@ from shoal.sdk.batch import AsyncBatch, Batch
 from shoal.sdk.calls import task_request
 from shoal.sdk.client import Client
 from shoal.sdk.defaults import default_async_client, default_client, set_default_client
-from shoal.sdk.events import Event, Gap, OtherEvent, ScalingEvent, TaskEvent, WorkerEvent
+from shoal.sdk.events import Event, Gap, OtherEvent, ProgressEvent, ScalingEvent, TaskEvent, WorkerEvent
 from shoal.sdk.handles import AsyncHandle, Handle
 from shoal.sdk.records import (
     AttemptInfo,
     Explanation,
     Health,
+    ProgressInfo,
     QueueStatus,
     ScalingDecision,
     ScalingStatus,
@@ -99,6 +106,8 @@ __all__ = [
     "InvalidTask",
     "NotFound",
     "OtherEvent",
+    "ProgressEvent",
+    "ProgressInfo",
     "QueueStatus",
     "RemoteTraceback",
     "RequestTimeout",
@@ -125,6 +134,7 @@ __all__ = [
     "__version__",
     "default_async_client",
     "default_client",
+    "progress",
     "remote",
     "set_default_client",
     "task",

@@ -46,6 +46,7 @@ FIXED: tuple[tuple[str, str], ...] = (
     ("events", "events"),  # stream of recent events (the live channel has the same name)
     ("fanout", "fanout"),  # list of release/cascade work left over by a bounded call
     ("paused_queues", "paused"),  # hash queue -> paused since (ms): the claim skips those queues
+    ("progress", "progress"),  # hash id -> JSON of the latest progress its running attempt reported
 )
 
 # Keys named after one id: method of `Keys` -> suffix template ("{}" is the id). The
@@ -106,6 +107,7 @@ class Keys:
     events: str
     fanout: str
     paused_queues: str
+    progress: str
     names: str
     leader: str
     scaling_history: str

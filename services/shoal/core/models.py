@@ -44,6 +44,19 @@ class Attempt:
     finished_at: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class StoredProgress:
+    """The latest progress report of a task's attempt, as stored (`shoal.core.progress_store`)."""
+
+    attempt: int
+    fraction: float  # 0..1
+    message: str | None
+    at: float  # seconds since the epoch, Redis's clock
+
+    def public(self) -> dict[str, Any]:
+        return {"attempt": self.attempt, "fraction": self.fraction, "message": self.message, "at": self.at}
+
+
 @dataclass(slots=True)
 class Task:
     """A task as stored; times are float seconds since the epoch."""
@@ -72,6 +85,7 @@ class Task:
     scheduled_for: float | None = None
     history: list[Attempt] = field(default_factory=list)
     attempt_limit: int = 0  # attempts allowed in all: max_retries + 1, more after a manual retry
+    progress: StoredProgress | None = None  # the latest report of an attempt (read only by some reads)
 
 
 @dataclass(slots=True)

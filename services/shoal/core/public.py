@@ -47,6 +47,7 @@ def task_public(task: Task) -> dict[str, Any]:
             }
             for a in task.history
         ],
+        "progress": task.progress.public() if task.progress else None,
     }
 
 
@@ -77,4 +78,5 @@ def submitted_task_public(spec: TaskSpec, state: TaskState, now: float) -> dict[
         "finished_at": None,
         "scheduled_for": now + spec.delay_s if state is TaskState.SCHEDULED else None,
         "history": [],
+        "progress": None,
     }

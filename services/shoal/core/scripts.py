@@ -27,9 +27,10 @@ SCRIPT_NAMES = (
     "submit", "claim", "complete", "heartbeat", "release", "reap", "promote", "cancel", "retry",
     "fanout", "trim",
 )  # fmt: skip
-# Scripts that change no task: prelude + their file (`list` reads; `publish` sends an event
-# from Python: PUBLISH cannot go into a cluster pipeline).
-READ_SCRIPT_NAMES = ("list", "publish")
+# Scripts that change no task's state: prelude + their file (`list` reads; `publish` sends an
+# event from Python: PUBLISH cannot go into a cluster pipeline; `progress` stores a running
+# attempt's progress report, fenced, and publishes it).
+READ_SCRIPT_NAMES = ("list", "publish", "progress")
 # Scripts that touch no task and get no prelude: each lists its own keys in KEYS (see its header).
 PLAIN_SCRIPTS = (
     "leader_renew",
@@ -186,3 +187,4 @@ class Scripts:
     trim: AsyncScript
     list: AsyncScript
     publish: AsyncScript
+    progress: AsyncScript

@@ -34,6 +34,8 @@ from shoal.core.models import (
     WorkerInfo,
 )
 from shoal.core.pause_store import PauseStore
+from shoal.core.progress_store import ProgressStore
+from shoal.core.progress_store import parse as parse_progress
 from shoal.core.redis_client import AnyRedis, RedisConnector, is_cluster, ready
 from shoal.core.schedule_store import ScheduleStore
 from shoal.core.scripts import Scripts
@@ -161,6 +163,7 @@ class Store:
         self.schedules = ScheduleStore(redis, self.keys)
         self.bulk = BulkStore(self)
         self.pauses = PauseStore(self)
+        self.progress = ProgressStore(self)
 
     @classmethod
     def from_settings(
@@ -280,12 +283,14 @@ class Store:
     async def get(self, task_id: str, with_history: bool = True) -> Task | None:
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
-            for key in (k.tasks, k.results, k.errors, k.tracebacks, k.history):
+            for key in (k.tasks, k.results, k.errors, k.tracebacks, k.history, k.progress):
                 pipe.hget(key, task_id)
-            raw, result, error, tb, history = await pipe.execute()
+            raw, result, error, tb, history, progress = await pipe.execute()
         if raw is None:
             return None
-        return task_from_record(task_id, raw, result, error, tb, history if with_history else None)
+        task = task_from_record(task_id, raw, result, error, tb, history if with_history else None)
+        task.progress = parse_progress(progress)
+        return task
 
     async def get_many(self, ids: list[str]) -> list[Task | None]:
         """Tasks without their history, None for unknown ids."""
@@ -348,6 +353,7 @@ class Store:
             task_from_record(raw[i], raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
             for i in range(1, len(raw), 5)
         ]
+        await self.progress.attach(tasks)
         return tasks, raw[0] or None
 
     async def queue_position(self, task_id: str) -> int | None:

@@ -45,6 +45,7 @@ __all__ = [
     "ErrorPublic",
     "IdempotencyKey",
     "Name",
+    "ProgressPublic",
     "QueueList",
     "QueuePublic",
     "StatsPublic",
@@ -66,6 +67,15 @@ class AttemptPublic(BaseModel):
     error: str | None
     started_at: float | None
     finished_at: float | None
+
+
+class ProgressPublic(BaseModel):
+    """The latest progress a task's attempt reported (`shoal.progress(fraction, message)`)."""
+
+    attempt: int = Field(description="The attempt that reported it.")
+    fraction: float = Field(ge=0, le=1, description="How far the attempt was, from 0 to 1.")
+    message: str | None = Field(description="What it was doing (at most 200 characters; the task's text).")
+    at: float = Field(description="When it reported it (seconds since the epoch).")
 
 
 class TaskPublic(BaseModel):  # type: ignore[no-redef]  # pydantic plugin vs. a field named kwargs
@@ -97,6 +107,10 @@ class TaskPublic(BaseModel):  # type: ignore[no-redef]  # pydantic plugin vs. a 
     finished_at: float | None = None
     scheduled_for: float | None = None
     history: list[AttemptPublic] = Field(default_factory=list)
+    progress: ProgressPublic | None = Field(
+        default=None,
+        description="The latest progress report of the task's last attempt that sent one; null if none did.",
+    )
 
 
 class BatchPublic(BaseModel):

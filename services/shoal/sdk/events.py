@@ -1,6 +1,6 @@
 """Typed events of the scheduler's Server-Sent Events stream, and resuming it after a drop.
 
-`Client.events()` yields `TaskEvent`, `WorkerEvent`, `ScalingEvent`, `Gap` and, for kinds
+`Client.events()` yields `TaskEvent`, `ProgressEvent`, `WorkerEvent`, `ScalingEvent`, `Gap` and, for kinds
 this version does not know, `OtherEvent`. Every event but `Gap` carries its stream `id`;
 after a dropped connection the client reconnects with `Last-Event-ID` set to the last id
 it yielded, so nothing is missed or repeated while the server still holds the events. When
@@ -28,6 +28,18 @@ class TaskEvent:
     id: str
     ts: float
     changes: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """A running attempt reported progress (`shoal.progress`): a fraction 0..1 and a message."""
+
+    id: str
+    ts: float
+    task_id: str
+    attempt: int
+    fraction: float
+    message: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +85,7 @@ class OtherEvent:
     data: Any
 
 
-Event = TaskEvent | WorkerEvent | ScalingEvent | Gap | OtherEvent
+Event = TaskEvent | ProgressEvent | WorkerEvent | ScalingEvent | Gap | OtherEvent
 
 
 @dataclass(slots=True)
@@ -123,6 +135,16 @@ def to_event(message: SseMessage) -> Event:
     ts = float(data.get("ts", 0.0))
     if kind == "task":
         return TaskEvent(event_id, ts, [(str(c[0]), str(c[1])) for c in data.get("changes") or ()])
+    if kind == "progress":
+        text = data.get("message")
+        return ProgressEvent(
+            event_id,
+            ts,
+            str(data.get("id", "")),
+            int(data.get("attempt") or 0),
+            float(data.get("fraction") or 0.0),
+            None if text is None else str(text),
+        )
     if kind == "worker":
         return WorkerEvent(event_id, ts, str(data.get("worker_id", "")), str(data.get("event", "")))
     if kind == "scaling":

@@ -27,6 +27,15 @@ class AttemptInfo(TypedDict):
     finished_at: float | None
 
 
+class ProgressInfo(TypedDict):
+    """The latest progress a task's attempt reported."""
+
+    attempt: int
+    fraction: float
+    message: str | None
+    at: float
+
+
 class TaskInfo(TypedDict):
     """A task as the scheduler shows it."""
 
@@ -53,6 +62,7 @@ class TaskInfo(TypedDict):
     finished_at: float | None
     scheduled_for: float | None
     history: list[AttemptInfo]
+    progress: ProgressInfo | None
 
 
 class TaskPage(TypedDict):

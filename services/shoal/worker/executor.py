@@ -18,11 +18,13 @@ import inspect
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from shoal.core.logging import log_context
 from shoal.core.models import ClaimedTask, Outcome
+from shoal.core.progress import ProgressSink, reporting
 from shoal.core.registry import Retry, TaskDef, TaskRegistry
 from shoal.core.settings import LogSettings
 from shoal.worker import capture, metrics, transitions
@@ -46,8 +48,11 @@ class Executor:
         worker_id: str | None = None,
         bounds: OutcomeBounds | None = None,
         log: LogSettings | None = None,
+        progress: Callable[[ClaimedTask], ProgressSink] | None = None,
     ) -> None:
+        """`progress` gives the sink of an attempt's `shoal.progress()` reports."""
         self.registry = registry
+        self._progress = progress
         self.worker_id = worker_id
         self.bounds = bounds or OutcomeBounds()
         capture.install()  # what tasks print and log is kept per attempt from now on
@@ -68,7 +73,11 @@ class Executor:
         if definition is None:
             return self._unknown(claimed)
         with capture.capturing(self.bounds.max_log_chars) as output:
-            outcome = await self._run(definition, claimed)
+            if self._progress is None:
+                outcome = await self._run(definition, claimed)
+            else:
+                with reporting(self._progress(claimed)):
+                    outcome = await self._run(definition, claimed)
         outcome.logs = output.text()
         return outcome
 

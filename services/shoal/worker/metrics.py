@@ -77,6 +77,11 @@ def series(queue: str, task: str) -> TaskSeries:
     return found
 
 
+# Progress reports of running attempts (shoal.worker.progress), by what became of them:
+# written, refused (the attempt was over), failed (Redis error), dropped (the worker had stopped).
+PROGRESS: dict[str, int] = {"written": 0, "refused": 0, "failed": 0, "dropped": 0}
+
+
 class _TaskCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         labels = ["queue", "task"]
@@ -110,9 +115,18 @@ class _TaskCollector(Collector):
         )
         for queue, histogram in list(_queue_wait.items()):
             wait.add_metric([queue], histogram.cumulative(), histogram.sum)
+        progress = CounterMetricFamily(
+            "shoal_worker_progress_reports",
+            "Progress reports of running attempts, by outcome (written, refused: the attempt was over, "
+            "failed: Redis error, dropped: the worker had stopped).",
+            labels=["outcome"],
+        )
+        for outcome, n in list(PROGRESS.items()):
+            progress.add_metric([outcome], n)
         yield from families.values()
         yield run
         yield wait
+        yield progress
 
 
 REGISTRY = CollectorRegistry()

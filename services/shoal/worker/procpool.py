@@ -25,6 +25,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from shoal.core import progress
 from shoal.core.logging import configure_logging, log_context
 from shoal.core.registry import Fail, Retry
 from shoal.core.settings import LogSettings
@@ -75,6 +76,12 @@ def _child_main(conn: Connection, log_format: str, log_level: str) -> None:
     # Log like the worker does, so lines from process tasks are structured too.
     configure_logging(log_format, log_level)
     capture.install()  # what the task prints and logs goes back with the answer
+    sending = threading.Lock()  # a task may report progress from threads of its own
+
+    def send_progress(report: progress.ProgressReport) -> None:
+        with sending:
+            conn.send(("progress", report.fraction, report.message))
+
     while True:
         try:
             func, args, kwargs, log_fields = conn.recv()
@@ -82,7 +89,7 @@ def _child_main(conn: Connection, log_format: str, log_level: str) -> None:
             return  # the parent went away
         with capture.capturing(capture.PROCESS_MAX_CHARS) as output:
             try:
-                with log_context(**log_fields):
+                with log_context(**log_fields), progress.reporting(send_progress):
                     answer: tuple[Any, ...] = ("ok", func(*args, **kwargs))
             except BaseException as exc:
                 error, retry, delay = classify_exception(exc)
@@ -91,12 +98,14 @@ def _child_main(conn: Connection, log_format: str, log_level: str) -> None:
                 answer = ("raised", error, tb, retry, delay, asked_retry)
         answer = (*answer, output.text())
         try:
-            conn.send(answer)
+            with sending:
+                conn.send(answer)
         except (EOFError, OSError):
             return
         except Exception as exc:  # the result could not be pickled
             error = f"task result cannot be sent back: {exc}"
-            conn.send(("raised", error, traceback.format_exc(), False, None, False, output.text()))
+            with sending:
+                conn.send(("raised", error, traceback.format_exc(), False, None, False, output.text()))
 
 
 def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
@@ -118,18 +127,26 @@ class _Child:
         self, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], log_fields: dict[str, Any]
     ) -> Any:
         loop = asyncio.get_running_loop()
-        readable = loop.create_future()
+        readable = [loop.create_future()]
         fd = self.conn.fileno()
 
         def wake() -> None:
-            if not readable.done():
-                readable.set_result(None)
+            if not readable[0].done():
+                readable[0].set_result(None)
 
         loop.add_reader(fd, wake)
         try:
             self.conn.send((func, args, kwargs, log_fields))
-            await readable
-            answer = self.conn.recv()
+            while True:
+                await readable[0]
+                readable[0] = loop.create_future()
+                if not self.conn.poll(0):
+                    continue  # a wake-up queued for a message already read: recv would block the loop
+                answer = self.conn.recv()
+                if answer[0] != "progress":
+                    break
+                # The task's progress report: on to this attempt's sink (its context is ours).
+                progress.progress(answer[1], answer[2])
         except (EOFError, ConnectionError, BrokenPipeError) as exc:
             await asyncio.to_thread(_wait_exit, self.process, 1.0)
             raise ProcessCrashed(_death_message(self.process)) from exc

@@ -43,6 +43,7 @@ from shoal.worker.executor import Executor
 from shoal.worker.flusher import CompletionFlusher
 from shoal.worker.heartbeat import Heartbeat
 from shoal.worker.probes import Liveness, ProbeServer, Response, verdict
+from shoal.worker.progress import ProgressWriter
 from shoal.worker.stopping import EarlyStop
 from shoal.worker.wake import WakeSignal
 
@@ -76,6 +77,7 @@ class Worker:
         self._claim_order = ClaimOrder(ws.queue_weights)
         self.concurrency = ws.concurrency
         self.registry = registry if registry is not None else default_registry
+        self.progress = ProgressWriter(store, self.id)
         self.executor = Executor(
             self.registry,
             threads=ws.concurrency,
@@ -83,6 +85,7 @@ class Worker:
             worker_id=self.id,
             bounds=OutcomeBounds.from_settings(ws),
             log=settings.log,
+            progress=self.progress.sink,
         )
         # Silent past the lease length, the worker's leases may be lost anyway: a restart is the
         # better cure. Redis counts as unreachable (not ready) after three missed heartbeats.
@@ -403,6 +406,7 @@ class Worker:
             task.cancel()
         await self.heartbeat.close()
         await self.flusher.close()
+        await self.progress.close()
         await self.wake.close()
         await self._wake_client.aclose()
         await self.executor.close()

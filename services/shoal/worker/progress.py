@@ -1,0 +1,89 @@
+"""Writes what running attempts report with `shoal.progress()`: the latest report of each
+attempt, at most one write in flight per attempt, reports in between merged into the latest.
+
+A task may report from the event loop, from its thread or (forwarded over the pool's pipe)
+from its process; the report reaches this writer on the worker's loop and never waits for
+Redis. The fenced `progress` script refuses reports of an attempt that is no longer running
+here (finished, cancelled, reaped): those are counted and dropped, as are writes Redis
+failed (logged), so a progress problem never fails a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from shoal.core.aiotools import cancel_and_wait
+from shoal.core.models import ClaimedTask
+from shoal.core.progress import ProgressReport, ProgressSink
+from shoal.core.store import Store
+from shoal.worker import metrics
+
+log = logging.getLogger(__name__)
+
+_Attempt = tuple[str, int]  # task id, attempt
+
+
+class ProgressWriter:
+    def __init__(self, store: Store, worker_id: str) -> None:
+        self._store = store
+        self._worker_id = worker_id
+        self._latest: dict[_Attempt, ProgressReport] = {}
+        self._writers: dict[_Attempt, asyncio.Task[None]] = {}
+
+    def sink(self, claimed: ClaimedTask) -> ProgressSink:
+        """Where the reports of this attempt go; callable from any thread (call on the loop)."""
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        attempt: _Attempt = (claimed.id, claimed.attempt)
+
+        def report(progress: ProgressReport) -> None:
+            if threading.get_ident() == loop_thread:
+                self._offer(attempt, progress)
+                return
+            try:
+                loop.call_soon_threadsafe(self._offer, attempt, progress)
+            except RuntimeError:  # the loop is closed: a thread task outlived its worker
+                metrics.PROGRESS["dropped"] += 1
+
+        return report
+
+    def _offer(self, attempt: _Attempt, report: ProgressReport) -> None:
+        self._latest[attempt] = report
+        if attempt not in self._writers:
+            self._writers[attempt] = asyncio.create_task(self._write(attempt), name="shoal-progress")
+
+    async def _write(self, attempt: _Attempt) -> None:
+        task_id, number = attempt
+        try:
+            while (report := self._latest.pop(attempt, None)) is not None:
+                try:
+                    stored = await self._store.progress.report(self._worker_id, task_id, number, report)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    metrics.PROGRESS["failed"] += 1
+                    log.warning(
+                        "progress report not stored: %s: %s",
+                        type(exc).__name__,
+                        exc,
+                        extra={"task_id": task_id, "attempt": number, "worker_id": self._worker_id},
+                    )
+                    continue
+                if not stored:  # that attempt is over: later reports of it would be refused too
+                    metrics.PROGRESS["refused"] += 1
+                    self._latest.pop(attempt, None)
+                    return
+                metrics.PROGRESS["written"] += 1
+        finally:
+            self._writers.pop(attempt, None)
+
+    async def idle(self) -> None:
+        """Wait until every report offered so far was written (or refused or failed)."""
+        while self._writers:
+            await asyncio.gather(*self._writers.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        for writer in list(self._writers.values()):
+            await cancel_and_wait(writer)
