@@ -171,9 +171,8 @@ def _wait_for(gate: str) -> None:
 
 @task
 async def progress_async(gate: str, reports: int = 1) -> str:
-    _report_steps(reports)
-    while not os.path.exists(gate):
-        await asyncio.sleep(0.02)
+    _report_steps(reports)  # on the event loop
+    await asyncio.to_thread(_wait_for, gate)
     return "async"
 
 
