@@ -2,9 +2,12 @@
 
 - A crash of the redis-server *process* (SIGKILL, OOM kill): the AOF is written before a
   reply leaves, so the kernel holds every acknowledged write even when it was not fsynced
-  yet. With `always` nothing acknowledged may be lost; with `everysec` nothing either,
-  unless Redis had postponed a write behind a slow fsync (INFO `aof_delayed_fsync` > 0),
-  which could cost up to ~2 s of acknowledged writes.
+  yet. With `always` nothing acknowledged may be lost. With `everysec` Redis replies
+  before it writes while a background fsync is still running, and holds the write back for
+  up to 2 s (INFO `aof_delayed_fsync` counts only the holds that reached 2 s, so a shorter
+  one leaves no trace): a process crash on a busy disk may lose what was acknowledged in
+  those last ~2 s, so the check allows losses (and results recorded again) in that window
+  only, and nothing older.
 - A crash of the *machine* loses what was not fsynced. `always` fsyncs before replying;
   `everysec` fsyncs once a second. We emulate the machine crash by cutting the AOF back to
   its size one second before the SIGKILL: acknowledged submissions of that last second
@@ -35,6 +38,10 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
 OUTAGE_S = 1.0  # Redis stays down this long: clients must ride out a real outage
 POSTPONED_WRITE_S = 2.0  # how long everysec may hold a write back behind a slow fsync
+# The window an everysec process crash may lose: the 2 s hold (Redis measures it in whole
+# seconds of its cached clock) plus its event loop's lateness on a loaded machine, which
+# decides when the held write finally goes out.
+PROCESS_CRASH_WINDOW_S = POSTPONED_WRITE_S + 1.0
 
 
 @pytest.fixture
@@ -130,9 +137,10 @@ def test_redis_process_sigkilled_and_restarted(
         wait_quiet(run.redis, run.keys, list(sub.ids.values()), 90)
         verdict = check(run.redis, run.keys, sub.items, sub.ids, run.ledger)
         print(verdict.summary(), figures, "delayed fsyncs:", outage.delayed_fsyncs)
-        if policy == "everysec" and outage.delayed_fsyncs:
-            # A postponed write may have been acknowledged before it reached the file.
-            since = outage.killed_at - POSTPONED_WRITE_S
+        if policy == "everysec":
+            # A held-back write may have been acknowledged before it reached the file, and a
+            # hold shorter than 2 s is not counted anywhere: always allow the window, never more.
+            since = outage.killed_at - PROCESS_CRASH_WINDOW_S
             assert_loss_within(verdict, sub.acked_at, run.ledger.first_terminal_at, since)
         else:
             verdict.assert_holds()
@@ -167,7 +175,9 @@ def test_machine_crash_with_everysec_loses_at_most_the_last_second(
         wait_quiet(run.redis, run.keys, list(sub.ids.values()), 90)
         verdict = check(run.redis, run.keys, sub.items, sub.ids, run.ledger)
         print(verdict.summary(), figures, "cut at", cut_at, "dropped bytes", dropped)
-        slack = POSTPONED_WRITE_S if outage.delayed_fsyncs else 0.05
+        # A write acknowledged before the cut may have reached the file after it, when Redis
+        # held it back behind a running fsync (uncounted below 2 s): the same window as above.
+        slack = PROCESS_CRASH_WINDOW_S
         assert_loss_within(verdict, sub.acked_at, run.ledger.first_terminal_at, cut_at - slack)
         assert verdict.lost, "nothing was acknowledged in the lost second: the crash was not exercised"
     window = outage.killed_at - cut_at
