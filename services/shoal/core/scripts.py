@@ -43,7 +43,7 @@ PLAIN_SCRIPTS = (
 
 # Edges (dependents released or cascaded) one script call handles at most; the rest waits in
 # the `fanout` list for the next call. A released or cascaded dependent costs Redis about what
-# a claimed task does (~10 us here), so a call holds Redis for about 2 ms (bench/fanout.py).
+# a claimed task does (~10 us here), so a call holds Redis for about 2 ms (`python -m bench.scale`).
 FANOUT_CHUNK = 200
 
 
