@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -14,12 +14,16 @@ import orjson
 import pytest
 
 from api_fixtures import *  # noqa: F403  (the fixtures)
-from api_fixtures import ApiServer
+from api_fixtures import ApiServer, work_once
 from conftest import connector
+from shoal.core.admission import new_task_ids
+from shoal.core.models import TaskSpec
+from shoal.core.states import TaskState
 from shoal.core.store import Store
 from shoal.scheduler import event_feed
 from shoal.scheduler.api.routes.events import parse_since, parse_stream_id
 from shoal.scheduler.event_feed import EventFeed, parse_id
+from shoal.scheduler.waiters import Waiters
 from test_api_system import _connections, kill_client
 
 pytestmark = pytest.mark.timeout(60)
@@ -171,7 +175,7 @@ async def test_no_gap_when_nothing_after_the_id_was_trimmed(api: ApiServer, stor
 @contextlib.asynccontextmanager
 async def running_feed(store: Store) -> AsyncIterator[EventFeed]:
     reader = connector(namespace=store.keys.namespace).client("events")
-    feed = EventFeed(store, reader)
+    feed = EventFeed(store, reader, park_after_s=None)  # reads with no follower (the tests look)
     await feed.start()
     try:
         yield feed
@@ -234,3 +238,77 @@ async def test_a_stream_that_went_back_in_time_is_reported_as_a_gap(store: Store
     assert gap["event"] == "gap" and gap["data"]["last_event_id"] == "99999999999999-0"
     assert replayed["data"]["worker_id"] == "after"
     assert feed.rewinds == 1
+
+
+# --------------------------------------------------------------------- a reader nobody listens to
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Return once `condition()` holds; a hang guard of 30 s, not a timing bound."""
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+@contextlib.asynccontextmanager
+async def parking_feed(store: Store) -> AsyncIterator[EventFeed]:
+    """A feed that stops reading as soon as nobody listens, parked before it is handed over."""
+    reader = connector(namespace=store.keys.namespace).client("events")
+    feed = EventFeed(store, reader, park_after_s=0.0)
+    await feed.start()
+    try:
+        await _until(lambda: feed.parked, "an idle reader parks after its first read")
+        yield feed
+    finally:
+        await feed.stop()
+        await reader.aclose()
+
+
+async def test_a_reader_nobody_listens_to_reads_nothing_until_a_listener_comes(store: Store) -> None:
+    async with parking_feed(store) as feed:
+        before = feed.last_id
+        [skipped] = (await _fill(store, 1))[-1:]
+        await asyncio.sleep(0.2)  # time it could have read in, were it reading
+        assert feed.parked and feed.last_id == before, "a parked reader read the stream"
+        async with feed.listening():
+            # On entry the reader stands at the newest entry: what came before is not read.
+            assert feed.last_id == parse_id(skipped)
+            assert not feed.parked
+            await store.publish_event({"kind": "worker", "worker_id": "after", "event": "registered"})
+            async with asyncio.timeout(30):  # hang guard
+                while feed.last_id == parse_id(skipped):
+                    await feed.wait(1)
+            read = [entry.frame for entry in feed.after(parse_id(skipped))]
+            # The buffer does not claim what it skipped: a follower from `before` reads it from Redis.
+            assert not feed.covers(before, feed.epoch)
+    assert len(read) == 1 and b'"worker_id":"after"' in read[0], "only what came after the listener"
+
+
+async def test_a_follower_after_a_park_gets_every_event_from_its_id_in_order(store: Store) -> None:
+    async with parking_feed(store) as feed:
+        before = feed.last_id
+        ids = await _fill(store, 5)  # published while parked: the buffer never holds them
+        follower = feed.follow(f"{before[0]}-{before[1]}", None, lambda: True, keepalive_s=5)
+        got = asyncio.ensure_future(_take(follower, 7))
+        await _until(lambda: not feed.parked, "the follower wakes the reader")
+        await _fill(store, 2)
+        messages = await asyncio.wait_for(got, 30)
+        await follower.aclose()
+        rows = await store.events_after(ids[0], 20)
+    assert [m["id"] for m in messages] == [ids[0]] + [event_id for event_id, _ in rows]
+
+
+async def test_a_waiter_wakes_a_parked_reader_and_gets_its_task_on_the_completion_event(store: Store) -> None:
+    spec = TaskSpec(name="noop", id=new_task_ids(1)[0])
+    await store.submit([spec])
+    async with parking_feed(store) as feed:
+        waiters = Waiters(store, feed)
+        waiting = asyncio.ensure_future(waiters.wait(spec.id or "", 120))
+        await _until(lambda: bool(waiters.waiting), "the waiter registers")
+        assert not feed.parked, "a waiter keeps the reader reading"
+        assert (await work_once(store, 1)).ids == [spec.id]
+        # Were the completion event not read, the wait would only end after its 120 s.
+        task = await asyncio.wait_for(waiting, 60)
+    assert task is not None and task.state is TaskState.SUCCEEDED

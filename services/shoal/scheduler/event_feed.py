@@ -10,6 +10,12 @@ a resume from long ago) catches up from the Redis stream itself, then rejoins th
 Nothing is dropped silently: when the entries a client asked for are no longer in the
 stream (trimmed by its cap, or lost in a failover), the client is first sent one `gap`
 event naming what it asked for and the oldest entry still kept, then everything from there.
+
+The reader reads only while someone listens: once no waiter and no SSE client has used the
+feed for `park_after_s`, it stops reading (every event of a stream of single submits would
+otherwise cost the scheduler one XREAD, more CPU than serving the submit). The next listener
+(`listening()`) first moves the reader to the stream's newest entry, then reads its task or
+the buffer: what happened before that entry is in what it reads, what happens after is read.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +40,9 @@ log = logging.getLogger(__name__)
 
 READ_COUNT = 500
 BLOCK_MS = 1000
+PARK_AFTER_S = 2.0
+"""How long the reader keeps reading after its last listener left (a round trip after another
+should not pay for moving the reader again)."""
 BUFFER_ENTRIES = 20_000
 BUFFER_BYTES = 16 * 1024 * 1024
 _RECONNECT_DELAY_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -70,8 +81,11 @@ def gap_frame(asked: str, oldest: str) -> bytes:
 class EventFeed:
     """The process's one reader of `{ns}:events` (see the module docstring)."""
 
-    def __init__(self, store: Store, reader: AnyRedis) -> None:
-        """`store` serves catch-up reads; `reader` is a client of the feed's own (it blocks)."""
+    def __init__(self, store: Store, reader: AnyRedis, park_after_s: float | None = PARK_AFTER_S) -> None:
+        """`store` serves catch-up reads; `reader` is a client of the feed's own (it blocks).
+
+        `park_after_s`: stop reading once nobody listened for that long (None: never stop).
+        """
         self._store = store
         self._reader_client = reader
         self._stream = store.keys.events_stream
@@ -90,6 +104,13 @@ class EventFeed:
         self.followers = 0
         self.read_errors = 0
         self.rewinds = 0
+        self.parks = 0  # times the reader stopped reading for want of listeners
+        self._park_after_s = park_after_s
+        self._users = 0
+        self._last_use = time.monotonic()
+        self._parked = False
+        self._resume = asyncio.Event()
+        self._resumed: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,6 +138,62 @@ class EventFeed:
     def live(self) -> bool:
         return self._live.is_set() and not self._closed
 
+    @property
+    def parked(self) -> bool:
+        """Not reading: nobody listened for `park_after_s`."""
+        return self._parked
+
+    @asynccontextmanager
+    async def listening(self) -> AsyncIterator[None]:
+        """Keep the reader reading while inside; on entry, a parked reader is first moved to
+        the stream's newest entry, so every event after entering is read."""
+        self._users += 1
+        try:
+            if self._parked:
+                self._resume.set()
+                resumed = self._resumed
+                if resumed is not None:
+                    await asyncio.shield(resumed)
+            yield
+        finally:
+            self._users -= 1
+            self._last_use = time.monotonic()
+
+    def _should_park(self) -> bool:
+        return (
+            self._park_after_s is not None
+            and self._users == 0
+            and time.monotonic() - self._last_use >= self._park_after_s
+        )
+
+    async def _park(self) -> None:
+        """Stop reading until a listener comes, then go on from the stream's newest entry."""
+        self.parks += 1
+        resumed = self._resumed = asyncio.get_running_loop().create_future()
+        self._resume.clear()
+        self._parked = True
+        try:
+            await self._resume.wait()
+            await self._jump_to_newest()
+        finally:
+            # Resolved even when the jump failed: the reconnect that follows makes every
+            # waiter re-read its task (`reconnected`), so none waits on a reader that is down.
+            self._parked = False
+            self._resumed = None
+            if not resumed.done():
+                resumed.set_result(None)
+
+    async def _jump_to_newest(self) -> None:
+        """Read on from the stream's newest entry; the buffer no longer covers what was skipped."""
+        newest_text, newest_id = await self._newest()
+        if newest_id < self.last_id:
+            self._went_back(newest_text, newest_id)
+        elif newest_id > self.last_id:
+            self._entries.clear()
+            self._bytes = 0
+            self.base_id = self.last_id = newest_id
+            self._last_text = newest_text
+
     # ------------------------------------------------------------------ reader
 
     async def _run(self) -> None:
@@ -130,6 +207,8 @@ class EventFeed:
                 self._notify([], reconnected=True)
                 failures = 0
                 while not self._closed:
+                    if self._should_park():
+                        await self._park()
                     reply: Any = await self._reader_client.xread(
                         {self._stream: self._last_text}, count=READ_COUNT, block=BLOCK_MS
                     )
@@ -152,29 +231,35 @@ class EventFeed:
             await asyncio.sleep(_RECONNECT_DELAY_S[min(failures, len(_RECONNECT_DELAY_S) - 1)])
             failures += 1
 
+    async def _newest(self) -> tuple[str, StreamId]:
+        newest: Any = await self._reader_client.xrevrange(self._stream, count=1)
+        newest_text = str(newest[0][0]) if newest else "0-0"
+        return newest_text, parse_id(newest_text)
+
     async def _resync(self, first: bool) -> None:
         """Where to read from: the newest entry at start; after a reconnect, on from the last
         entry read, unless the stream went back in time (a failover lost entries we had)."""
-        newest: Any = await self._reader_client.xrevrange(self._stream, count=1)
-        newest_text = str(newest[0][0]) if newest else "0-0"
-        newest_id = parse_id(newest_text)
+        newest_text, newest_id = await self._newest()
         if first:
             self.base_id = self.last_id = newest_id
             self._last_text = newest_text
         elif newest_id < self.last_id:
-            self.rewinds += 1
-            log.error(
-                "the event stream went back from %s to %s (entries lost in a Redis failover); "
-                "event streams restart and report a gap",
-                self._last_text,
-                newest_text,
-            )
-            self._entries.clear()
-            self._bytes = 0
-            self.base_id = self.last_id = newest_id
-            self._last_text = newest_text
-            self.epoch += 1
-            self._ring()
+            self._went_back(newest_text, newest_id)
+
+    def _went_back(self, newest_text: str, newest_id: StreamId) -> None:
+        self.rewinds += 1
+        log.error(
+            "the event stream went back from %s to %s (entries lost in a Redis failover); "
+            "event streams restart and report a gap",
+            self._last_text,
+            newest_text,
+        )
+        self._entries.clear()
+        self._bytes = 0
+        self.base_id = self.last_id = newest_id
+        self._last_text = newest_text
+        self.epoch += 1
+        self._ring()
 
     def _append(self, rows: list[tuple[str, dict[str, str]]]) -> None:
         events: list[tuple[str, dict[str, Any]]] = []
@@ -251,42 +336,52 @@ class EventFeed:
         is what the client sent (named in a `gap` event if what it asked for is gone)."""
         self.followers += 1
         try:
-            epoch = self.epoch
-            if start is None:
-                position = self.last_id
-            else:
-                position = parse_id(start)
-                gap = None if self.covers(position, epoch) else await self._gap(position)
-                if gap is not None:
-                    yield gap_frame(asked or start, gap)
-                    position = just_before(parse_id(gap))
-            while is_open() and not self._closed:
-                if epoch != self.epoch:  # the stream went back: what we sent may not exist any more
-                    epoch = self.epoch
-                    yield gap_frame(_text(position), _text(self.base_id))
-                    position = (0, 0)  # all that the stream holds now
-                if self.covers(position, epoch):
-                    entries = self.after(position)
-                    if entries:
-                        position = entries[-1].id
-                        yield b"".join(entry.frame for entry in entries)
-                        continue
-                    if not await self.wait(keepalive_s):
-                        yield b": keepalive\n\n"
-                    continue
-                # Behind the buffer: catch up from Redis, reporting what was trimmed meanwhile.
-                gap = await self._gap(position)
-                if gap is not None:
-                    yield gap_frame(_text(position), gap)
-                    position = just_before(parse_id(gap))
-                rows = await self._store.events_after(_text(position), READ_COUNT)
-                if rows:
-                    position = parse_id(rows[-1][0])
-                    yield b"".join(frame(event_id, event) for event_id, event in rows)
-                elif not await self.wait(min(keepalive_s, 0.5)):
-                    yield b": keepalive\n\n"
+            async with (
+                self.listening(),
+                contextlib.aclosing(self._follow(start, asked, is_open, keepalive_s)) as chunks,
+            ):
+                async for chunk in chunks:
+                    yield chunk
         finally:
             self.followers -= 1
+
+    async def _follow(
+        self, start: str | None, asked: str | None, is_open: Callable[[], bool], keepalive_s: float
+    ) -> AsyncGenerator[bytes, None]:
+        epoch = self.epoch
+        if start is None:
+            position = self.last_id
+        else:
+            position = parse_id(start)
+            gap = None if self.covers(position, epoch) else await self._gap(position)
+            if gap is not None:
+                yield gap_frame(asked or start, gap)
+                position = just_before(parse_id(gap))
+        while is_open() and not self._closed:
+            if epoch != self.epoch:  # the stream went back: what we sent may not exist any more
+                epoch = self.epoch
+                yield gap_frame(_text(position), _text(self.base_id))
+                position = (0, 0)  # all that the stream holds now
+            if self.covers(position, epoch):
+                entries = self.after(position)
+                if entries:
+                    position = entries[-1].id
+                    yield b"".join(entry.frame for entry in entries)
+                    continue
+                if not await self.wait(keepalive_s):
+                    yield b": keepalive\n\n"
+                continue
+            # Behind the buffer: catch up from Redis, reporting what was trimmed meanwhile.
+            gap = await self._gap(position)
+            if gap is not None:
+                yield gap_frame(_text(position), gap)
+                position = just_before(parse_id(gap))
+            rows = await self._store.events_after(_text(position), READ_COUNT)
+            if rows:
+                position = parse_id(rows[-1][0])
+                yield b"".join(frame(event_id, event) for event_id, event in rows)
+            elif not await self.wait(min(keepalive_s, 0.5)):
+                yield b": keepalive\n\n"
 
     async def _gap(self, position: StreamId) -> str | None:
         """The oldest retained id when entries after `position` are no longer in the stream."""

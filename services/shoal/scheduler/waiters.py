@@ -78,21 +78,22 @@ class Waiters:
         """The task once terminal, or as it is when `timeout_s` has passed; None if unknown."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(timeout_s, 0.0), MAX_WAIT_S)
-        while True:
-            future = self._register(task_id)
-            try:
-                task = await self._store.get(task_id)
-                if task is None or task.state in TERMINAL or self._closed:
-                    return task
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return task
+        async with self.feed.listening():  # a parked reader reads again before the task is read
+            while True:
+                future = self._register(task_id)
                 try:
-                    await asyncio.wait_for(future, remaining)
-                except TimeoutError:
-                    return await self._store.get(task_id) or task
-            finally:
-                self._unregister(task_id, future)
+                    task = await self._store.get(task_id)
+                    if task is None or task.state in TERMINAL or self._closed:
+                        return task
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        return task
+                    try:
+                        await asyncio.wait_for(future, remaining)
+                    except TimeoutError:
+                        return await self._store.get(task_id) or task
+                finally:
+                    self._unregister(task_id, future)
 
     def end_streams(self) -> None:
         """End every event stream, now and to come: the server is shutting down. Thread-safe.
