@@ -36,6 +36,7 @@ PAGES = {
     "queues": (PAGES_DIR / "queues.py").as_posix(),
     "scaling": (PAGES_DIR / "scaling.py").as_posix(),
     "schedules": (PAGES_DIR / "schedules.py").as_posix(),
+    "failures": (PAGES_DIR / "failures.py").as_posix(),
 }
 
 T = TypeVar("T")

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from shoal.dashboard import format as fmt
+from shoal.dashboard import progress_view
 
 
 def table(tasks: Sequence[Mapping[str, Any]], now: float) -> pd.DataFrame:
@@ -32,6 +33,8 @@ def table(tasks: Sequence[Mapping[str, Any]], now: float) -> pd.DataFrame:
                 "worker": t.get("worker_id") or "",
                 "created": pd.Timestamp.fromtimestamp(t["created_at"]) if t.get("created_at") else pd.NaT,
                 "run time": took,
+                "progress": progress_view.fraction(t),
+                "doing": progress_view.message(t),
                 "error": (t.get("error") or "")[:120],
             }
         )
@@ -45,6 +48,8 @@ def table(tasks: Sequence[Mapping[str, Any]], now: float) -> pd.DataFrame:
         "worker",
         "created",
         "run time",
+        "progress",
+        "doing",
         "error",
     ]
     return pd.DataFrame(rows, columns=columns)

@@ -32,6 +32,7 @@ def main() -> None:
     pages = [
         st.Page(f"{PAGES}/overview.py", title="Overview", icon=":material/monitoring:", default=True),
         st.Page(f"{PAGES}/tasks.py", title="Tasks", icon=":material/list_alt:"),
+        st.Page(f"{PAGES}/failures.py", title="Failures", icon=":material/report:"),
         st.Page(f"{PAGES}/workers.py", title="Workers", icon=":material/dns:"),
         st.Page(f"{PAGES}/queues.py", title="Queues", icon=":material/stacked_bar_chart:"),
         st.Page(f"{PAGES}/schedules.py", title="Schedules", icon=":material/event_repeat:"),

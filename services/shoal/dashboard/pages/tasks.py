@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from shoal.dashboard import api, charts, graph, live, session, taskview, values
+from shoal.dashboard import api, bulk_panels, charts, graph, live, progress_view, session, taskview, values
 from shoal.dashboard import format as fmt
 from shoal.dashboard.untrusted import markdown_text
 
@@ -115,6 +115,10 @@ def task_table() -> None:
             "priority": st.column_config.NumberColumn("prio", width="small"),
             "created": st.column_config.DatetimeColumn("created", format="HH:mm:ss"),
             "error": st.column_config.TextColumn("error", width="medium"),
+            "progress": st.column_config.ProgressColumn(
+                "progress", format="percent", min_value=0, max_value=1
+            ),
+            "doing": st.column_config.TextColumn("doing", width="small"),
         },
     )
     rows = tuple(event.selection.rows) if event is not None else ()
@@ -303,6 +307,7 @@ def task_detail() -> None:
         st.badge(f"attempt {task['attempts']} of {allowed}", color="gray")
     api.show_outcome()
     _show_explanation(task, _explanation(task))
+    progress_view.bar(task)
     _actions(task)
 
     overview, error, output, tries, timeline, deps = st.tabs(
@@ -387,5 +392,7 @@ def task_detail() -> None:
 table_column, detail_column = st.columns([3, 2], gap="medium")
 with table_column:
     task_table()
+    criteria = _filter_args()
+    bulk_panels.filter_actions(criteria["state"], criteria["queue"], criteria["name"])
 with detail_column:
     task_detail()
