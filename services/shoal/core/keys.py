@@ -47,6 +47,12 @@ FIXED: tuple[tuple[str, str], ...] = (
     ("fanout", "fanout"),  # list of release/cascade work left over by a bounded call
     ("paused_queues", "paused"),  # hash queue -> paused since (ms): the claim skips those queues
     ("progress", "progress"),  # hash id -> JSON of the latest progress its running attempt reported
+    ("flow_rules", "flow:rules"),  # hash scope -> concurrency,rate,period_ms,weight (shoal.core.flow)
+    ("flow_running", "flow:running"),  # hash scope -> running tasks (every queue:, name:, key: scope)
+    ("flow_ready", "flow:ready"),  # lex zset: queue NUL group NUL claim order id
+    ("flow_groups", "flow:groups"),  # lex zset: queue NUL group, the groups with ready tasks
+    ("flow_cursor", "flow:cursor"),  # hash queue -> the group the round robin served last
+    ("flow_starts", "flow:starts"),  # lex zset: scope NUL start ms NUL id:attempt (rate windows)
 )
 
 # Keys named after one id: method of `Keys` -> suffix template ("{}" is the id). The
@@ -108,6 +114,12 @@ class Keys:
     fanout: str
     paused_queues: str
     progress: str
+    flow_rules: str
+    flow_running: str
+    flow_ready: str
+    flow_groups: str
+    flow_cursor: str
+    flow_starts: str
     names: str
     leader: str
     scaling_history: str

@@ -22,6 +22,7 @@ class TaskSpec:
     timeout_s: float = 300.0
     delay_s: float = 0.0
     idempotency_key: str | None = None
+    flow_key: str | None = None  # concurrency/rate scope key:<flow_key> and fair-share group
     id: str | None = None  # assigned by the submitter so batch refs can be resolved first
 
 
@@ -86,6 +87,7 @@ class Task:
     history: list[Attempt] = field(default_factory=list)
     attempt_limit: int = 0  # attempts allowed in all: max_retries + 1, more after a manual retry
     progress: StoredProgress | None = None  # the latest report of an attempt (read only by some reads)
+    flow_key: str | None = None
 
 
 @dataclass(slots=True)

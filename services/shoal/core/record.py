@@ -38,6 +38,7 @@ FIELDS: tuple[str, ...] = (
     "delay_ms",
     "idempotency_key",
     "depends_on",  # comma-separated ids
+    "flow_key",  # the task's flow key ('' for none): its concurrency/rate scope and fair-share group
     "args",  # JSON
     "kwargs",  # JSON
 )
@@ -45,6 +46,9 @@ INDEX = {name: i for i, name in enumerate(FIELDS)}
 
 # Members of the lexicographic sorted sets (all scores 0), NUL-separated:
 #   ready:    queue NUL claim-order id    (claim order = vseq - rank_offset + READY_OFFSET, hex)
+#   flow:ready  queue NUL group NUL claim-order id   (tasks with a flow key; parked tasks)
+#   flow:groups queue NUL group                      (groups that have ready tasks)
+#   flow:starts scope NUL start ms (hex) NUL id:attempt   (the rate limits' sliding windows)
 #   state:<s> queue NUL name NUL created id
 #   edges:    parent NUL child
 #   wtasks:   worker NUL id

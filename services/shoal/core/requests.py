@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from shoal.core.flow import KEY_PATTERN
 from shoal.core.jsonutil import MAX_NESTING, nesting_exceeds
 from shoal.core.models import TaskSpec
 from shoal.core.settings import NAME_PATTERN, ApiSettings
@@ -40,6 +41,8 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN.pattern)]
 IdempotencyKey = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_IDEMPOTENCY_KEY, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
+FlowKey = Annotated[str, StringConstraints(pattern=KEY_PATTERN.pattern)]
+"""A flow key: 1-200 characters without control characters (shoal.core.flow)."""
 
 
 class ValidationLimits(BaseModel):
@@ -90,6 +93,11 @@ class TaskCreate(BaseModel):
     idempotency_key: IdempotencyKey | None = Field(
         None, description="A retried submit with the same key returns the first task (200 instead of 201)."
     )
+    flow_key: FlowKey | None = Field(
+        None,
+        description="Flow key, e.g. `tenant:42`: the rules of scope `key:tenant:42` (or `key:tenant:*`) "
+        "limit its tasks' concurrency and rate, and claims rotate across a queue's keys (fair sharing).",
+    )
 
     @field_validator("depends_on")
     @classmethod
@@ -122,6 +130,7 @@ class TaskCreate(BaseModel):
             timeout_s=default_timeout_s if self.timeout_s is None else self.timeout_s,
             delay_s=self.delay_s,
             idempotency_key=self.idempotency_key,
+            flow_key=self.flow_key,
             id=task_id,
         )
 

@@ -22,6 +22,7 @@ from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError,
 from shoal.core import jsonutil, record
 from shoal.core.bulk_store import BulkStore
 from shoal.core.errors import Conflict, DuplicateTaskId, InvalidSubmission, NotFound, NotReplicated
+from shoal.core.flow_store import FlowStore
 from shoal.core.keys import Keys
 from shoal.core.models import (
     Attempt,
@@ -100,6 +101,7 @@ def task_from_record(
         finished_at=_ms_to_s(r["finished_at"]),
         scheduled_for=_ms_to_s(r["scheduled_for"]),
         history=[_attempt_from_dict(item) for item in jsonutil.loads(history)] if history else [],
+        flow_key=_opt(r["flow_key"]),
     )
 
 
@@ -164,6 +166,9 @@ class Store:
         self.bulk = BulkStore(self)
         self.pauses = PauseStore(self)
         self.progress = ProgressStore(self)
+        self.flow = FlowStore(self)
+        # (rule scope, 'concurrency' | 'rate') -> times this store's claims were held back by it
+        self.flow_held: dict[tuple[str, str], int] = {}
 
     @classmethod
     def from_settings(
@@ -277,6 +282,7 @@ class Store:
                 spec.timeout_s,
                 int(spec.delay_s * _MS),
                 spec.idempotency_key or "",
+                spec.flow_key or "",
             ]
         return args
 
@@ -366,7 +372,14 @@ class Store:
             return None
         member = record.ready_member(r["queue"], int(r["vseq"]), int(r["rank_offset"]), task_id)
         low, _ = record.prefix_range(r["queue"] + record.MEMBER_SEP)
-        return int(await self.redis.zlexcount(self.keys.ready, low, "(" + member))
+        if not r["flow_key"] and await self.redis.zscore(self.keys.ready, member) is not None:
+            return int(await self.redis.zlexcount(self.keys.ready, low, "(" + member))
+        # Keyed (or parked by its name's limit): its place within its fair-share group.
+        group = r["flow_key"] or "\x02" + r["name"]
+        head = r["queue"] + record.MEMBER_SEP + group + record.MEMBER_SEP
+        flow_member = head + member[len(r["queue"]) + 1 :]
+        low, _ = record.prefix_range(head)
+        return int(await self.redis.zlexcount(self.keys.flow_ready, low, "(" + flow_member))
 
     async def worker_task_ids(self, worker_id: str) -> list[str]:
         """The ids of the tasks a worker holds leases on."""
@@ -431,6 +444,8 @@ class Store:
             keys=[*self._k, self.keys.worker(worker_id)], args=[worker_id, n, self._lease_ms, *queues]
         )
         claimed_at = raw[0] / _MS
+        if raw[1]:
+            self._count_held(jsonutil.loads(raw[1]))
         loads = jsonutil.loads
         return [
             ClaimedTask(
@@ -444,8 +459,14 @@ class Store:
                 enqueued_at=int(raw[i + 7]) / _MS,
                 claimed_at=claimed_at,
             )
-            for i in range(1, len(raw), 8)
+            for i in range(2, len(raw), 8)
         ]
+
+    def _count_held(self, held: list[Any]) -> None:
+        """Adds a claim's report of the limits that held work back (rule scope, reason, count)."""
+        for i in range(0, len(held), 3):
+            field = (str(held[i]), str(held[i + 1]))
+            self.flow_held[field] = self.flow_held.get(field, 0) + int(held[i + 2])
 
     async def complete(self, worker_id: str, outcomes: list[Outcome]) -> list[bool]:
         """Record finished attempts; False for each one refused by the fencing check."""
@@ -706,7 +727,8 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
                 low, high = record.prefix_range(q + record.MEMBER_SEP)
-                pipe.zlexcount(k.ready, low, high)
+                # The queued index: keyless, keyed and parked tasks alike (two ready sets).
+                pipe.zlexcount(k.state(TaskState.QUEUED.value), low, high)
                 pipe.zlexcount(k.state(TaskState.RUNNING.value), low, high)
                 pipe.zlexcount(k.state(TaskState.SCHEDULED.value), low, high)
             pipe.hgetall(k.depth)

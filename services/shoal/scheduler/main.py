@@ -42,6 +42,7 @@ from shoal.scheduler.api.routes import (
     event_history,
     events,
     health,
+    limits,
     queues,
     scaling,
     schedules,
@@ -53,6 +54,7 @@ from shoal.scheduler.api.routes import (
 from shoal.scheduler.api.tokens import TokenTable
 from shoal.scheduler.bulk_schemas import BulkCreate
 from shoal.scheduler.event_feed import BLOCK_MS, EventFeed
+from shoal.scheduler.limit_schemas import LimitBody
 from shoal.scheduler.metrics import count_submitted
 from shoal.scheduler.operator import build_operator
 from shoal.scheduler.schedule_schemas import ScheduleBody, ScheduleCreate
@@ -156,7 +158,9 @@ def create_app(
             503: {"model": ErrorPublic, "description": "Redis is unreachable."},
         },
     )
-    for module in (tasks, task_logs, workers, queues, stats, event_history, events, scaling, schedules, bulk):
+    for module in (
+        tasks, task_logs, workers, queues, limits, stats, event_history, events, scaling, schedules, bulk,
+    ):  # fmt: skip
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
@@ -200,7 +204,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (TaskCreate, BatchCreate, ScheduleCreate, ScheduleBody, BulkCreate):
+        for model in (TaskCreate, BatchCreate, ScheduleCreate, ScheduleBody, BulkCreate, LimitBody):
             body = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(body.pop("$defs", {}))
             components[model.__name__] = body

@@ -101,6 +101,7 @@ class TaskPublic(BaseModel):  # type: ignore[no-redef]  # pydantic plugin vs. a 
     traceback: str | None = None
     worker_id: str | None = None
     idempotency_key: str | None = None
+    flow_key: str | None = None
     created_at: float | None = None
     enqueued_at: float | None = None
     started_at: float | None = None

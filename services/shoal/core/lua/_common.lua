@@ -95,10 +95,56 @@ local MOVED = {}    -- ids in FIRST, in order
 local READY = {}    -- ready-set members to add: 0, member, 0, member, ...
 local DEPTH = {}    -- queue NUL priority -> change of the queue's ready count at that priority
 
+-- ------------------------------------------------------------------ flow control
+-- Every script keeps the running count of each task's scopes (queue:, name:, key:) in
+-- K_FLOW_RUNNING as attempts start and end (set_state), whatever the rules say, so a rule
+-- added or changed while tasks run finds the counts right. Tasks with a flow key wait in
+-- K_FLOW_READY by (queue, key) instead of K_READY; claim.lua walks those groups round robin.
+local RUNNING = {}      -- scope -> change of its running count
+local FLOW_READY = {}   -- 0, member, ... to add to K_FLOW_READY
+local FLOW_GROUPS = {}  -- queue NUL group -> true: groups that got ready tasks
+local FLOW_WAKE = nil   -- whether an attempt that ends wakes its queue (rules exist), once known
+
+local function running_add(t, n)
+  local q, nm, k = 'queue:' .. t[R_QUEUE], 'name:' .. t[R_NAME], t[R_FLOW_KEY]
+  RUNNING[q] = (RUNNING[q] or 0) + n
+  RUNNING[nm] = (RUNNING[nm] or 0) + n
+  if k ~= '' then
+    k = 'key:' .. k
+    RUNNING[k] = (RUNNING[k] or 0) + n
+  end
+end
+
+-- Claim order within a queue: priority (aged), then FIFO; hex of fixed width.
+local function ready_order(t)
+  return string.format(READY_FORMAT, tonumber(t[R_VSEQ]) - tonumber(t[R_RANK_OFFSET]) + READY_OFFSET)
+end
+
+-- The fair-share group a queued task waits in: its flow key, or (parked there by a claim that
+-- found its task name at a limit) '\2' .. name, which no flow key can be.
+local function flow_member(id, t, group)
+  return t[R_QUEUE] .. M_SEP .. group .. M_SEP .. ready_order(t) .. id
+end
+
+local function flow_add(id, t, group)
+  FLOW_READY[#FLOW_READY + 1] = 0
+  FLOW_READY[#FLOW_READY + 1] = flow_member(id, t, group)
+  FLOW_GROUPS[t[R_QUEUE] .. M_SEP .. group] = true
+end
+
 -- The one place a task's state changes (and create_task, which starts it at '').
 local function set_state(id, t, new)
   if not TRANSITIONS[t[R_STATE] .. '>' .. new] then
     error('illegal transition of task ' .. id .. ': ' .. t[R_STATE] .. ' -> ' .. new)
+  end
+  local old = t[R_STATE]
+  if new == 'running' then
+    running_add(t, 1)
+  elseif old == 'running' then
+    running_add(t, -1)
+    -- A freed slot may let a held task start: wake the queue's idle workers.
+    if FLOW_WAKE == nil then FLOW_WAKE = redis.call('HLEN', K_FLOW_RULES) > 0 end
+    if FLOW_WAKE or t[R_FLOW_KEY] ~= '' then WOKEN[t[R_QUEUE]] = true end
   end
   if FIRST[id] == nil then
     FIRST[id] = t[R_STATE]
@@ -127,8 +173,12 @@ local function enqueue(id, t, keep_position)
   if not keep_position or t[R_VSEQ] == '' then t[R_VSEQ] = string.format('%.0f', next_vseq()) end
   t[R_ENQUEUED_AT] = NOW_MS
   t[R_SCHEDULED_FOR] = ''
-  READY[#READY + 1] = 0
-  READY[#READY + 1] = ready_member(id, t)
+  if t[R_FLOW_KEY] ~= '' then
+    flow_add(id, t, t[R_FLOW_KEY])
+  else
+    READY[#READY + 1] = 0
+    READY[#READY + 1] = ready_member(id, t)
+  end
   depth_add(t[R_QUEUE], t[R_PRIORITY], 1)
   WOKEN[t[R_QUEUE]] = true
   set_state(id, t, 'queued')
@@ -251,6 +301,23 @@ end
 local function flush_ready()
   if #READY > 0 then call_chunked('ZADD', K_READY, READY) end
   READY = {}
+  if #FLOW_READY > 0 then
+    call_chunked('ZADD', K_FLOW_READY, FLOW_READY)
+    local groups = {}
+    for g, _ in pairs(FLOW_GROUPS) do
+      groups[#groups + 1] = 0
+      groups[#groups + 1] = g
+    end
+    call_chunked('ZADD', K_FLOW_GROUPS, groups)
+    FLOW_READY, FLOW_GROUPS = {}, {}
+  end
+end
+
+-- Take a queued task out of whichever ready set holds it; 1 if it was there.
+local function unready(id, t)
+  if t[R_FLOW_KEY] == '' and redis.call('ZREM', K_READY, ready_member(id, t)) == 1 then return 1 end
+  local group = t[R_FLOW_KEY] ~= '' and t[R_FLOW_KEY] or ('\2' .. t[R_NAME])
+  return redis.call('ZREM', K_FLOW_READY, flow_member(id, t, group))
 end
 
 local function promote_due(limit)
@@ -394,6 +461,7 @@ local function finish()
   flush_moves()
   flush_records()
   apply_counts(K_DEPTH, DEPTH)
+  apply_counts(K_FLOW_RUNNING, RUNNING)
   if VCLOCK ~= nil then redis.call('SET', K_VCLOCK, string.format('%.0f', VCLOCK)) end
   for i = 1, #CHANGES, EVENT_CHANGES do
     local part = {unpack(CHANGES, i, math.min(i + EVENT_CHANGES - 1, #CHANGES))}

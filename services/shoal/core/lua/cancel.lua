@@ -13,7 +13,7 @@ if ARGV[2] and ARGV[2] ~= '' and not string.find(',' .. ARGV[2] .. ',', ',' .. s
   return {'conflict', state}
 end
 if state == 'queued' then
-  if redis.call('ZREM', K_READY, ready_member(id, t)) == 1 then depth_add(t[R_QUEUE], t[R_PRIORITY], -1) end
+  if unready(id, t) == 1 then depth_add(t[R_QUEUE], t[R_PRIORITY], -1) end
 elseif state == 'scheduled' then
   redis.call('ZREM', K_SCHEDULED, id)
 elseif state == 'running' then

@@ -1,0 +1,96 @@
+"""Flow control with real worker processes: what actually ran, read back from the runs' own
+records, never overlaps more than a key's limit, also while workers are SIGKILLed mid-run."""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal import Client
+from tests.process_stack import ProcessStack
+
+TASKS_ENV = {"SHOAL_TASK_MODULES": "tests.flow_tasks", "SHOAL_CONCURRENCY": "4"}
+
+
+@dataclass
+class Run:
+    token: str
+    pid: int
+    start: float
+    end: float | None
+
+
+def read_runs(path: Path) -> list[Run]:
+    """Every run in the record, ended or not; one start line and at most one end line per run."""
+    open_runs: dict[tuple[str, int], Run] = {}
+    runs: list[Run] = []
+    for line in path.read_text().splitlines():
+        kind, token, pid, at = line.split()
+        if kind == "start":
+            run = Run(token, int(pid), float(at), None)
+            open_runs[(token, int(pid))] = run
+            runs.append(run)
+        else:
+            open_runs.pop((token, int(pid))).end = float(at)
+    return runs
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals holding one instant (an end and a start at the same instant do not overlap)."""
+    edges = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda e: (e[0], e[1]))
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def wait_for(check: object, timeout_s: float, what: str) -> None:
+    # A wait, not a bound: generous for a machine loaded by other suites.
+    deadline = time.monotonic() + timeout_s
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_key_never_runs_more_than_its_limit_across_workers_killed_mid_run(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    record = tmp_path / "runs.log"
+    record.touch()
+    stack = ProcessStack(redis_url, namespace, tmp_path, **TASKS_ENV)
+    killed: dict[int, float] = {}  # pid -> when it was dead for sure
+    try:
+        stack.start_scheduler()
+        workers = [stack.start_worker() for _ in range(3)]
+        with Client(stack.url) as c:
+            c.request("PUT", "/api/v1/limits/key:tenant:1", body={"concurrency": 2})
+            items = [
+                {"name": "recorded", "args": [str(record), f"k{i}", 0.3], "flow_key": "tenant:1", "max_retries": 10}
+                for i in range(24)
+            ] + [{"name": "recorded", "args": [str(record), f"free{i}", 0.3]} for i in range(12)]
+            ids = [t["id"] for t in c.submit_batch(items)]
+            for victim in workers[:2]:
+                # Kill a worker while it runs a task of the key (its pid opened a run not ended yet).
+                def running_key_task(pid: int = victim.pid) -> bool:
+                    return any(r.pid == pid and r.end is None and r.token.startswith("k") for r in read_runs(record))
+
+                wait_for(running_key_task, 120, f"worker {victim.pid} to run a task of the key")
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(30)
+                killed[victim.pid] = time.time()
+                stack.start_worker()
+            states = {c.wait(i, timeout_s=300)["state"] for i in ids}
+            limit_after = c.request("GET", "/api/v1/limits/key:tenant:1")
+    finally:
+        stack.stop_all()
+    assert states == {"succeeded"}, stack.logs()
+    runs = read_runs(record)
+    cut = [r for r in runs if r.end is None]
+    assert cut and {r.pid for r in cut} <= set(killed), "only the killed workers left runs unfinished"
+    keyed = [(r.start, r.end if r.end is not None else killed[r.pid]) for r in runs if r.token.startswith("k")]
+    assert len(keyed) >= 24 + 2, "every task of the key ran, the killed ones again"
+    assert max_overlap(keyed) <= 2, "never more than 2 runs of key tenant:1 at once"
+    assert limit_after["running"] == 0, "the killed workers' slots came back"
