@@ -39,7 +39,9 @@ def read_runs(path: Path) -> list[Run]:
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
     """The most intervals holding one instant (an end and a start at the same instant do not overlap)."""
-    edges = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda e: (e[0], e[1]))
+    edges = sorted(
+        [(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda e: (e[0], e[1])
+    )
     most = now = 0
     for _, step in edges:
         now += step
@@ -68,14 +70,21 @@ def test_a_key_never_runs_more_than_its_limit_across_workers_killed_mid_run(
         with Client(stack.url) as c:
             c.request("PUT", "/api/v1/limits/key:tenant:1", body={"concurrency": 2})
             items = [
-                {"name": "recorded", "args": [str(record), f"k{i}", 0.3], "flow_key": "tenant:1", "max_retries": 10}
+                {
+                    "name": "recorded",
+                    "args": [str(record), f"k{i}", 0.3],
+                    "flow_key": "tenant:1",
+                    "max_retries": 10,
+                }
                 for i in range(24)
             ] + [{"name": "recorded", "args": [str(record), f"free{i}", 0.3]} for i in range(12)]
             ids = [t["id"] for t in c.submit_batch(items)]
             for victim in workers[:2]:
                 # Kill a worker while it runs a task of the key (its pid opened a run not ended yet).
                 def running_key_task(pid: int = victim.pid) -> bool:
-                    return any(r.pid == pid and r.end is None and r.token.startswith("k") for r in read_runs(record))
+                    return any(
+                        r.pid == pid and r.end is None and r.token.startswith("k") for r in read_runs(record)
+                    )
 
                 wait_for(running_key_task, 120, f"worker {victim.pid} to run a task of the key")
                 victim.send_signal(signal.SIGKILL)
@@ -90,7 +99,9 @@ def test_a_key_never_runs_more_than_its_limit_across_workers_killed_mid_run(
     runs = read_runs(record)
     cut = [r for r in runs if r.end is None]
     assert cut and {r.pid for r in cut} <= set(killed), "only the killed workers left runs unfinished"
-    keyed = [(r.start, r.end if r.end is not None else killed[r.pid]) for r in runs if r.token.startswith("k")]
+    keyed = [
+        (r.start, r.end if r.end is not None else killed[r.pid]) for r in runs if r.token.startswith("k")
+    ]
     assert len(keyed) >= 24 + 2, "every task of the key ran, the killed ones again"
     assert max_overlap(keyed) <= 2, "never more than 2 runs of key tenant:1 at once"
     assert limit_after["running"] == 0, "the killed workers' slots came back"
