@@ -105,3 +105,62 @@ def test_a_key_never_runs_more_than_its_limit_across_workers_killed_mid_run(
     assert len(keyed) >= 24 + 2, "every task of the key ran, the killed ones again"
     assert max_overlap(keyed) <= 2, "never more than 2 runs of key tenant:1 at once"
     assert limit_after["running"] == 0, "the killed workers' slots came back"
+
+
+def test_a_small_tenant_behind_a_big_backlog_starts_within_the_first_claims(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    record = tmp_path / "runs.log"
+    record.touch()
+    stack = ProcessStack(redis_url, namespace, tmp_path, **TASKS_ENV)
+    try:
+        stack.start_scheduler()
+        with Client(stack.url) as c:
+            big = [
+                {"name": "recorded", "args": [str(record), f"big{i}", 0], "flow_key": "tenant:big"}
+                for i in range(5000)
+            ]
+            for start in range(0, len(big), 1000):
+                c.submit_batch(big[start : start + 1000])
+            small = c.submit_batch(
+                [
+                    {"name": "recorded", "args": [str(record), f"small{i}", 0], "flow_key": "tenant:small"}
+                    for i in range(10)
+                ]
+            )
+            stack.start_worker()  # submitted first, claimed after: every task waits in its queue
+            states = {c.wait(t["id"], timeout_s=300)["state"] for t in small}
+    finally:
+        stack.stop_all()
+    assert states == {"succeeded"}
+    starts = [r.token for r in read_runs(record)]
+    first_small = next(i for i, token in enumerate(starts) if token.startswith("small"))
+    # One claim takes up to 4 (SHOAL_CONCURRENCY): round robin gives the small tenant half of it.
+    assert first_small < 8, f"the small tenant's first start came {first_small + 1}th"
+
+
+def test_starts_per_window_never_exceed_the_rate_across_workers(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    record = tmp_path / "runs.log"
+    record.touch()
+    stack = ProcessStack(redis_url, namespace, tmp_path, **TASKS_ENV)
+    try:
+        stack.start_scheduler()
+        for _ in range(3):
+            stack.start_worker()
+        with Client(stack.url) as c:
+            c.request("PUT", "/api/v1/limits/key:api", body={"rate": {"limit": 4, "period_s": 0.5}})
+            items = [
+                {"name": "recorded", "args": [str(record), f"r{i}", 0], "flow_key": "api"} for i in range(40)
+            ]
+            ids = [t["id"] for t in c.submit_batch(items)]
+            done = [c.wait(i, timeout_s=300) for i in ids]
+    finally:
+        stack.stop_all()
+    assert {t["state"] for t in done} == {"succeeded"}
+    assert {t["attempts"] for t in done} == {1}, "one start per task: its started_at is its only start"
+    # The starts as the claim script recorded them (Redis time, ms), not as the runs saw them.
+    starts = sorted(round(t["started_at"] * 1000) for t in done)
+    busiest = max(sum(1 for s in starts if a <= s < a + 500) for a in starts)
+    assert busiest <= 4, f"{busiest} starts within one 0.5 s window"
