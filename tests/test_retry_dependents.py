@@ -243,9 +243,9 @@ async def test_trimming_a_dependency_drops_the_edges_cut_below_it(namespace: str
         parent = await submit(store, max_retries=0)
         child = await submit(store, depends_on=[parent])
         await run_to_failure(store, parent)
-        assert await store.redis.zcard(store.keys.cut_edges) == 1
+        assert await store.redis.zcard(store.keys.past_edges) == 1
         task = await must_get(store, child)
         assert task.finished_at is not None
         await store.trim_retention(now_s=task.finished_at + 10)
         assert await store.get_many([parent, child]) == [None, None]
-        assert await store.redis.exists(store.keys.cut_edges) == 0
+        assert await store.redis.exists(store.keys.past_edges) == 0

@@ -24,9 +24,10 @@ FIXED: tuple[tuple[str, str], ...] = (
     ("task_logs", "logs"),  # hash id NUL attempt -> what that attempt printed and logged
     ("idempotency", "idem"),  # hash idempotency key -> task id
     ("edges", "edges"),  # lex zset: parent NUL child
-    # lex zset: parent NUL child, the edges a cascade went through to an upstream_failed child
-    # (kept while the parent is there: a retry with dependents walks them back)
-    ("cut_edges", "edges:cut"),
+    # lex zset: parent NUL child, the edges a release or cascade went through (and those of a
+    # dependent submitted after its dependency ended), kept while the parent is there: a task's
+    # dependents are its range here plus its range of `edges`; a retry with dependents walks them
+    ("past_edges", "edges:past"),
     ("ready", "ready"),  # lex zset: queue NUL claim order id
     # lex zsets, one per state: queue NUL name NUL created id
     *((f"state_{s.value}", f"state:{s.value}") for s in TaskState),
@@ -97,7 +98,7 @@ class Keys:
     task_logs: str
     idempotency: str
     edges: str
-    cut_edges: str
+    past_edges: str
     ready: str
     ranges: str
     done: str

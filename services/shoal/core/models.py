@@ -88,6 +88,10 @@ class Task:
     attempt_limit: int = 0  # attempts allowed in all: max_retries + 1, more after a manual retry
     progress: StoredProgress | None = None  # the latest report of an attempt (read only by some reads)
     flow_key: str | None = None
+    # The tasks that depend on this one (the first LISTED_DEPENDENTS by id) and how many there
+    # are; None when not read (listings and batch reads do not).
+    dependents: list[str] | None = None
+    dependents_count: int | None = None
 
 
 @dataclass(slots=True)

@@ -22,6 +22,8 @@ def task_public(task: Task) -> dict[str, Any]:
         "args": task.args,
         "kwargs": task.kwargs,
         "depends_on": task.depends_on,
+        "dependents": task.dependents,
+        "dependents_count": task.dependents_count,
         "attempts": task.attempts,
         "attempt_limit": task.attempt_limit or task.max_retries + 1,
         "max_retries": task.max_retries,
@@ -64,6 +66,8 @@ def submitted_task_public(spec: TaskSpec, state: TaskState, now: float) -> dict[
         "args": spec.args,
         "kwargs": spec.kwargs,
         "depends_on": spec.depends_on,
+        "dependents": None,  # not read: later tasks of its batch may already depend on it
+        "dependents_count": None,
         "attempts": 0,
         "attempt_limit": spec.max_retries + 1,
         "max_retries": spec.max_retries,

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 _MS = 1000.0
 KEPT_ATTEMPT_LOGS = record.KEPT_ATTEMPT_LOGS
 EVENTS_STREAM_MAXLEN = 2000  # as the transition scripts cap it (_common.lua)
+LISTED_DEPENDENTS = 200  # dependents a task read lists (its count says how many there are)
 EXISTS_CHUNK = 1000  # ids checked per round trip: bounded memory and Redis time whatever a request names
 STATS_KEEP_BUCKETS = 720  # 10-second throughput buckets kept: two hours
 _CURSOR = re.compile(record.CURSOR_PATTERN)
@@ -287,15 +288,24 @@ class Store:
         return args
 
     async def get(self, task_id: str, with_history: bool = True) -> Task | None:
+        """The task with its history and its dependents (the first LISTED_DEPENDENTS by id)."""
         k = self.keys
+        lo, hi = record.prefix_range(task_id + record.MEMBER_SEP)
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in (k.tasks, k.results, k.errors, k.tracebacks, k.history, k.progress):
                 pipe.hget(key, task_id)
-            raw, result, error, tb, history, progress = await pipe.execute()
+            # Waiting dependents are in `edges`, those released or cascaded in `past_edges`.
+            for key in (k.edges, k.past_edges):
+                pipe.zrangebylex(key, lo, hi, start=0, num=LISTED_DEPENDENTS)
+                pipe.zlexcount(key, lo, hi)
+            raw, result, error, tb, history, progress, waiting, n_waiting, past, n_past = await pipe.execute()
         if raw is None:
             return None
         task = task_from_record(task_id, raw, result, error, tb, history if with_history else None)
         task.progress = parse_progress(progress)
+        skip = len(task_id) + 1
+        task.dependents = sorted({str(e)[skip:] for e in (*waiting, *past)})[:LISTED_DEPENDENTS]
+        task.dependents_count = int(n_waiting) + int(n_past)
         return task
 
     async def get_many(self, ids: list[str]) -> list[Task | None]:

@@ -89,6 +89,14 @@ class TaskPublic(BaseModel):  # type: ignore[no-redef]  # pydantic plugin vs. a 
     args: list[Any]
     kwargs: dict[str, Any]
     depends_on: list[str]
+    dependents: list[str] | None = Field(
+        None,
+        description="The tasks that depend on this one, waiting or not (the first 200 by id); null in "
+        "listings and submit answers, which do not read them.",
+    )
+    dependents_count: int | None = Field(
+        None, description="How many tasks depend on this one; null as `dependents`."
+    )
     attempts: int
     attempt_limit: int = Field(
         description="Attempts the task may have in all: max_retries + 1, raised by a manual retry (a fresh "

@@ -261,18 +261,14 @@ local function run_fanout()
           end
         end
       end
-      -- A cascade keeps the edges it cut, so a retry with dependents (retry.lua) finds them.
-      if mode == 'c' then
-        local cut = {}
-        for i, child in ipairs(children) do
-          local t = REC[child]
-          if t and t[R_STATE] == 'upstream_failed' then
-            cut[#cut + 1] = 0
-            cut[#cut + 1] = edges[i]
-          end
-        end
-        if #cut > 0 then call_chunked('ZADD', K_CUT_EDGES, cut) end
+      -- The edges it went through stay listed (a task's dependents; what a retry with
+      -- dependents walks back, retry.lua).
+      local past = {}
+      for _, e in ipairs(edges) do
+        past[#past + 1] = 0
+        past[#past + 1] = e
       end
+      call_chunked('ZADD', K_PAST_EDGES, past)
     end
     -- A full chunk may have more edges behind it: keep the item, the budget is spent anyway.
     if BUDGET > 0 then FAN_NEXT = FAN_NEXT + 1 end

@@ -20,7 +20,7 @@ local function parents_of(t)
   return out
 end
 
--- 1. The upstream_failed tasks below the root, through the edges cascades cut (K_CUT_EDGES).
+-- 1. The upstream_failed tasks below the root, through the edges cascades went (K_PAST_EDGES).
 local found = {[id] = true}
 local order = {id}
 local below = {}  -- id -> its upstream_failed children
@@ -29,7 +29,7 @@ if with_dependents then
   local i = 1
   while i <= #order do
     local parent = order[i]
-    local edges = redis.call('ZRANGEBYLEX', K_CUT_EDGES, '[' .. parent .. M_SEP, '(' .. parent .. '\1',
+    local edges = redis.call('ZRANGEBYLEX', K_PAST_EDGES, '[' .. parent .. M_SEP, '(' .. parent .. '\1',
       'LIMIT', 0, edge_budget + 1)
     edge_budget = edge_budget - #edges
     if edge_budget < 0 then return {'toobig', bound} end
@@ -96,7 +96,7 @@ end
 
 -- 3. Back they go: each waits again on its dependencies that have not succeeded (the edges
 -- are restored), the root queues when it waits on nothing.
-local restored_edges, uncut = {}, {}
+local restored_edges, unpast = {}, {}
 local back = 0
 for _, tid in ipairs(order) do
   if not blocked[tid] then
@@ -108,7 +108,7 @@ for _, tid in ipairs(order) do
         left = left + 1
         restored_edges[#restored_edges + 1] = 0
         restored_edges[#restored_edges + 1] = dep .. M_SEP .. tid
-        uncut[#uncut + 1] = dep .. M_SEP .. tid
+        unpast[#unpast + 1] = dep .. M_SEP .. tid
         if d[R_DEPENDENTS] == '' then
           d[R_DEPENDENTS] = '1'
           touch(dep)
@@ -127,6 +127,6 @@ for _, tid in ipairs(order) do
   end
 end
 if #restored_edges > 0 then call_chunked('ZADD', K_EDGES, restored_edges) end
-if #uncut > 0 then call_chunked('ZREM', K_CUT_EDGES, uncut) end
+if #unpast > 0 then call_chunked('ZREM', K_PAST_EDGES, unpast) end
 finish()
 return {'ok', back}

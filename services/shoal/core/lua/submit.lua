@@ -49,7 +49,7 @@ end
 
 local out = {}
 local edges = {}     -- 0, parent NUL child, ... for K_EDGES
-local cut = {}       -- the same for K_CUT_EDGES: edges from a dependency that is dead already
+local past = {}      -- the same for K_PAST_EDGES: edges from a dependency that has ended already
 local idem_new = {}  -- key, id, ... for K_IDEMPOTENCY
 local idem_seen = {} -- key -> id created by this call
 -- A batch item whose idempotency key matched an existing task is an alias of that task:
@@ -78,16 +78,16 @@ for i = 0, n - 1 do
           seen[dep] = true
           resolved[#resolved + 1] = dep
           local st = get_task(dep)[R_STATE]
-          if DEAD[st] then
-            dead = dep
-            cut[#cut + 1] = 0  -- as a cascade would have cut it (retry.lua walks it back)
-            cut[#cut + 1] = dep .. M_SEP .. id
+          if TERMINAL[st] then
+            if DEAD[st] then dead = dep end
+            past[#past + 1] = 0  -- as its release or cascade would have left it
+            past[#past + 1] = dep .. M_SEP .. id
             local parent = REC[dep]
             if parent[R_DEPENDENTS] == '' then
               parent[R_DEPENDENTS] = '1'  -- so that trim.lua drops the edge with it
               touch(dep)
             end
-          elseif st ~= 'succeeded' then
+          else
             edges[#edges + 1] = 0
             edges[#edges + 1] = dep .. M_SEP .. id
             left = left + 1
@@ -133,7 +133,7 @@ for i = 0, n - 1 do
   end
 end
 if #edges > 0 then call_chunked('ZADD', K_EDGES, edges) end
-if #cut > 0 then call_chunked('ZADD', K_CUT_EDGES, cut) end
+if #past > 0 then call_chunked('ZADD', K_PAST_EDGES, past) end
 if #idem_new > 0 then call_chunked('HSET', K_IDEMPOTENCY, idem_new) end
 finish()
 return out

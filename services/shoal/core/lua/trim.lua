@@ -30,8 +30,8 @@ for _, id in ipairs(ids) do
     -- The captured output of its last attempts (shoal.core.record.KEPT_ATTEMPT_LOGS).
     local last = tonumber(t[R_ATTEMPTS])
     for n = math.max(1, last - KEPT_ATTEMPT_LOGS + 1), last do logs[#logs + 1] = id .. M_SEP .. n end
-    if t[R_DEPENDENTS] ~= '' then  -- the edges cascades cut below it go with it
-      redis.call('ZREMRANGEBYLEX', K_CUT_EDGES, '[' .. id .. M_SEP, '(' .. id .. '\1')
+    if t[R_DEPENDENTS] ~= '' then  -- its past edges go with it
+      redis.call('ZREMRANGEBYLEX', K_PAST_EDGES, '[' .. id .. M_SEP, '(' .. id .. '\1')
     end
     local key = t[R_IDEMPOTENCY_KEY]
     if key ~= '' and redis.call('HGET', K_IDEMPOTENCY, key) == id then idem[#idem + 1] = key end
