@@ -36,6 +36,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, R
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from shoal.core import redis_packing
 from shoal.core.redis_url import RedisTarget
 from shoal.core.settings import RedisSettings
 
@@ -208,7 +209,7 @@ class RedisConnector:
         if t.unix_path is not None:
             kwargs = {k: v for k, v in kwargs.items() if not k.startswith("ssl") and k != "socket_keepalive"}
             pool = BlockingConnectionPool(
-                connection_class=redis.asyncio.UnixDomainSocketConnection,
+                connection_class=redis_packing.UnixDomainSocketConnection,
                 path=t.unix_path,
                 db=t.db,
                 max_connections=size,
@@ -217,7 +218,7 @@ class RedisConnector:
             )
         else:
             host, port = t.hosts[0]
-            connection_class = redis.asyncio.SSLConnection if t.tls else redis.asyncio.Connection
+            connection_class = redis_packing.SSLConnection if t.tls else redis_packing.Connection
             # The connection class is what makes it TLS; the ssl_* options go to it.
             kwargs = {k: v for k, v in kwargs.items() if k != "ssl" and (t.tls or not k.startswith("ssl"))}
             pool = BlockingConnectionPool(
