@@ -241,6 +241,9 @@ class SyncDirectTransport:
         sharded = settings.redis.redis_target.mode == "cluster"
         self._submit = self._redis.register_script(load_source("submit", sharded_pubsub=sharded))
         self._loop = asyncio.new_event_loop()
+        # Made now, before threads can race to make it lazily: each racer would make a store of
+        # its own, and all but the one kept would leave their connections open.
+        self._store = self._async.store
         self._lock = threading.Lock()
 
     def _on_loop(self, coroutine: Any) -> Any:
@@ -249,11 +252,11 @@ class SyncDirectTransport:
 
     def _step(self, step: admission.Step) -> Any:
         if isinstance(step, Commit):
-            store = self._async.store  # its argument layout; the call goes out synchronously
+            store = self._store  # its argument layout; the call goes out synchronously
             return submit_results(
                 self._submit(keys=store.keys.script_keys, args=store.submit_args(step.specs))
             )
-        return self._on_loop(perform(step, self._async.store))
+        return self._on_loop(perform(step, self._store))
 
     def execute(self, call: Call) -> Any:
         if call.op not in ("submit", "submit_batch"):
