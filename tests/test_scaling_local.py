@@ -20,14 +20,15 @@ import pytest
 
 from shoal.scheduler.scaling.backends import LocalBackend, ScaleInPlan, ScalingBackendError
 
-# Records its environment, then waits; on SIGTERM notes that it was asked to stop and exits
-# (or, with STANDIN_IGNORE_TERM=1, ignores SIGTERM like a hung worker).
+# Installs its SIGTERM handler, then records its environment (the tests' sign that it is up,
+# so a SIGTERM sent after it can never meet the default action), then waits; on SIGTERM notes
+# that it was asked to stop and exits (or, with STANDIN_IGNORE_TERM=1, ignores SIGTERM like a
+# hung worker).
 STANDIN = textwrap.dedent(
     """
     import os, signal, sys, time, pathlib
     out = pathlib.Path(os.environ["STANDIN_DIR"]) / os.environ["SHOAL_WORKER_ID"]
     keys = ("SHOAL_WORKER_PORT", "SHOAL_NAMESPACE", "SHOAL_POD_NAME", "PYTHONPATH")
-    out.write_text(repr({k: os.environ.get(k) for k in keys}))
     def stop(*_):
         out.with_suffix(".stopped").write_text("SIGTERM")
         sys.exit(0)
@@ -35,6 +36,7 @@ STANDIN = textwrap.dedent(
         signal.signal(signal.SIGTERM, stop)
     else:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    out.write_text(repr({k: os.environ.get(k) for k in keys}))
     while True:
         time.sleep(0.05)
     """
@@ -55,7 +57,12 @@ def make_backend(tmp_path: Path, **env: str) -> LocalBackend:
         **env,
     }
     return LocalBackend(
-        command=[sys.executable, str(script)], env=full_env, stop_timeout_s=5.0, id_prefix="t"
+        # Generous: a stand-in asked to stop must get to exit by itself however loaded the machine
+        # is (the cases that test the kill lower it).
+        command=[sys.executable, str(script)],
+        env=full_env,
+        stop_timeout_s=60.0,
+        id_prefix="t",
     )
 
 
