@@ -285,6 +285,10 @@ def test_dependency_graph_is_coloured_and_links_to_related_tasks(shoal: Client) 
     no_exceptions(at)
     assert at.query_params["task"] == a
     assert any(code.value == a for code in at.code)  # the detail now shows a
+    # From a, the graph goes the other way: what waits on it (the API's dependents).
+    dot = at.get("graphviz_chart")[0].proto.spec
+    assert f'"{a}" -> "{b}"' in dot and f'"{a}" -> "{c}"' in dot and f'"{b}" -> "{c}"' in dot
+    assert "Dependencies (0 · dependents 2)" in [t.label for t in at.tabs]
 
 
 def test_clicking_a_row_opens_that_task(shoal: Client) -> None:

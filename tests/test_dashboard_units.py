@@ -160,6 +160,28 @@ def test_dependency_dot_colours_links_and_marks_the_root() -> None:
     assert 'penwidth="3"' in root_line
 
 
+def test_a_big_fan_out_is_a_focused_view_with_the_rest_counted() -> None:
+    children = [f"c{i:03d}" for i in range(120)]
+    tasks: dict[str, dict] = {
+        "p": {"id": "p", "name": "split", "state": "failed", "depends_on": ["up"], "dependents": children,
+              "dependents_count": 120},
+        "up": {"id": "up", "name": "fetch", "state": "succeeded", "depends_on": [], "dependents": ["p"]},
+    }  # fmt: skip
+    for c in children:
+        tasks[c] = {"id": c, "name": "part", "state": "upstream_failed", "depends_on": ["p"]}
+    found = graph.collect_related(tasks["p"], tasks.get)
+    assert set(found) == {"p", "up", *children[: graph.PER_ROOT]}  # both directions, the nearest
+    dot = graph.dependency_dot("p", found)
+    assert '"up" -> "p";' in dot and f'"p" -> "{children[0]}";' in dot
+    more = next(line for line in dot.splitlines() if '"p +dependents" [' in line)
+    assert f"+{120 - graph.PER_ROOT} more" in more and 'URL="?task=p"' in more
+    assert '"p" -> "p +dependents"' in dot
+    # From a child, its parent is drawn, and the parent's other 119 dependents are one box.
+    found = graph.collect_related(tasks["c050"], tasks.get)
+    assert {"c050", "p", "up"} <= set(found) and len(found) <= 2 + 1 + graph.PER_NODE
+    assert graph.hidden_links(tasks["p"], found) == (0, 120 - sum(c in found for c in children))
+
+
 # ---------------------------------------------------------------- demo loads
 
 

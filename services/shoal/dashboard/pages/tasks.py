@@ -224,8 +224,13 @@ def _actions(task: Mapping[str, Any]) -> None:
 
 def _dependencies(task: Mapping[str, Any], related: Mapping[str, Any]) -> None:
     if len(related) <= 1:
-        st.caption("No dependencies: this task does not wait on any other task.")
+        st.caption("No dependencies and no dependents: no task waits on it, nor it on any.")
         return
+    st.caption(
+        "Dependencies on the left, dependents on the right: a click on a task opens it. Around a big "
+        f'fan-out the nearest {graph.PER_NODE} each way are drawn, and a "+N more" box opens the task '
+        "whose other links it stands for."
+    )
     # Small graphs at their natural size; big ones shrink to the page width.
     st.graphviz_chart(
         graph.dependency_dot(task["id"], related), width="stretch" if len(related) > 8 else "content"
@@ -317,7 +322,7 @@ def task_detail() -> None:
             "Logs",
             f"Attempts ({max(task['attempts'], len(task.get('history') or []))})",
             "Timeline",
-            f"Dependencies ({len(task.get('depends_on') or [])})",
+            f"Dependencies ({len(task.get('depends_on') or [])} · dependents {task.get('dependents_count') or 0})",  # noqa: E501
         ]
     )
     with overview:
