@@ -5,15 +5,19 @@ leader's lock is renewed on connections of its own meanwhile.
     python -m bench.event_load --waits 200 --streams 200
 
 A private Redis and the real scheduler (`python -m shoal.scheduler`, with a deliberately small
-Redis pool: SHOAL_REDIS_MAX_CONNECTIONS=16) run here. This process opens `--streams` SSE
-streams and keeps them open, then submits `--waits` tasks and waits on all of them at once
-(`GET /tasks/{id}/wait`), completes them through the store as a worker would, and checks:
+Redis pool: SHOAL_REDIS_MAX_CONNECTIONS=16) run here. `--stream-processes` child processes open
+`--streams` SSE streams between them and keep them open (as many clients would: in one process
+the streams' parsing starved the waits' own sending, see `--stream-processes 0`); then this
+process submits `--waits` tasks and waits on all of them at once (`GET /tasks/{id}/wait`),
+completes them through the store as a worker would, and checks:
 
 - every wait answered 200 with the task succeeded (none 503: the pool queued them);
 - every stream received the terminal change of every task (none dropped, no gap);
 - the scheduler's RSS before the streams, with them open, and after; its Redis connections;
-- the leader lock (`{ns}:leader`), sampled every 50 ms from its own connection: it kept the
-  same holder and never came closer to expiry than its renewal period allows.
+- the leader lock (`{ns}:leader`), sampled every 50 ms from a thread and connection of its own:
+  it kept the same holder, and its lowest TTL says how late a renewal was at worst;
+- for any wait not answered 200: how long after its connection opened this client sent the
+  request's headers (the scheduler answers 408 to headers that take SHOAL_HTTP_HEADER_TIMEOUT_S).
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
@@ -66,62 +73,127 @@ async def _stream(
                         seen.add(task_id)
 
 
-async def _sample_lock(url: str, key: str, stop: asyncio.Event, out: dict[str, Any]) -> None:
-    client = redis.asyncio.Redis.from_url(url, decode_responses=True)
+def _sample_lock(url: str, key: str, stop: threading.Event, out: dict[str, Any]) -> None:
+    """In a thread: the bench's event loop is busy, and a late sample would hide an expiry."""
+    client = redis.Redis.from_url(url, decode_responses=True)
     holders: set[str] = set()
     lowest_ms = LOCK_S * 1000
     try:
         while not stop.is_set():
-            async with client.pipeline(transaction=False) as pipe:
+            with client.pipeline(transaction=False) as pipe:
                 pipe.get(key)
                 pipe.pttl(key)
-                holder, pttl = await pipe.execute()
+                holder, pttl = pipe.execute()
             if holder is not None:
                 holders.add(holder)
                 lowest_ms = min(lowest_ms, pttl)
             else:
                 out["expired"] = out.get("expired", 0) + 1
-            await asyncio.sleep(0.05)
+            stop.wait(0.05)
     finally:
         out.update(holders=len(holders), lowest_pttl_ms=lowest_ms)
-        await client.aclose()
+        client.close()
+
+
+async def _open_streams(api: str, count: int) -> tuple[list[set[str]], list[str], list[asyncio.Task[None]]]:
+    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
+    client = httpx.AsyncClient(limits=limits, timeout=60)
+    seen_by: list[set[str]] = [set() for _ in range(count)]
+    opened = [asyncio.Event() for _ in range(count)]
+    gaps: list[str] = []
+    readers = [asyncio.create_task(_stream(client, api, seen_by[i], opened[i], gaps)) for i in range(count)]
+    await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 120)
+    return seen_by, gaps, readers
+
+
+def _stream_process(api: str, count: int, ids_in: Queue[list[str]], out: Queue[tuple[Any, ...]]) -> None:
+    """A child process holding `count` streams: reports them open, then, given the task ids,
+    how many of its streams saw every one succeed (and any gap events)."""
+
+    async def hold() -> None:
+        seen_by, gaps, readers = await _open_streams(api, count)
+        out.put(("opened", count))
+        ids = set(await asyncio.to_thread(ids_in.get))
+        deadline = time.monotonic() + 60
+        while any(len(s) < len(ids) for s in seen_by) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        out.put(("seen", sum(1 for s in seen_by if ids <= s), len(gaps)))
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+    asyncio.run(hold())
+
+
+def _header_send_delay(trace: dict[str, float]) -> float | None:
+    """Seconds from this request's connection being open to its headers being sent."""
+    connected = trace.get("connection.connect_tcp.complete")
+    sent = trace.get("http11.send_request_headers.complete")
+    return None if connected is None or sent is None else sent - connected
 
 
 def _rss_mb(pid: int) -> float:
     return round(float(psutil.Process(pid).memory_info().rss) / 2**20, 1)
 
 
-async def run(redis_url: str, api: str, namespace: str, pid: int, waits: int, streams: int) -> dict[str, Any]:
+async def run(
+    redis_url: str, api: str, namespace: str, pid: int, waits: int, streams: int, processes: int
+) -> dict[str, Any]:
     limits = httpx.Limits(
         max_connections=waits + streams + 50, max_keepalive_connections=waits + streams + 50
     )
-    figures: dict[str, Any] = {"waits": waits, "streams": streams}
+    figures: dict[str, Any] = {"waits": waits, "streams": streams, "stream processes": processes}
     lock: dict[str, Any] = {}
-    stop = asyncio.Event()
-    sampler = asyncio.create_task(_sample_lock(redis_url, "{" + namespace + "}:leader", stop, lock))
+    stop = threading.Event()
+    sampler = threading.Thread(
+        target=_sample_lock, args=(redis_url, "{" + namespace + "}:leader", stop, lock), daemon=True
+    )
+    sampler.start()
     store = Store(
         RedisConnector(RedisSettings(redis_url=redis_url, namespace=namespace)).client("bench-worker"),
         namespace,
         TaskSettings(),
     )
+    figures["scheduler RSS before, MB"] = _rss_mb(pid)
+    context = multiprocessing.get_context("spawn")
+    out: Queue[tuple[Any, ...]] = context.Queue()
+    children: list[tuple[Any, Queue[list[str]]]] = []
+    local: tuple[list[set[str]], list[str], list[asyncio.Task[None]]] | None = None
+    if processes:
+        shares = [streams // processes + (1 if i < streams % processes else 0) for i in range(processes)]
+        for share in shares:
+            ids_in: Queue[list[str]] = context.Queue()
+            child = context.Process(target=_stream_process, args=(api, share, ids_in, out), daemon=True)
+            child.start()
+            children.append((child, ids_in))
+        for _ in children:
+            await asyncio.wait_for(asyncio.to_thread(out.get), 180)
+    else:
+        local = await _open_streams(api, streams)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        figures["scheduler RSS before, MB"] = _rss_mb(pid)
-        seen_by = [set() for _ in range(streams)]  # type: list[set[str]]
-        opened = [asyncio.Event() for _ in range(streams)]
-        gaps: list[str] = []
-        readers = [
-            asyncio.create_task(_stream(client, api, seen_by[i], opened[i], gaps)) for i in range(streams)
-        ]
-        await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 120)
         await asyncio.sleep(1)
         figures["scheduler RSS with the streams open, MB"] = _rss_mb(pid)
         body = {"tasks": [{"name": "noop", "max_retries": 0} for _ in range(waits)]}
         created = (await client.post(f"{api}/api/v1/tasks/batch", json=body)).json()["tasks"]
         ids = [t["id"] for t in created]
+        traces: list[dict[str, float]] = [{} for _ in ids]
+
+        def tracer(trace: dict[str, float]) -> Any:
+            async def record(event: str, _info: dict[str, Any]) -> None:
+                trace[event] = time.perf_counter()
+
+            return record
+
         started = time.perf_counter()
         waiting = [
-            asyncio.create_task(client.get(f"{api}/api/v1/tasks/{i}/wait", params={"timeout_s": 60}))
-            for i in ids
+            asyncio.create_task(
+                client.get(
+                    f"{api}/api/v1/tasks/{i}/wait",
+                    params={"timeout_s": 60},
+                    extensions={"trace": tracer(traces[n])},
+                )
+            )
+            for n, i in enumerate(ids)
         ]
         await asyncio.sleep(1)  # every wait registered (and each read its task once)
         figures["scheduler RSS with the waits open, MB"] = _rss_mb(pid)
@@ -133,27 +205,53 @@ async def run(redis_url: str, api: str, namespace: str, pid: int, waits: int, st
                 [Outcome(task_id=c.id, attempt=c.attempt, ok=True, result=None) for c in claimed],
             )
             done += len(claimed)
-        answers = await asyncio.gather(*waiting)
+        answers = await asyncio.gather(*waiting, return_exceptions=True)
         figures["all waits answered s"] = round(time.perf_counter() - started, 2)
-        codes: dict[int, int] = {}
+        codes: dict[str, int] = {}
         for answer in answers:
-            codes[answer.status_code] = codes.get(answer.status_code, 0) + 1
+            code = str(answer.status_code) if isinstance(answer, httpx.Response) else type(answer).__name__
+            codes[code] = codes.get(code, 0) + 1
         figures["wait answers by status"] = codes
         figures["waits answered succeeded"] = sum(
-            1 for a in answers if a.status_code == 200 and a.json()["state"] == "succeeded"
+            1
+            for a in answers
+            if isinstance(a, httpx.Response) and a.status_code == 200 and a.json()["state"] == "succeeded"
         )
-        deadline = time.monotonic() + 30
-        while any(len(s) < len(ids) for s in seen_by) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.2)
-        figures["streams that saw every success"] = sum(1 for s in seen_by if set(ids) <= s)
-        figures["gap events"] = len(gaps)
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        delays = [_header_send_delay(t) for t in traces]
+        known = sorted(d for d in delays if d is not None)
+        if known:
+            figures["this client's delay connection open -> headers sent, max s"] = round(known[-1], 2)
+        answered = [isinstance(a, httpx.Response) and a.status_code == 200 for a in answers]
+        refused = [delays[n] for n, fine in enumerate(answered) if not fine]
+        if refused:
+            figures["that delay for each wait not answered 200, s"] = [
+                None if d is None else round(d, 2) for d in refused
+            ]
+        if local is not None:
+            seen_by, gaps, readers = local
+            deadline = time.monotonic() + 30
+            while any(len(s) < len(ids) for s in seen_by) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+            full, gap_count = sum(1 for s in seen_by if set(ids) <= s), len(gaps)
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+        else:
+            for _, ids_in in children:
+                ids_in.put(ids)
+            full = gap_count = 0
+            for _ in children:
+                _, seen, child_gaps = await asyncio.wait_for(asyncio.to_thread(out.get), 120)
+                full += seen
+                gap_count += child_gaps
+            for child, _ in children:
+                await asyncio.to_thread(child.join, 30)
+        figures["streams that saw every success"] = full
+        figures["gap events"] = gap_count
     await asyncio.sleep(2)
     figures["scheduler RSS after, MB"] = _rss_mb(pid)
     stop.set()
-    await sampler
+    await asyncio.to_thread(sampler.join, 10)
     await store.close()
     figures["leader lock holders seen"] = lock["holders"]
     figures["leader lock lowest TTL ms (lock 5000, renewed every 1667)"] = lock["lowest_pttl_ms"]
@@ -171,6 +269,12 @@ def main() -> None:
     )
     parser.add_argument("--waits", type=int, default=1000)
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument(
+        "--stream-processes",
+        type=int,
+        default=4,
+        help="child processes holding the streams (0: in this process, beside the waits)",
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -192,7 +296,7 @@ def main() -> None:
         )
         api = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 180  # a wait for the start: imports are slow at load 10+
             while True:
                 try:
                     if httpx.get(f"{api}/readyz", timeout=1).status_code == 200:
@@ -202,7 +306,9 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit("the scheduler did not start")
                 time.sleep(0.1)
-            figures = asyncio.run(run(redis_url, api, namespace, server.pid, args.waits, args.streams))
+            figures = asyncio.run(
+                run(redis_url, api, namespace, server.pid, args.waits, args.streams, args.stream_processes)
+            )
         finally:
             server.terminate()
             server.wait(15)

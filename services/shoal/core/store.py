@@ -308,18 +308,23 @@ class Store:
         task.dependents_count = int(n_waiting) + int(n_past)
         return task
 
-    async def get_many(self, ids: list[str]) -> list[Task | None]:
-        """Tasks without their history, None for unknown ids."""
+    async def get_many(self, ids: list[str], with_history: bool = False) -> list[Task | None]:
+        """Tasks (with their history if asked: what `get` gives), None for unknown ids; one round trip."""
         if not ids:
             return []
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in (k.tasks, k.results, k.errors, k.tracebacks):
                 pipe.hmget(key, ids)
-            raws, results, errors, tbs = await pipe.execute()
+            if with_history:
+                pipe.hmget(k.history, ids)
+            raws, results, errors, tbs, *more = await pipe.execute()
+        histories = more[0] if with_history else [None] * len(ids)
         return [
-            None if raw is None else task_from_record(task_id, raw, result, error, tb)
-            for task_id, raw, result, error, tb in zip(ids, raws, results, errors, tbs, strict=True)
+            None if raw is None else task_from_record(task_id, raw, result, error, tb, history)
+            for task_id, raw, result, error, tb, history in zip(
+                ids, raws, results, errors, tbs, histories, strict=True
+            )
         ]
 
     async def exists_all(self, ids: list[str], stop_after: int | None = None) -> list[str]:

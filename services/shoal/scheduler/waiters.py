@@ -6,7 +6,8 @@ is resolved by the first event of `EventFeed` that names the task in a terminal 
 the feed's reader was down (Redis restarted, failover), every waiter re-reads its task.
 
 A waiter holds no Redis connection while it waits: a thousand waits cost a thousand
-futures and two pooled reads each (before and after).
+futures and two reads each (before and after), and the reads of concurrent waiters go to
+Redis together (`task_reads.TaskReads`: a few pipelined rounds, not a thousand pooled reads).
 
 The SSE streams (GET /events) follow the same feed; `end_streams()` ends them all when the
 server shuts down.
@@ -23,6 +24,7 @@ from shoal.core.models import Task
 from shoal.core.states import TERMINAL
 from shoal.core.store import Store
 from shoal.scheduler.event_feed import EventFeed
+from shoal.scheduler.task_reads import TaskReads
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class Waiters:
 
     def __init__(self, store: Store, feed: EventFeed) -> None:
         self._store = store
+        self.reads = TaskReads(store)
         self.feed = feed
         self._futures: dict[str, list[asyncio.Future[None]]] = {}
         self._closed = False
@@ -56,6 +59,7 @@ class Waiters:
         self._streams_ended = True
         await self.feed.stop()
         self._wake_all()
+        await self.reads.close()
 
     @property
     def subscribed(self) -> bool:
@@ -82,7 +86,7 @@ class Waiters:
             while True:
                 future = self._register(task_id)
                 try:
-                    task = await self._store.get(task_id)
+                    task = await self.reads.get(task_id)
                     if task is None or task.state in TERMINAL or self._closed:
                         return task
                     remaining = deadline - loop.time()
@@ -91,7 +95,7 @@ class Waiters:
                     try:
                         await asyncio.wait_for(future, remaining)
                     except TimeoutError:
-                        return await self._store.get(task_id) or task
+                        return await self.reads.get(task_id) or task
                 finally:
                     self._unregister(task_id, future)
 
