@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 _MS = 1000.0
 KEPT_ATTEMPT_LOGS = record.KEPT_ATTEMPT_LOGS
 EVENTS_STREAM_MAXLEN = 2000  # as the transition scripts cap it (_common.lua)
+_GET_REPLIES = 10  # replies of the commands `Store._queue_get` sends for one task
 LISTED_DEPENDENTS = 200  # dependents a task read lists (its count says how many there are)
 EXISTS_CHUNK = 1000  # ids checked per round trip: bounded memory and Redis time whatever a request names
 STATS_KEEP_BUCKETS = 720  # 10-second throughput buckets kept: two hours
@@ -289,16 +290,34 @@ class Store:
 
     async def get(self, task_id: str, with_history: bool = True) -> Task | None:
         """The task with its history and its dependents (the first LISTED_DEPENDENTS by id)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._queue_get(pipe, task_id)
+            replies = await pipe.execute()
+        return self._task_from_get(task_id, replies, with_history)
+
+    async def get_each(self, ids: list[str]) -> list[Task | None]:
+        """What `get` answers for each id (None for an unknown one), in one round trip."""
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                self._queue_get(pipe, task_id)
+            replies = await pipe.execute()
+        n = _GET_REPLIES
+        return [self._task_from_get(tid, replies[i * n : (i + 1) * n], True) for i, tid in enumerate(ids)]
+
+    def _queue_get(self, pipe: Any, task_id: str) -> None:
         k = self.keys
         lo, hi = record.prefix_range(task_id + record.MEMBER_SEP)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in (k.tasks, k.results, k.errors, k.tracebacks, k.history, k.progress):
-                pipe.hget(key, task_id)
-            # Waiting dependents are in `edges`, those released or cascaded in `past_edges`.
-            for key in (k.edges, k.past_edges):
-                pipe.zrangebylex(key, lo, hi, start=0, num=LISTED_DEPENDENTS)
-                pipe.zlexcount(key, lo, hi)
-            raw, result, error, tb, history, progress, waiting, n_waiting, past, n_past = await pipe.execute()
+        for key in (k.tasks, k.results, k.errors, k.tracebacks, k.history, k.progress):
+            pipe.hget(key, task_id)
+        # Waiting dependents are in `edges`, those released or cascaded in `past_edges`.
+        for key in (k.edges, k.past_edges):
+            pipe.zrangebylex(key, lo, hi, start=0, num=LISTED_DEPENDENTS)
+            pipe.zlexcount(key, lo, hi)
+
+    def _task_from_get(self, task_id: str, replies: list[Any], with_history: bool) -> Task | None:
+        raw, result, error, tb, history, progress, waiting, n_waiting, past, n_past = replies
         if raw is None:
             return None
         task = task_from_record(task_id, raw, result, error, tb, history if with_history else None)
@@ -308,23 +327,18 @@ class Store:
         task.dependents_count = int(n_waiting) + int(n_past)
         return task
 
-    async def get_many(self, ids: list[str], with_history: bool = False) -> list[Task | None]:
-        """Tasks (with their history if asked: what `get` gives), None for unknown ids; one round trip."""
+    async def get_many(self, ids: list[str]) -> list[Task | None]:
+        """Tasks without their history, None for unknown ids."""
         if not ids:
             return []
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in (k.tasks, k.results, k.errors, k.tracebacks):
                 pipe.hmget(key, ids)
-            if with_history:
-                pipe.hmget(k.history, ids)
-            raws, results, errors, tbs, *more = await pipe.execute()
-        histories = more[0] if with_history else [None] * len(ids)
+            raws, results, errors, tbs = await pipe.execute()
         return [
-            None if raw is None else task_from_record(task_id, raw, result, error, tb, history)
-            for task_id, raw, result, error, tb, history in zip(
-                ids, raws, results, errors, tbs, histories, strict=True
-            )
+            None if raw is None else task_from_record(task_id, raw, result, error, tb)
+            for task_id, raw, result, error, tb in zip(ids, raws, results, errors, tbs, strict=True)
         ]
 
     async def exists_all(self, ids: list[str], stop_after: int | None = None) -> list[str]:

@@ -4,7 +4,7 @@ A thousand clients that wait on their tasks at once each read their task when th
 again when it finishes. One pooled read per client queued a thousand reads on the API's pool
 (16 connections in `bench.event_load`); at load 11 some waited past `SHOAL_REDIS_POOL_TIMEOUT_S`
 and answered 503. `TaskReads.get` instead joins the next batch: one reader sends every id asked
-for meanwhile in one pipelined HMGET round (`Store.get_many`, at most `max_batch` ids), so the
+for meanwhile in one pipelined round (`Store.get_each`, at most `max_batch` ids), so the
 reads cost one connection and a few round trips whatever the number of callers, and a busier
 moment only makes the batches bigger.
 """
@@ -48,7 +48,7 @@ class TaskReads:
             waiting = {task_id: self._pending.pop(task_id) for task_id in ids}
             self.rounds += 1
             try:
-                tasks = await self._store.get_many(ids, with_history=True)
+                tasks = await self._store.get_each(ids)
             except Exception as exc:  # every caller of this batch gets the error (the API: 503)
                 for futures in waiting.values():
                     for future in futures:
