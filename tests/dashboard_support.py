@@ -37,6 +37,7 @@ PAGES = {
     "scaling": (PAGES_DIR / "scaling.py").as_posix(),
     "schedules": (PAGES_DIR / "schedules.py").as_posix(),
     "failures": (PAGES_DIR / "failures.py").as_posix(),
+    "limits": (PAGES_DIR / "limits.py").as_posix(),
 }
 
 T = TypeVar("T")

@@ -6,6 +6,7 @@ act, and the progress a running attempt reported, in the table and in the detail
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -178,7 +179,17 @@ async def test_a_running_tasks_progress_shows_in_the_table_and_the_detail(
     assert await store.progress.report(
         "w1", claimed.id, claimed.attempt, ProgressReport(0.4, "step **2** of 5")
     )
-    at = open_page("tasks", {"task": task["id"]})
+
+    async def beat() -> None:  # w1 stays alive: the scheduler's leader would reap its task
+        while True:
+            await store.heartbeat("w1", [claimed.id])
+            await asyncio.sleep(0.2)
+
+    beating = asyncio.create_task(beat())
+    try:
+        at = await asyncio.to_thread(open_page, "tasks", {"task": task["id"]})  # the loop keeps beating
+    finally:
+        beating.cancel()
     no_exceptions(at)
     row = at.dataframe[0].value.iloc[0]
     assert (row["id"], row["progress"], row["doing"]) == (task["id"], 0.4, "step **2** of 5")

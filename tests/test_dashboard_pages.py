@@ -25,7 +25,7 @@ from shoal import Client, task_request
 from shoal.core.store import Store
 from shoal.dashboard.untrusted import displayed_text
 
-ALL_PAGES = ("overview", "tasks", "submit", "workers", "queues", "scaling", "schedules", "failures")
+ALL_PAGES = ("overview", "tasks", "submit", "workers", "queues", "scaling", "schedules", "failures", "limits")
 
 
 @pytest.fixture(autouse=True)

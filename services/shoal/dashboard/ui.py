@@ -36,6 +36,7 @@ def main() -> None:
         st.Page(f"{PAGES}/workers.py", title="Workers", icon=":material/dns:"),
         st.Page(f"{PAGES}/queues.py", title="Queues", icon=":material/stacked_bar_chart:"),
         st.Page(f"{PAGES}/schedules.py", title="Schedules", icon=":material/event_repeat:"),
+        st.Page(f"{PAGES}/limits.py", title="Limits", icon=":material/tune:"),
         st.Page(f"{PAGES}/scaling.py", title="Scaling", icon=":material/expand_content:"),
     ]
     if user.may_act:  # submitting is an action: viewers do not get the page at all

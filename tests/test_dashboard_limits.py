@@ -1,0 +1,120 @@
+"""The dashboard's Limits page under Streamlit's AppTest, against a real scheduler and Redis:
+a queue's concurrency cap and rate with their use while its tasks run (claimed by the real
+claim script, which holds the third back), a limit set from the form (bad input refused with
+a message, nothing set), and a limit removed only after its confirmation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtures
+from api_fixtures import ApiServer
+from dashboard_support import no_exceptions, open_page
+from shoal import Client
+from shoal.core.store import Store
+from shoal.dashboard.untrusted import displayed_text
+from store_helpers import register
+
+
+@pytest.fixture(autouse=True)
+def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # AppTest has no browser connection to sign in with (test_dashboard_browser.py signs in).
+    monkeypatch.setenv("SHOAL_DASHBOARD_AUTH", "none")
+    monkeypatch.delenv("SHOAL_API_TOKEN", raising=False)
+
+
+@pytest.fixture
+def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    monkeypatch.setenv("SHOAL_API_URL", api.url)
+    with api.client() as client:
+        yield client
+
+
+def shown(at) -> str:  # type: ignore[no-untyped-def]
+    return "\n".join(
+        str(displayed_text(e.value))
+        for kind in ("markdown", "caption", "info", "warning", "success", "error", "text")
+        for e in at.get(kind)
+    )
+
+
+def scopes(client: Client) -> dict[str, dict]:
+    return {lim["scope"]: lim for lim in client.request("GET", "/api/v1/limits")["limits"]}
+
+
+async def test_a_queue_limit_shows_its_use_while_its_tasks_run(shoal: Client, store: Store) -> None:
+    shoal.request(
+        "PUT", "/api/v1/limits/queue:lq", body={"concurrency": 2, "rate": {"limit": 5, "period_s": 60}}
+    )
+    shoal.submit_batch([{"name": "echo", "queue": "lq"} for _ in range(3)])
+    await register(store, "w1")
+    claimed = await store.claim("w1", ["lq"], 3)
+    assert len(claimed) == 2, "the claim script holds the third back"
+
+    async def beat() -> None:  # w1 stays alive: the scheduler's leader would reap its tasks
+        while True:
+            await store.heartbeat("w1", [c.id for c in claimed])
+            await asyncio.sleep(0.2)
+
+    beating = asyncio.create_task(beat())
+    try:
+        at = await asyncio.to_thread(open_page, "limits")  # the loop keeps beating meanwhile
+    finally:
+        beating.cancel()
+    no_exceptions(at)
+    row = at.dataframe[0].value.iloc[0]
+    assert (row["scope"], row["running"], row["use"], row["rate"]) == (
+        "queue:lq",
+        "2 of 2",
+        1.0,
+        "2 of 5 per 60 s",
+    )
+    assert {m.label: m.value for m in at.metric} == {
+        "Limits": "1",
+        "At their concurrency cap": "1",
+        "Rate limited now": "0",
+    }
+
+
+def test_a_limit_is_set_from_the_form_and_bad_input_is_a_message(shoal: Client) -> None:
+    at = open_page("limits")
+    assert "No limit is set." in shown(at)
+    at.text_input(key="lim_scope").input("name:echo")
+    at.text_input(key="lim_concurrency").input("three")
+    next(b for b in at.button if b.label == "Set").click().run()
+    no_exceptions(at)
+    assert "Running at once and starts are whole numbers" in shown(at)
+    assert scopes(shoal) == {}
+
+    at.text_input(key="lim_concurrency").input("3")
+    next(b for b in at.button if b.label == "Set").click().run()
+    no_exceptions(at)
+    assert "Set name:echo." in shown(at)
+    assert scopes(shoal)["name:echo"]["concurrency"] == 3
+
+    at.text_input(key="lim_scope").input("nonsense")  # the API refuses it: its reason is shown
+    next(b for b in at.button if b.label == "Set").click().run()
+    no_exceptions(at)
+    assert "The API refused the request (setting the limits of nonsense)" in shown(at)
+    assert set(scopes(shoal)) == {"name:echo"}
+
+
+def test_a_limit_is_removed_only_after_its_confirmation(shoal: Client) -> None:
+    shoal.request("PUT", "/api/v1/limits/key:tenant:*", body={"concurrency": 1})
+    at = open_page("limits")
+    at.selectbox(key="lim_pick").select("key:tenant:*").run()
+    at.button(key="lim_remove").click().run()
+    assert "Remove the limits of **key:tenant:*" in shown(at)
+    assert set(scopes(shoal)) == {"key:tenant:*"}, "nothing removed before the confirmation"
+    at.button(key="lim_remove_keep").click().run()
+    assert "Remove the limits" not in shown(at)
+
+    at.selectbox(key="lim_pick").select("key:tenant:*").run()
+    at.button(key="lim_remove").click().run()
+    at.button(key="lim_remove_confirm").click().run()
+    no_exceptions(at)
+    assert scopes(shoal) == {}
+    assert "Removed key:tenant:*." in shown(at)
