@@ -14,12 +14,15 @@ from shoal.scheduler.bulk_schemas import BulkJobPublic, BulkPreview, FailureGrou
 from store_helpers import claim_one, failed
 
 
-def wait_done(client: Client, job_id: str, timeout_s: float = 30) -> dict[str, Any]:
+def wait_done(client: Client, job_id: str, timeout_s: float = 90) -> dict[str, Any]:
+    """The job once it finished. The timeout is a hang guard, not a bound: the scheduler's leader
+    runs the job on its own schedule, which a machine at a load of 10+ delays by many seconds."""
     deadline = time.monotonic() + timeout_s
     while True:
         job: dict[str, Any] = client.request("GET", f"/api/v1/bulk/{job_id}")
-        if job["state"] in ("done", "stopped", "failed") or time.monotonic() > deadline:
+        if job["state"] in ("done", "stopped", "failed"):
             return job
+        assert time.monotonic() < deadline, f"bulk job not finished after {timeout_s:g}s: {job}"
         time.sleep(0.05)
 
 
