@@ -8,8 +8,9 @@ Starts its own `redis-server` (no persistence) on a free port and stops it at th
     the 1,000 oldest): p50/p99/max of `Store.list_tasks` per filter, round trip and Redis
     time of the script (SLOWLOG), and whether each page was non-empty where matches exist;
   * a release of `--fanout` dependents of one task and the cancel of the root of a `--dag`-task
-    DAG: the longest single script call (SLOWLOG) and the PING latency a separate process saw
-    meanwhile, against the same probe idle in the same run;
+    DAG: the longest single script call (SLOWLOG), Redis CPU per call and the PING latency a
+    separate process saw meanwhile, against the same probe idle and against ordinary worker
+    calls (claim and complete 200 tasks) in the same run;
   * drain: the whole backlog claimed and completed 200 at a time, tasks/s per tenth of it
     (flat when the costs do not grow with the backlog).
 """
@@ -336,6 +337,22 @@ async def fanout_release(r: Redis, url: str, dependents: int) -> dict[str, Any]:
     return row
 
 
+async def worker_calls(r: Redis, url: str, tasks: int = 20_000) -> dict[str, Any]:
+    """The reference: what ordinary worker traffic costs per call (claim 200, complete 200)."""
+    store = _store(r)
+    await _submit(store, [TaskSpec(name="noop", id=_new_id()) for _ in range(tasks)])
+
+    async def work() -> None:
+        while claimed := await store.claim("bench-worker", ["default"], 200):
+            await store.complete(
+                "bench-worker", [Outcome(task_id=c.id, attempt=c.attempt, ok=True) for c in claimed]
+            )
+
+    row = await _measured(r, url, work)
+    await _drop(store)
+    return row
+
+
 async def dag_cancel(r: Redis, url: str, size: int) -> dict[str, Any]:
     """Root -> 100 middle tasks -> the rest spread over them (a two-level DAG of `size`)."""
     store = _store(r)
@@ -401,16 +418,17 @@ async def run(url: str, args: argparse.Namespace) -> None:
     r = Redis.from_url(url, decode_responses=True)
     try:
         print(f"{_server_info(url)}, load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} CPUs")
-        if "memory" in args.parts:
+        if "memory" in args.parts or "memory-noop" in args.parts:
             noop = await memory_per_task(r, args.tasks, [])
+            print(f"\nmemory per queued no-op task ({args.tasks:,} tasks): {noop:.0f} B")
+        if "memory" in args.parts:
             big = await memory_per_task(r, args.tasks, [ARG_200])
-            print(
-                f"\nmemory per queued task ({args.tasks:,} tasks): no-op {noop:.0f} B, "
-                f"200-byte argument {big:.0f} B"
-            )
+            print(f"memory per queued task with a 200-byte argument ({args.tasks:,} tasks): {big:.0f} B")
         if "fanout" in args.parts:
             idle = await idle_probe(url, 5)
             print(f"\nPING probe, idle: {_table([idle])}")
+            reference = await worker_calls(r, url)
+            print(f"\nreference, claim 200 + complete 200 no-op tasks, 100 times:\n{_table([reference])}")
             release = await fanout_release(r, url, args.fanout)
             print(f"\nrelease of {args.fanout:,} dependents:\n{_table([release])}")
             cancel = await dag_cancel(r, url, args.dag)
@@ -449,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         "--parts",
         nargs="+",
         default=["memory", "fanout", "list", "drain"],
-        choices=["memory", "fanout", "list", "drain"],
+        choices=["memory", "memory-noop", "fanout", "list", "drain"],
+        help="memory-noop: only the no-op half of memory",
     )
     ap.add_argument(
         "--redis", help="an empty Redis of your own instead of a private one (its memory is measured)"

@@ -54,7 +54,7 @@ EXISTS_CHUNK = 1000  # ids checked per round trip: bounded memory and Redis time
 STATS_KEEP_BUCKETS = 720  # 10-second throughput buckets kept: two hours
 _CURSOR = re.compile(record.CURSOR_PATTERN)
 TRIM_LIMIT = 2000  # finished tasks one trim call drops at most (about 5 ms of Redis)
-FANOUT_DRAIN_CALLS = 10_000  # bound on the chunks one caller drains (500 edges each)
+FANOUT_DRAIN_CALLS = 10_000  # bound on the chunks one caller drains (FANOUT_CHUNK edges each)
 
 
 def _ms_to_s(value: str | None) -> float | None:
