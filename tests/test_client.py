@@ -172,6 +172,45 @@ def test_a_connection_idle_past_the_servers_keep_alive_is_not_reused(
     assert first.id != second.id
 
 
+def test_pooled_connections_have_tcp_nodelay(client: Client) -> None:
+    """(http.client sets it.) Else Nagle holds small writes back until the previous ones are acknowledged."""
+    client.submit("echo")
+    pooled = client._transport._idle[-1][0]
+    assert pooled.sock is not None
+    assert pooled.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+class _RecordingSocket:
+    """A connected socket whose writes are recorded on their way out."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.real.sendall(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_a_submit_leaves_in_one_write_headers_and_body(client: Client) -> None:
+    client.submit("echo")
+    pooled = client._transport._idle[-1][0]
+    assert pooled.sock is not None
+    recording = _RecordingSocket(pooled.sock)
+    pooled.sock = recording  # type: ignore[assignment]
+    try:
+        task = client.submit("echo", "one-write")
+    finally:
+        pooled.sock = recording.real
+    assert task.id
+    [write] = recording.writes
+    head, _, body = write.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /api/v1/tasks HTTP/1.1") and b'"one-write"' in body
+
+
 def test_the_client_is_shared_between_threads(client: Client) -> None:
     handles: list[shoal.Handle[object]] = []
     lock = threading.Lock()

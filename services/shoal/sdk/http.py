@@ -67,6 +67,32 @@ class Endpoint:
         return Unavailable(f"cannot reach the scheduler at {self.url}: {type(error).__name__}: {error}")
 
 
+class _OneWrite:
+    """`http.client` connections that send a request's headers and body in one write.
+
+    http.client (which sets TCP_NODELAY itself) writes them apart: two segments, two
+    wake-ups of the server for one request it can only answer once the second is in.
+    """
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if not isinstance(message_body, bytes) or encode_chunked:
+            super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+            return
+        buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]
+        buffer.extend((b"", b""))
+        request = b"\r\n".join(buffer) + message_body
+        del buffer[:]
+        self.send(request)  # type: ignore[attr-defined]
+
+
+class Connection(_OneWrite, http.client.HTTPConnection):
+    """A keep-alive HTTP connection of the transport."""
+
+
+class HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+    """A keep-alive HTTPS connection of the transport."""
+
+
 class _NotConnected(Exception):
     def __init__(self, error: OSError) -> None:
         super().__init__(str(error))
@@ -102,7 +128,7 @@ class HttpTransport:
                         conn.sock.settimeout(timeout_s)
                     return conn
                 conn.close()
-        kind = http.client.HTTPSConnection if self.endpoint.https else http.client.HTTPConnection
+        kind = HTTPSConnection if self.endpoint.https else Connection
         return kind(self.endpoint.host, self.endpoint.port, timeout=timeout_s)
 
     def _connect(self, conn: http.client.HTTPConnection) -> None:
