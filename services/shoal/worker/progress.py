@@ -31,23 +31,15 @@ class ProgressWriter:
         self._worker_id = worker_id
         self._latest: dict[_Attempt, ProgressReport] = {}
         self._writers: dict[_Attempt, asyncio.Task[None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._lock = threading.Lock()  # the attempts' latest reports from other threads
 
     def sink(self, claimed: ClaimedTask) -> ProgressSink:
-        """Where the reports of this attempt go; callable from any thread (call on the loop)."""
-        loop = asyncio.get_running_loop()
-        loop_thread = threading.get_ident()
-        attempt: _Attempt = (claimed.id, claimed.attempt)
-
-        def report(progress: ProgressReport) -> None:
-            if threading.get_ident() == loop_thread:
-                self._offer(attempt, progress)
-                return
-            try:
-                loop.call_soon_threadsafe(self._offer, attempt, progress)
-            except RuntimeError:  # the loop is closed: a thread task outlived its worker
-                metrics.PROGRESS["dropped"] += 1
-
-        return report
+        """Where the reports of this attempt go; callable from any thread (create it on the loop)."""
+        if self._loop is None:  # the worker's loop: every attempt's reports are written from it
+            self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+        return _AttemptSink(self, (claimed.id, claimed.attempt))
 
     def _offer(self, attempt: _Attempt, report: ProgressReport) -> None:
         self._latest[attempt] = report
@@ -87,3 +79,39 @@ class ProgressWriter:
     async def close(self) -> None:
         for writer in list(self._writers.values()):
             await cancel_and_wait(writer)
+
+
+class _AttemptSink:
+    """One attempt's sink. On the loop a report goes straight to the writer; from another
+    thread (a thread task, or a process task's forwarder) it is kept as the latest, and only
+    the first report since the loop last took one schedules a hand-over: a task reporting in
+    a tight loop costs a lock and an assignment per call, not a loop wake-up."""
+
+    __slots__ = ("_attempt", "_latest", "_scheduled", "_writer")
+
+    def __init__(self, writer: ProgressWriter, attempt: _Attempt) -> None:
+        self._writer = writer
+        self._attempt = attempt
+        self._latest: ProgressReport | None = None
+        self._scheduled = False
+
+    def __call__(self, report: ProgressReport) -> None:
+        writer = self._writer
+        if threading.get_ident() == writer._loop_thread:
+            writer._offer(self._attempt, report)
+            return
+        with writer._lock:
+            self._latest = report
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            writer._loop.call_soon_threadsafe(self._hand_over)  # type: ignore[union-attr]  # set by sink()
+        except RuntimeError:  # the loop is closed: a thread task outlived its worker
+            metrics.PROGRESS["dropped"] += 1
+
+    def _hand_over(self) -> None:
+        with self._writer._lock:
+            report, self._latest, self._scheduled = self._latest, None, False
+        if report is not None:
+            self._writer._offer(self._attempt, report)
