@@ -150,3 +150,27 @@ async def test_progress_events_reach_sse_clients(
         "step 1 of 1",
         1,
     )
+
+
+async def test_shoal_status_shows_the_progress_as_text(store: Store, api: ApiServer) -> None:
+    from tests.test_cli import cli
+
+    await register(store, "w1")
+    task_id = await submit(store, "noop")
+    claimed = await claim_one(store, "w1")
+    report = ProgressReport(0.4, "step 2 \x1b[31mred\x1b[0m")
+    assert await store.progress.report("w1", task_id, claimed.attempt, report)
+
+    async def beat() -> None:  # w1 stays alive: the scheduler's leader would reap its task
+        while True:
+            await store.heartbeat("w1", [task_id])
+            await asyncio.sleep(0.2)
+
+    beating = asyncio.create_task(beat())
+    try:
+        shown = await asyncio.to_thread(cli, api.url, "status", task_id)
+    finally:
+        beating.cancel()
+    assert shown.returncode == 0, shown.stderr
+    line = next(line for line in shown.stdout.splitlines() if line.startswith("progress:"))
+    assert "40% · step 2 ?[31mred?[0m (attempt 1, " in line, "no escape sequence reaches the terminal"

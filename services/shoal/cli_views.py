@@ -26,6 +26,19 @@ def attempts_allowed(task: Mapping[str, Any]) -> int:
     return int(limit) if limit else int(task.get("max_retries", 0)) + 1
 
 
+def progress_text(task: Mapping[str, Any], now: float) -> str | None:
+    """`40% · step 2 of 5 (attempt 1, 3s ago)`: the latest progress its attempts reported."""
+    report = task.get("progress")
+    if not report:
+        return None
+    # The task's own text: no control character reaches the terminal (escape sequences).
+    message = "".join(c if c.isprintable() else "?" for c in report.get("message") or "")
+    said = f" · {message}" if message else ""
+    return (
+        f"{float(report['fraction']):.0%}{said} (attempt {report['attempt']}, {age(report.get('at'), now)})"
+    )
+
+
 def tasks(out: Output, page: Mapping[str, Any]) -> None:
     out.table(page.get("tasks", []), TASK_COLUMNS, "No task matches.")
     if page.get("next_cursor"):
@@ -43,6 +56,7 @@ def task(out: Output, t: Mapping[str, Any]) -> None:
             ("priority", t.get("priority")),
             ("attempt", f"{t.get('attempts', 0)} of {attempts_allowed(t)}"),
             ("worker", t.get("worker_id")),
+            ("progress", progress_text(t, now)),
             ("created", age(t.get("created_at"), now)),
             ("started", age(t.get("started_at"), now)),
             ("finished", age(t.get("finished_at"), now)),
