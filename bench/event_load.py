@@ -126,8 +126,8 @@ def _stream_process(api: str, count: int, ids_in: Queue[list[str]], out: Queue[t
 
 
 def _header_send_delay(trace: dict[str, float]) -> float | None:
-    """Seconds from this request's connection being open to its headers being sent."""
-    connected = trace.get("connection.connect_tcp.complete")
+    """Seconds from this client starting the request's connection to its headers being sent."""
+    connected = trace.get("connection.connect_tcp.started")
     sent = trace.get("http11.send_request_headers.complete")
     return None if connected is None or sent is None else sent - connected
 
@@ -136,13 +136,78 @@ def _rss_mb(pid: int) -> float:
     return round(float(psutil.Process(pid).memory_info().rss) / 2**20, 1)
 
 
-async def run(
-    redis_url: str, api: str, namespace: str, pid: int, waits: int, streams: int, processes: int
-) -> dict[str, Any]:
-    limits = httpx.Limits(
-        max_connections=waits + streams + 50, max_keepalive_connections=waits + streams + 50
+async def _wait_all(api: str, ids: list[str], on_all_sent: Any = None) -> dict[str, Any]:
+    """Wait on every task at once; the answers by status, and how long this client took from
+    starting each connection to having sent its request (the scheduler answers 408 to headers
+    that come SHOAL_HTTP_HEADER_TIMEOUT_S after it accepted the connection)."""
+    limits = httpx.Limits(max_connections=len(ids) + 10, max_keepalive_connections=len(ids) + 10)
+    traces: list[dict[str, float]] = [{} for _ in ids]
+    sent = [0]
+
+    def tracer(trace: dict[str, float]) -> Any:
+        async def record(event: str, _info: dict[str, Any]) -> None:
+            trace[event] = time.perf_counter()
+            if event == "http11.send_request_headers.complete":
+                sent[0] += 1
+                if sent[0] == len(ids) and on_all_sent is not None:
+                    on_all_sent()
+
+        return record
+
+    async with httpx.AsyncClient(limits=limits, timeout=90) as client:
+        answers = await asyncio.gather(
+            *(
+                client.get(
+                    f"{api}/api/v1/tasks/{task_id}/wait",
+                    params={"timeout_s": 60},
+                    extensions={"trace": tracer(traces[n])},
+                )
+                for n, task_id in enumerate(ids)
+            ),
+            return_exceptions=True,
+        )
+    codes: dict[str, int] = {}
+    for answer in answers:
+        code = str(answer.status_code) if isinstance(answer, httpx.Response) else type(answer).__name__
+        codes[code] = codes.get(code, 0) + 1
+    succeeded = sum(
+        1
+        for a in answers
+        if isinstance(a, httpx.Response) and a.status_code == 200 and a.json()["state"] == "succeeded"
     )
-    figures: dict[str, Any] = {"waits": waits, "streams": streams, "stream processes": processes}
+    delays = [_header_send_delay(t) for t in traces]
+    answered = [isinstance(a, httpx.Response) and a.status_code == 200 for a in answers]
+    return {
+        "codes": codes,
+        "succeeded": succeeded,
+        "max_delay": max((d for d in delays if d is not None), default=None),
+        "refused_delays": [delays[n] for n, fine in enumerate(answered) if not fine],
+    }
+
+
+def _wait_process(api: str, ids_in: Queue[list[str]], out: Queue[dict[str, Any]]) -> None:
+    """A child process of waiting clients: given task ids, waits on all of them at once."""
+    out.put({"ready": True})
+    ids = ids_in.get()
+    out.put(asyncio.run(_wait_all(api, ids, lambda: out.put({"sent": True}))))
+
+
+async def run(
+    redis_url: str,
+    api: str,
+    namespace: str,
+    pid: int,
+    waits: int,
+    streams: int,
+    processes: int,
+    wait_processes: int,
+) -> dict[str, Any]:
+    figures: dict[str, Any] = {
+        "waits": waits,
+        "streams": streams,
+        "stream processes": processes,
+        "wait processes": wait_processes,
+    }
     lock: dict[str, Any] = {}
     stop = threading.Event()
     sampler = threading.Thread(
@@ -170,32 +235,33 @@ async def run(
             await asyncio.wait_for(asyncio.to_thread(out.get), 180)
     else:
         local = await _open_streams(api, streams)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+    wait_out: Queue[dict[str, Any]] = context.Queue()
+    waiters: list[tuple[Any, Queue[list[str]]]] = []
+    for _ in range(wait_processes):
+        ids_in = context.Queue()
+        child = context.Process(target=_wait_process, args=(api, ids_in, wait_out), daemon=True)
+        child.start()
+        waiters.append((child, ids_in))
+    for _ in waiters:
+        assert (await asyncio.to_thread(wait_out.get, True, 300)) == {"ready": True}
+    async with httpx.AsyncClient(timeout=60) as client:
         await asyncio.sleep(1)
         figures["scheduler RSS with the streams open, MB"] = _rss_mb(pid)
         body = {"tasks": [{"name": "noop", "max_retries": 0} for _ in range(waits)]}
         created = (await client.post(f"{api}/api/v1/tasks/batch", json=body)).json()["tasks"]
         ids = [t["id"] for t in created]
-        traces: list[dict[str, float]] = [{} for _ in ids]
-
-        def tracer(trace: dict[str, float]) -> Any:
-            async def record(event: str, _info: dict[str, Any]) -> None:
-                trace[event] = time.perf_counter()
-
-            return record
-
         started = time.perf_counter()
-        waiting = [
-            asyncio.create_task(
-                client.get(
-                    f"{api}/api/v1/tasks/{i}/wait",
-                    params={"timeout_s": 60},
-                    extensions={"trace": tracer(traces[n])},
-                )
+        if waiters:
+            for n, (_, ids_in) in enumerate(waiters):
+                ids_in.put(ids[n :: len(waiters)])
+            for _ in waiters:  # every wait sent: all of them are open at once
+                assert (await asyncio.to_thread(wait_out.get, True, 300)) == {"sent": True}
+            waiting: asyncio.Future[list[Any]] = asyncio.gather(
+                *(asyncio.to_thread(wait_out.get, True, 300) for _ in waiters)
             )
-            for n, i in enumerate(ids)
-        ]
-        await asyncio.sleep(1)  # every wait registered (and each read its task once)
+        else:
+            waiting = asyncio.gather(_wait_all(api, ids))
+        await asyncio.sleep(2)  # every wait registered (each read its task once)
         figures["scheduler RSS with the waits open, MB"] = _rss_mb(pid)
         done = 0
         while done < len(ids):
@@ -205,24 +271,18 @@ async def run(
                 [Outcome(task_id=c.id, attempt=c.attempt, ok=True, result=None) for c in claimed],
             )
             done += len(claimed)
-        answers = await asyncio.gather(*waiting, return_exceptions=True)
-        figures["all waits answered s"] = round(time.perf_counter() - started, 2)
+        results = await waiting
+        figures["all waits answered s (from the first sent)"] = round(time.perf_counter() - started, 2)
         codes: dict[str, int] = {}
-        for answer in answers:
-            code = str(answer.status_code) if isinstance(answer, httpx.Response) else type(answer).__name__
-            codes[code] = codes.get(code, 0) + 1
+        for result in results:
+            for code, count in result["codes"].items():
+                codes[code] = codes.get(code, 0) + count
         figures["wait answers by status"] = codes
-        figures["waits answered succeeded"] = sum(
-            1
-            for a in answers
-            if isinstance(a, httpx.Response) and a.status_code == 200 and a.json()["state"] == "succeeded"
-        )
-        delays = [_header_send_delay(t) for t in traces]
-        known = sorted(d for d in delays if d is not None)
-        if known:
-            figures["this client's delay connection open -> headers sent, max s"] = round(known[-1], 2)
-        answered = [isinstance(a, httpx.Response) and a.status_code == 200 for a in answers]
-        refused = [delays[n] for n, fine in enumerate(answered) if not fine]
+        figures["waits answered succeeded"] = sum(r["succeeded"] for r in results)
+        delays = [r["max_delay"] for r in results if r["max_delay"] is not None]
+        if delays:
+            figures["client's own delay, connection started -> headers sent, max s"] = round(max(delays), 2)
+        refused = [d for r in results for d in r["refused_delays"]]
         if refused:
             figures["that delay for each wait not answered 200, s"] = [
                 None if d is None else round(d, 2) for d in refused
@@ -270,6 +330,12 @@ def main() -> None:
     parser.add_argument("--waits", type=int, default=1000)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument(
+        "--wait-processes",
+        type=int,
+        default=4,
+        help="child processes holding the waits (0: in this process)",
+    )
+    parser.add_argument(
         "--stream-processes",
         type=int,
         default=4,
@@ -307,8 +373,23 @@ def main() -> None:
                     raise SystemExit("the scheduler did not start")
                 time.sleep(0.1)
             figures = asyncio.run(
-                run(redis_url, api, namespace, server.pid, args.waits, args.streams, args.stream_processes)
+                run(
+                    redis_url,
+                    api,
+                    namespace,
+                    server.pid,
+                    args.waits,
+                    args.streams,
+                    args.stream_processes,
+                    args.wait_processes,
+                )
             )
+            metrics = httpx.get(f"{api}/metrics", timeout=30).text
+            figures["scheduler's late leader-lock rounds (shoal_leader_renewals_late_total)"] = {
+                line.split('why="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                for line in metrics.splitlines()
+                if line.startswith("shoal_leader_renewals_late_total{")
+            }
         finally:
             server.terminate()
             server.wait(15)

@@ -24,7 +24,7 @@ from shoal.core.keys import Keys
 from shoal.core.settings import RedisSettings, Settings
 from shoal.core.store import Store
 from shoal.scheduler.elector_thread import ElectorThread
-from shoal.scheduler.leader import RedisLeaderElector
+from shoal.scheduler.leader import RENEWALS_LATE, RedisLeaderElector
 from shoal.scheduler.operator import build_operator
 from store_helpers import eventually
 
@@ -132,9 +132,15 @@ async def test_control_the_same_block_expires_a_lock_renewed_on_the_api_loop(nam
             return elector.is_leader
 
         assert await eventually(leads, timeout_s=LOCK_S * 5)
+        late_before = RENEWALS_LATE.labels("woke_late")._value.get()
         with sampling(Keys(namespace).leader) as samples:
             hold_the_event_loop(BLOCK_S)
         assert samples.missing > 0, "without a thread of its own the renewals stop while the loop is held"
+
+        async def counted() -> bool:
+            return RENEWALS_LATE.labels("woke_late")._value.get() > late_before
+
+        assert await eventually(counted, timeout_s=LOCK_S * 5), "the late round was counted"
     finally:
         stop.set()
         await asyncio.wait_for(campaign, timeout=10)

@@ -18,6 +18,7 @@ import secrets
 import time
 from typing import Protocol
 
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from shoal.core.keys import Keys
@@ -25,6 +26,15 @@ from shoal.core.redis_client import AnyRedis
 from shoal.core.scripts import load_plain
 
 log = logging.getLogger(__name__)
+
+RENEWALS_LATE = Counter(
+    "shoal_leader_renewals_late",
+    "Leader lock renewals that started or answered more than a renewal period late (the lock may "
+    "have expired: make SHOAL_LEADER_LOCK_S longer than the stalls seen)",
+    ["why"],
+)
+for _why in ("woke_late", "slow_answer"):
+    RENEWALS_LATE.labels(_why)
 
 
 class LeaderElector(Protocol):
@@ -88,10 +98,29 @@ class RedisLeaderElector:
         await self.step_down()
 
     async def run(self, stop: asyncio.Event) -> None:
+        due = time.monotonic()
         try:
             while not stop.is_set():
+                woke = time.monotonic()
                 await self.try_acquire()
+                self._check_timing(woke - due, time.monotonic() - woke)
+                due = time.monotonic() + self._renew_every
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._renew_every)
         finally:
             await self.step_down()
+
+    def _check_timing(self, woke_late_s: float, answer_s: float) -> None:
+        """A round that began, or was answered, more than a renewal period late is logged and
+        counted: whether this process could not run (CPU, a long pause) or Redis was slow."""
+        for why, seconds in (("woke_late", woke_late_s), ("slow_answer", answer_s)):
+            if seconds > self._renew_every:
+                RENEWALS_LATE.labels(why).inc()
+                log.warning(
+                    "leader lock round %s by %.2fs (renewed every %.2fs, lock %.1fs)",
+                    why.replace("_", " "),
+                    seconds,
+                    self._renew_every,
+                    self._ttl_ms / 1000,
+                    extra={"leader": self.identity, "why": why, "seconds": round(seconds, 3)},
+                )
