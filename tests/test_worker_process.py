@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,6 +246,34 @@ async def test_sigterm_while_the_task_modules_import(
     assert await eventually(importing, 30)
     proc.send_signal(signal.SIGTERM)
     stderr = await stopped_cleanly(proc, time.monotonic())
+    assert "stop requested (SIGTERM) during start-up" in stderr
+    await nothing_claimed(store, task_id)
+
+
+# Loaded by the worker's interpreter before `python -m shoal.worker` imports anything: at the
+# import of a module the `shoal` package loads early (its public API), the process sends itself
+# SIGTERM, exactly as a pod stopped while it starts would get it.
+SIGTERM_DURING_IMPORT = textwrap.dedent(
+    """
+    import os, signal, sys
+
+    def at_import(event, args):
+        if event == "import" and args[0] == "shoal.core.progress":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    sys.addaudithook(at_import)
+    """
+)
+
+
+async def test_sigterm_while_the_shoal_package_imports(
+    store: Store, namespace: str, spawn: list, tmp_path: Path
+) -> None:
+    task_id = await submit(store, "noop")
+    (tmp_path / "sitecustomize.py").write_text(SIGTERM_DURING_IMPORT)
+    paths = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
+    proc = start_worker(spawn, worker_env(namespace, PYTHONPATH=os.pathsep.join(paths)))
+    stderr = await stopped_cleanly(proc, time.monotonic())  # not -15: the default action
     assert "stop requested (SIGTERM) during start-up" in stderr
     await nothing_claimed(store, task_id)
 

@@ -44,6 +44,7 @@ and traceback), `WaitTimeout`. Importing this module loads neither the scheduler
 dashboard nor the Kubernetes client.
 """
 
+from shoal import _entry  # noqa: F401  (first: the worker's stop handlers, see the module)
 from shoal._version import __version__
 from shoal.core.progress import progress
 from shoal.core.registry import Fail, Retry

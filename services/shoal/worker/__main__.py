@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from shoal.worker.stopping import EarlyStop, StopRequested
+from shoal.core.stopping import EarlyStop, StopRequested
 
 
 def main() -> int:

@@ -35,6 +35,7 @@ from shoal.core.models import ClaimedTask, HeartbeatReply, WorkerInfo
 from shoal.core.redis_client import RedisConnector
 from shoal.core.registry import TaskRegistry, default_registry
 from shoal.core.settings import Settings
+from shoal.core.stopping import EarlyStop
 from shoal.core.store import Store
 from shoal.worker import metrics
 from shoal.worker.bounds import OutcomeBounds
@@ -44,7 +45,6 @@ from shoal.worker.flusher import CompletionFlusher
 from shoal.worker.heartbeat import Heartbeat
 from shoal.worker.probes import Liveness, ProbeServer, Response, verdict
 from shoal.worker.progress import ProgressWriter
-from shoal.worker.stopping import EarlyStop
 from shoal.worker.wake import WakeSignal
 
 log = logging.getLogger(__name__)

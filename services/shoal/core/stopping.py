@@ -1,7 +1,8 @@
-"""Stop requests that arrive while the worker is still starting (SIGTERM during start-up).
+"""Stop requests that arrive while a worker is still starting (SIGTERM during start-up).
 
-`EarlyStop.install()` is the first thing `python -m shoal.worker` does: from then on SIGTERM
-and SIGINT no longer kill the process with the default action. Inside `interruptible()` (the
+`EarlyStop.install()` runs first of all when the process is `python -m shoal.worker` (as the
+`shoal` package's first import, see shoal._entry): from then on SIGTERM and SIGINT no longer
+kill the process with the default action. Inside `interruptible()` (the
 settings load and the task modules import, which may take long) a stop interrupts the work
 with `StopRequested`; elsewhere it is recorded. Once the event loop runs, `hand_over` gives the
 signals to the loop, and a stop recorded before is delivered at once.
@@ -9,11 +10,14 @@ signals to the loop, and a stop recorded before is delivered at once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Iterator
 from types import FrameType
+
+TYPE_CHECKING = False  # not `typing`'s: this module loads before anything slow (mypy knows the name)
+if TYPE_CHECKING:
+    import asyncio
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -30,10 +34,14 @@ class EarlyStop:
 
     @classmethod
     def install(cls) -> EarlyStop:
-        early = cls()
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, early._record)
-        return early
+        """The process's one EarlyStop, with its handlers installed (by the first call: the
+        `shoal` package's import when the process is `python -m shoal.worker`, see shoal._entry)."""
+        global _installed
+        if _installed is None:
+            _installed = cls()
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, _installed._record)
+        return _installed
 
     @property
     def requested(self) -> bool:
@@ -63,3 +71,6 @@ class EarlyStop:
             loop.add_signal_handler(sig, request_stop)
         if self.requested:
             request_stop()
+
+
+_installed: EarlyStop | None = None
