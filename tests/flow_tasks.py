@@ -24,3 +24,19 @@ def recorded(path: str, token: str, hold_s: float) -> str:
     time.sleep(hold_s)
     _log(path, f"end {token} {os.getpid()} {time.time():.6f}")
     return token
+
+
+@task
+def number(x: int) -> int:
+    return x
+
+
+@task(results_to="parents")
+def times(k: int, parents: list[int]) -> int:
+    (value,) = parents
+    return k * value
+
+
+@task(results_to="parents")
+def total(parents: list[int]) -> int:
+    return sum(parents)

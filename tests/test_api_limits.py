@@ -3,6 +3,8 @@ a submitted flow key is enforced by the claim."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -68,3 +70,35 @@ async def test_a_submitted_flow_key_is_held_to_its_limit(client: Client, store: 
 def test_a_flow_key_with_control_characters_is_refused(api: ApiServer) -> None:
     bad = httpx.post(f"{api.url}/api/v1/tasks", json={"name": "echo", "flow_key": "a\x01b"})
     assert bad.status_code == 422 and "flow_key" in bad.text
+
+
+def test_the_sdk_renders_a_key_template_from_the_arguments(client: Client) -> None:
+    import shoal
+    from shoal.core.registry import TaskRegistry
+
+    @shoal.task(key="tenant:{tenant_id}", registry=TaskRegistry())
+    def bill(tenant_id: int, amount: int) -> None: ...
+
+    assert client.get(client.submit(bill, 42, amount=1).id)["flow_key"] == "tenant:42", "positional, by name"
+    assert client.get(client.submit(bill.options(key="vip"), 1, 2).id)["flow_key"] == "vip"
+    with pytest.raises(shoal.InvalidTask, match="must be a string or a number"):
+        client.submit(bill, [1], amount=1)
+
+
+async def test_explain_names_the_limit_and_the_rate_that_hold_a_task(client: Client, store: Store) -> None:
+    client.request("PUT", "/api/v1/limits/key:tenant:*", body={"concurrency": 1})
+    client.request("PUT", "/api/v1/limits/name:send", body={"rate": {"limit": 1, "period_s": 3600}})
+    first, second = client.submit_batch([{"name": "echo", "flow_key": "tenant:42"}] * 2)
+    assert client.explain(second["id"])["code"] == "no_workers", "no limit holds it before one runs"
+    assert [t.id for t in await store.claim("w1", ["default"], 10)] == [first["id"]]
+    why = client.explain(second["id"])
+    assert why["code"] == "limit_reached"
+    assert "Key tenant:42 is at its limit: 1 of 1 running (rule key:tenant:*)." in why["reason"]
+
+    sent, waiting = client.submit_batch([{"name": "send"}] * 2)
+    assert [t.id for t in await store.claim("w1", ["default"], 10)] == [sent["id"]]
+    why = client.explain(waiting["id"])
+    assert why["code"] == "rate_limited"
+    assert "Task name send is rate limited: 1 starts in the last 1 h (at most 1)" in why["reason"]
+    (hold,) = why["details"]["holds"]
+    assert hold["until"] > time.time() + 3000, "an hour after that start"

@@ -134,3 +134,26 @@ async def test_starts_per_window_never_exceed_a_rate(store: Store) -> None:
     use = await store.flow.rate_use("key:api", Rate(3, 3600))
     assert use.started == 3 and use.limited_until is not None
     assert store.flow_held.get(("key:api", "rate"), 0) >= 1
+
+
+async def test_a_dependent_gets_its_dependencies_results_at_claim_time(store: Store) -> None:
+    a, b = await submit_specs(store, [spec(), spec()])
+    (c,) = await submit_specs(store, [spec("sum", depends_on=[a, b], results_to="parents", kwargs={"x": 1})])
+    (plain,) = await submit_specs(store, [spec("plain", depends_on=[a])])
+    first = {t.id: t for t in await store.claim("w1", ["default"], 10)}
+    assert await store.complete("w1", [ok(first[b], {"v": 3}), ok(first[a], 2)]) == [True, True]
+    got = {t.id: t for t in await store.claim("w1", ["default"], 10)}
+    assert got[c].kwargs == {"parents": [2, {"v": 3}], "x": 1}, "in depends_on order, beside its kwargs"
+    assert got[plain].kwargs == {}, "only a task that asks gets them"
+
+
+async def test_results_over_the_bound_fail_the_dependent_with_a_message(store: Store) -> None:
+    (a,) = await submit_specs(store, [spec()])
+    (c,) = await submit_specs(store, [spec("sum", depends_on=[a], results_to="parents")])
+    (t,) = await store.claim("w1", ["default"], 10)
+    assert await store.complete("w1", [ok(t, "x" * 1_000_001)]) == [True]
+    assert await store.claim("w1", ["default"], 10) == []
+    failed_task = await store.get(c)
+    assert failed_task is not None and failed_task.state == "failed"
+    assert failed_task.error is not None and "results_to takes at most 1000000" in failed_task.error
+    assert await store.flow.running(["queue:default"]) == {"queue:default": 0}

@@ -164,3 +164,23 @@ def test_starts_per_window_never_exceed_the_rate_across_workers(
     starts = sorted(round(t["started_at"] * 1000) for t in done)
     busiest = max(sum(1 for s in starts if a <= s < a + 500) for a in starts)
     assert busiest <= 4, f"{busiest} starts within one 0.5 s window"
+
+
+def test_a_diamond_whose_last_task_sums_its_parents_results(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    from tests.flow_tasks import number, times, total
+
+    stack = ProcessStack(redis_url, namespace, tmp_path, **TASKS_ENV)
+    try:
+        stack.start_scheduler()
+        stack.start_worker()
+        with Client(stack.url) as c:
+            root = c.submit(number, 5)
+            left = c.submit(times.options(depends_on=[root]), 2)
+            right = c.submit(times.options(depends_on=[root]), 3)
+            last = c.submit(total.options(depends_on=[left, right]))
+            assert last.result(timeout=120) == 25  # a hang guard, not a bound
+            assert c.get(last.id)["results_to"] == "parents"
+    finally:
+        stack.stop_all()

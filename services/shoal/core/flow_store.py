@@ -58,6 +58,19 @@ class LimitUse:
     keys: dict[str, int]  # a prefix rule's keys that run tasks -> running (MAX_KEYS_SHOWN at most)
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A limit that keeps a queued task from starting now."""
+
+    scope: str  # the limited scope: queue:q, name:n or key:k
+    rule_scope: str  # the rule's scope (key:tenant:* for key:tenant:42 under a prefix rule)
+    reason: str  # concurrency | rate
+    limit: int  # the concurrency limit, or the starts allowed per period
+    used: int  # running tasks, or starts in the window
+    period_s: float | None = None  # rate only
+    until: float | None = None  # rate only: when the next start is allowed (epoch seconds)
+
+
 class FlowStore:
     def __init__(self, store: Store) -> None:
         self.redis = store.redis
@@ -119,6 +132,41 @@ class FlowStore:
                 break
         busiest = sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_KEYS_SHOWN]
         return dict(busiest)
+
+    async def rule_for(self, scope: str) -> Rule | None:
+        """The rule that applies to a scope: its own, or for a key its prefix rule."""
+        own = await self.get(scope)
+        if own is not None or not scope.startswith("key:") or ":" not in scope[4:]:
+            return own
+        prefix = scope[4:].split(":", 1)[0]
+        return await self.get(f"key:{prefix}:*")
+
+    async def holds(self, queue: str, name: str, flow_key: str | None) -> list[Hold]:
+        """The limits that keep a task of this queue, name and flow key from starting now."""
+        scopes = [f"queue:{queue}", f"name:{name}"] + ([f"key:{flow_key}"] if flow_key else [])
+        running = await self.running(scopes)
+        out = []
+        for scope in scopes:
+            rule = await self.rule_for(scope)
+            if rule is None:
+                continue
+            if rule.concurrency is not None and running[scope] >= rule.concurrency:
+                out.append(Hold(scope, rule.scope, "concurrency", rule.concurrency, running[scope]))
+            if rule.rate is not None:
+                use = await self.rate_use(scope, rule.rate)
+                if use.limited_until is not None:
+                    out.append(
+                        Hold(
+                            scope,
+                            rule.scope,
+                            "rate",
+                            rule.rate.limit,
+                            use.started,
+                            rule.rate.period_s,
+                            use.limited_until,
+                        )
+                    )
+        return out
 
     async def usage(self) -> list[LimitUse]:
         """Every rule with its use now."""

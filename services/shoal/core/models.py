@@ -23,6 +23,7 @@ class TaskSpec:
     delay_s: float = 0.0
     idempotency_key: str | None = None
     flow_key: str | None = None  # concurrency/rate scope key:<flow_key> and fair-share group
+    results_to: str | None = None  # keyword argument filled with the dependencies' results
     id: str | None = None  # assigned by the submitter so batch refs can be resolved first
 
 
@@ -92,6 +93,7 @@ class Task:
     # are; None when not read (listings and batch reads do not).
     dependents: list[str] | None = None
     dependents_count: int | None = None
+    results_to: str | None = None
 
 
 @dataclass(slots=True)

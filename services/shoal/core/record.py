@@ -39,6 +39,7 @@ FIELDS: tuple[str, ...] = (
     "idempotency_key",
     "depends_on",  # comma-separated ids
     "flow_key",  # the task's flow key ('' for none): its concurrency/rate scope and fair-share group
+    "results_to",  # keyword argument that gets the dependencies' results at claim time ('' for none)
     "args",  # JSON
     "kwargs",  # JSON
 )

@@ -41,6 +41,8 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN.pattern)]
 IdempotencyKey = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_IDEMPOTENCY_KEY, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
+ResultsTo = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+"""A keyword argument name (an identifier of at most 64 characters)."""
 FlowKey = Annotated[str, StringConstraints(pattern=KEY_PATTERN.pattern)]
 """A flow key: 1-200 characters without control characters (shoal.core.flow)."""
 
@@ -98,12 +100,23 @@ class TaskCreate(BaseModel):
         description="Flow key, e.g. `tenant:42`: the rules of scope `key:tenant:42` (or `key:tenant:*`) "
         "limit its tasks' concurrency and rate, and claims rotate across a queue's keys (fair sharing).",
     )
+    results_to: ResultsTo | None = Field(
+        None,
+        description="Keyword argument that receives the results of `depends_on`, a list in that order "
+        "(null for a result no longer kept), read when the task is claimed; 1 MB of JSON at most.",
+    )
 
     @field_validator("depends_on")
     @classmethod
     def _dedupe_dependencies(cls, value: list[str]) -> list[str]:
         # A repeated id would be counted twice by the dependency counter and never release the task.
         return list(dict.fromkeys(value)) if len(value) > 1 else value
+
+    @model_validator(mode="after")
+    def _results_to_is_not_a_kwarg(self) -> TaskCreate:
+        if self.results_to is not None and self.results_to in self.kwargs:
+            raise ValueError(f"results_to {self.results_to!r} is also given in kwargs")
+        return self
 
     @model_validator(mode="after")
     def _payload_within_bound(self, info: ValidationInfo) -> TaskCreate:
@@ -131,6 +144,7 @@ class TaskCreate(BaseModel):
             delay_s=self.delay_s,
             idempotency_key=self.idempotency_key,
             flow_key=self.flow_key,
+            results_to=self.results_to,
             id=task_id,
         )
 

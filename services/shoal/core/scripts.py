@@ -46,6 +46,9 @@ PLAIN_SCRIPTS = (
 # cost Redis 1.4x the CPU of an ordinary worker call (claim or complete of 200 tasks) in the
 # same run; at 100, 0.96x (Redis CPU per call, both measured at load 11).
 FANOUT_CHUNK = 100
+# The dependencies' results a claim hands to one task (`results_to`) at most, as JSON bytes:
+# a claim copies them into its reply, so they bound what one task adds to it.
+MAX_DEPENDENCY_RESULTS_BYTES = 1_000_000
 
 
 def lua_name(attr: str) -> str:
@@ -88,6 +91,7 @@ def lua_constants() -> dict[str, str]:
     out["READY_FORMAT"] = f"'%0{record.READY_HEX_DIGITS}x'"
     out["READY_OFFSET"] = str(record.READY_OFFSET)
     out["FANOUT_CHUNK"] = str(FANOUT_CHUNK)
+    out["MAX_DEPENDENCY_RESULTS_BYTES"] = str(MAX_DEPENDENCY_RESULTS_BYTES)
     out["KEPT_ATTEMPT_LOGS"] = str(record.KEPT_ATTEMPT_LOGS)
     return out
 

@@ -104,6 +104,7 @@ def task_from_record(
         scheduled_for=_ms_to_s(r["scheduled_for"]),
         history=[_attempt_from_dict(item) for item in jsonutil.loads(history)] if history else [],
         flow_key=_opt(r["flow_key"]),
+        results_to=_opt(r["results_to"]),
     )
 
 
@@ -285,6 +286,7 @@ class Store:
                 int(spec.delay_s * _MS),
                 spec.idempotency_key or "",
                 spec.flow_key or "",
+                spec.results_to or "",
             ]
         return args
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shoal.core.flow_store import Hold
 from shoal.core.models import Task, WorkerInfo
 from shoal.core.schedules import ScheduleState
 from shoal.core.states import DEAD, TaskState
@@ -35,6 +36,7 @@ class FlowView:
     """What flow control holds a queued task back with (docs/flow-control.md)."""
 
     paused_since: float | None = None  # its queue is paused (epoch seconds)
+    holds: tuple[Hold, ...] = ()  # the limits at which its queue, task name or flow key stand
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ def explain_task(
         return _scheduled(task, now)
     if flow is not None and flow.paused_since is not None:
         return _paused(task, now, flow.paused_since)
+    if flow is not None and flow.holds:
+        return _held(task, now, flow.holds)
     return _queued(task, ahead, workers, scaling)
 
 
@@ -278,6 +282,47 @@ def _paused(task: Task, now: float, since: float) -> Explanation:
             f"claimed from it until it is resumed (POST /api/v1/queues/{task.queue}/resume)."
         ),
         details={"queue": task.queue, "paused_at": since},
+    )
+
+
+_KIND = {"queue": "Queue", "name": "Task name", "key": "Key"}
+
+
+def _hold_sentence(hold: Hold, now: float) -> str:
+    kind, target = hold.scope.split(":", 1)
+    what = f"{_KIND[kind]} {target}"
+    via = f" (rule {hold.rule_scope})" if hold.rule_scope != hold.scope else ""
+    if hold.reason == "concurrency":
+        return f"{what} is at its limit: {hold.used} of {hold.limit} running{via}."
+    assert hold.until is not None and hold.period_s is not None
+    wait = humanize_seconds(max(0.0, hold.until - now))
+    return (
+        f"{what} is rate limited{via}: {hold.used} starts in the last {humanize_seconds(hold.period_s)} "
+        f"(at most {hold.limit}); the next may start in {wait}."
+    )
+
+
+def _held(task: Task, now: float, holds: Sequence[Hold]) -> Explanation:
+    first = holds[0]
+    sentences = " ".join(_hold_sentence(h, now) for h in holds)
+    return Explanation(
+        state=task.state,
+        code="limit_reached" if first.reason == "concurrency" else "rate_limited",
+        reason=f"It is queued and held back by flow control. {sentences} Other work in the queue goes on.",
+        details={
+            "holds": [
+                {
+                    "scope": h.scope,
+                    "rule": h.rule_scope,
+                    "reason": h.reason,
+                    "limit": h.limit,
+                    "used": h.used,
+                    "period_s": h.period_s,
+                    "until": h.until,
+                }
+                for h in holds
+            ]
+        },
     )
 
 

@@ -110,6 +110,7 @@ class TaskPublic(BaseModel):  # type: ignore[no-redef]  # pydantic plugin vs. a 
     worker_id: str | None = None
     idempotency_key: str | None = None
     flow_key: str | None = None
+    results_to: str | None = None
     created_at: float | None = None
     enqueued_at: float | None = None
     started_at: float | None = None

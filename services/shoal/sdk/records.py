@@ -56,6 +56,8 @@ class TaskInfo(TypedDict):
     traceback: str | None
     worker_id: str | None
     idempotency_key: str | None
+    flow_key: str | None
+    results_to: str | None
     created_at: float | None
     enqueued_at: float | None
     started_at: float | None
@@ -89,6 +91,8 @@ class TaskRequest(TypedDict, total=False):
     timeout_s: float
     delay_s: float
     idempotency_key: str
+    flow_key: str
+    results_to: str
     ref: str
 
 

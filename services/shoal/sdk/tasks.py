@@ -21,7 +21,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
+from shoal.core.flow import FlowError, render_key
 from shoal.core.registry import ScheduleArg, TaskKind, TaskRegistry, default_registry
+from shoal.errors import InvalidTask
 from shoal.sdk.records import TaskRequest
 
 if TYPE_CHECKING:
@@ -31,6 +33,11 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+_OVERRIDABLE = (
+    "queue", "priority", "delay_s", "idempotency_key", "max_retries", "timeout_s", "key", "results_to",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +52,14 @@ class SubmitOptions:
     idempotency_key: str | None = None
     max_retries: int | None = None
     timeout_s: float | None = None
+    key: str | None = None
+    """Flow key, or a template over the arguments (`"tenant:{tenant_id}"`, `"{0}"`)."""
+    results_to: str | None = None
+    """Keyword argument that receives the results of `depends_on` (a list in that order)."""
 
     def merged(self, other: SubmitOptions) -> SubmitOptions:
         """These options with `other`'s set values on top."""
-        changes = {
-            name: getattr(other, name)
-            for name in ("queue", "priority", "delay_s", "idempotency_key", "max_retries", "timeout_s")
-            if getattr(other, name) is not None
-        }
+        changes = {name: getattr(other, name) for name in _OVERRIDABLE if getattr(other, name) is not None}
         if other.depends_on:
             changes["depends_on"] = other.depends_on
         return replace(self, **changes)
@@ -90,12 +97,26 @@ class TaskBase(Generic[P, R]):
         idempotency_key: str | None = None,
         max_retries: int | None = None,
         timeout_s: float | None = None,
+        key: str | None = None,
+        results_to: str | None = None,
     ) -> Self:
-        """This task with options for the next submissions: `task.options(priority=9).submit(...)`."""
+        """This task with options for the next submissions: `task.options(priority=9).submit(...)`.
+
+        key: its flow key, or a template over its arguments (`"tenant:{tenant_id}"`);
+        results_to: the keyword argument that receives the results of `depends_on`.
+        """
         clone = self.__copy__()
         clone._options = self._options.merged(
             SubmitOptions(
-                queue, priority, delay_s, tuple(depends_on), idempotency_key, max_retries, timeout_s
+                queue,
+                priority,
+                delay_s,
+                tuple(depends_on),
+                idempotency_key,
+                max_retries,
+                timeout_s,
+                key,
+                results_to,
             )
         )
         return clone
@@ -213,6 +234,13 @@ def build_request(
         request["max_retries"] = options.max_retries
     if options.timeout_s is not None:
         request["timeout_s"] = options.timeout_s
+    if options.key is not None:
+        try:
+            request["flow_key"] = render_key(options.key, args, _named_arguments(task, args, kwargs))
+        except FlowError as exc:
+            raise InvalidTask(str(exc)) from None
+    if options.results_to is not None:
+        request["results_to"] = options.results_to
     return request
 
 
@@ -238,6 +266,8 @@ def task(
     kind: TaskKind | None = None,
     schedule: ScheduleArg | None = None,
     registry: TaskRegistry | None = None,
+    key: str | None = None,
+    results_to: str | None = None,
 ) -> _Decorator: ...
 
 
@@ -253,6 +283,8 @@ def task(
     kind: TaskKind | None = None,
     schedule: ScheduleArg | None = None,
     registry: TaskRegistry | None = None,
+    key: str | None = None,
+    results_to: str | None = None,
 ) -> Any:
     """Make a function a Shoal task: `@shoal.task` or `@shoal.task(name=..., queue=..., ...)`.
 
@@ -265,6 +297,11 @@ def task(
     schedule: run it periodically: a cron expression in UTC (`"0 2 * * *"`), a
         `shoal.Schedule(cron=..., timezone=..., every_s=..., args=...)`, or a list of them;
         a worker stores them when it starts and the elected leader enqueues the ticks.
+    key: the flow key of its submissions, or a template over their arguments
+        (`"tenant:{tenant_id}"`): the rules of /api/v1/limits for that key limit them, and
+        claims rotate across a queue's keys.
+    results_to: the keyword argument that receives the results of its dependencies (a list
+        in `depends_on` order), read when it is claimed.
 
     The task registers with the worker's registry at import, so a worker that imports
     the module (SHOAL_TASK_MODULES) can run it; another function under the same name
@@ -273,7 +310,10 @@ def task(
     target = registry if registry is not None else default_registry
 
     def decorate(f: Callable[..., Any]) -> Any:
-        options = SubmitOptions(queue=queue, priority=priority, max_retries=max_retries, timeout_s=timeout_s)
+        options = SubmitOptions(
+            queue=queue, priority=priority, max_retries=max_retries, timeout_s=timeout_s, key=key,
+            results_to=results_to,
+        )  # fmt: skip
         kind_of = AsyncTask if _is_coroutine_function(f) else Task
         made: TaskBase[Any, Any] = kind_of(f, name or f.__name__, kind, options)
         target.add(
@@ -287,6 +327,21 @@ def task(
         return made
 
     return decorate(func) if func is not None else decorate
+
+
+def _named_arguments(
+    task: TaskBase[Any, Any] | str, args: Sequence[Any], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The arguments by parameter name, positional ones too, when the function is known here."""
+    func = task.func if isinstance(task, TaskBase) else None
+    if func is None:
+        return kwargs
+    import inspect
+
+    try:
+        return {**inspect.signature(func).bind_partial(*args, **kwargs).arguments, **kwargs}
+    except TypeError:
+        return kwargs
 
 
 def _is_coroutine_function(func: Callable[..., Any]) -> bool:

@@ -29,11 +29,44 @@ local VISIT = math.max(64, 4 * n)
 -- Keyless tasks a call may look at (and park, when their name is at a limit) per queue.
 local SCAN = 1000
 
+-- The task's kwargs, with its dependencies' results (in depends_on order) under `results_to`;
+-- nil and their size when they are over MAX_DEPENDENCY_RESULTS_BYTES.
+local function kwargs_of(t)
+  local name = t[R_RESULTS_TO]
+  if name == '' then return t[R_KWARGS] end
+  local deps = {}
+  for dep in string.gmatch(t[R_DEPENDS_ON], '[^,]+') do deps[#deps + 1] = dep end
+  local parts, size = {}, 0
+  for i = 1, #deps, 1000 do
+    local rows = redis.call('HMGET', K_RESULTS, unpack(deps, i, math.min(i + 999, #deps)))
+    for j = 1, math.min(1000, #deps - i + 1) do
+      local r = rows[j] or 'null'  -- a result the retention already dropped
+      size = size + #r + 1
+      parts[#parts + 1] = r
+    end
+  end
+  if size > MAX_DEPENDENCY_RESULTS_BYTES then return nil, size end
+  local list = '[' .. table.concat(parts, ',') .. ']'
+  local kwargs = t[R_KWARGS]
+  if kwargs == '{}' then return '{"' .. name .. '":' .. list .. '}' end
+  return '{"' .. name .. '":' .. list .. ',' .. string.sub(kwargs, 2)
+end
+
+-- Start task t on this worker; nil when it failed at once instead (its inputs are too big).
 local function take(id, t, queue)
   depth_add(queue, t[R_PRIORITY], -1)
   local attempt = tonumber(t[R_ATTEMPTS]) + 1
   t[R_ATTEMPTS], t[R_WORKER_ID], t[R_STARTED_AT] = attempt, worker, NOW_MS
   set_state(id, t, 'running')
+  local kwargs, size = kwargs_of(t)
+  if kwargs == nil then
+    local err = 'the results of its dependencies take ' .. size .. ' bytes as JSON; results_to takes at most '
+      .. MAX_DEPENDENCY_RESULTS_BYTES
+    push_history(id, attempt, worker, 'failed', err, NOW_MS)
+    finish_task(id, t, 'failed', err)
+    fan_out_of('c', id, t)
+    return nil
+  end
   leases[#leases + 1] = deadline
   leases[#leases + 1] = id
   mine[#mine + 1] = 0
@@ -43,7 +76,7 @@ local function take(id, t, queue)
   out[#out + 1] = queue
   out[#out + 1] = attempt
   out[#out + 1] = t[R_ARGS]
-  out[#out + 1] = t[R_KWARGS]
+  out[#out + 1] = kwargs
   out[#out + 1] = t[R_TIMEOUT_S]
   out[#out + 1] = t[R_ENQUEUED_AT]
   n = n - 1
@@ -279,7 +312,8 @@ local function claim_flow(queue, order)
           if scope == nil then
             p.gone[#p.gone + 1] = p.members[p.pos]
             p.pos = p.pos + 1
-            spend(id, t, take(id, t, queue))
+            local attempt = take(id, t, queue)
+            if attempt then spend(id, t, attempt) end
             given = given + 1
             progress = true
             last = p.group

@@ -1,12 +1,12 @@
 -- submit: create tasks (one call per batch, or per chunk of a big one), in the order given.
 -- KEYS: the namespace's fixed keys (generated prelude)
--- ARGV[1] max live queues (0: no limit), ARGV[2] number of tasks, then 13 fields per task:
+-- ARGV[1] max live queues (0: no limit), ARGV[2] number of tasks, then 14 fields per task:
 --   id, name, queue, priority, rank_offset_us, args_json, kwargs_json,
---   depends_on (comma-separated ids), max_retries, timeout_s, delay_ms, idempotency_key, flow_key
+--   depends_on (comma-separated ids), max_retries, timeout_s, delay_ms, idempotency_key, flow_key, results_to
 -- Returns a flat list: id, state, created (1/0) per task; or {'err', message} and writes nothing.
 local max_queues = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
-local F = 13
+local F = 14
 
 -- Pass 1: refuse the whole batch before writing anything. One HMGET loads every task the
 -- batch names (its own ids must be new; its dependencies must exist or come earlier).
@@ -109,7 +109,7 @@ for i = 0, n - 1 do
     t[R_CREATED] = string.format(CREATED_FORMAT, next_vseq())
     t[R_MAX_RETRIES], t[R_TIMEOUT_S], t[R_DELAY_MS], t[R_IDEMPOTENCY_KEY] = max_retries, ARGV[b + 9], delay, idem
     t[R_DEPENDS_ON], t[R_ARGS], t[R_KWARGS] = table.concat(resolved, ','), ARGV[b + 5], ARGV[b + 6]
-    t[R_FLOW_KEY] = ARGV[b + 12]
+    t[R_FLOW_KEY], t[R_RESULTS_TO] = ARGV[b + 12], ARGV[b + 13]
     local state
     create_task(id, t)
     if dead then

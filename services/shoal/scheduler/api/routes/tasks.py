@@ -218,7 +218,10 @@ async def explain(task_id: TaskId, store: StoreDep, settings: SettingsDep) -> Re
     ahead = await store.queue_position(task_id) if task.state is TaskState.QUEUED else None
     flow = None
     if task.state is TaskState.QUEUED:
-        flow = FlowView(paused_since=(await store.pauses.paused()).get(task.queue))
+        flow = FlowView(
+            paused_since=(await store.pauses.paused()).get(task.queue),
+            holds=tuple(await store.flow.holds(task.queue, task.name, task.flow_key)),
+        )
     workers = await store.list_workers()
     answer = explain_task(
         task,
