@@ -21,7 +21,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
-from shoal.core.flow import FlowError, render_key
 from shoal.core.registry import ScheduleArg, TaskKind, TaskRegistry, default_registry
 from shoal.errors import InvalidTask
 from shoal.sdk.records import TaskRequest
@@ -235,6 +234,8 @@ def build_request(
     if options.timeout_s is not None:
         request["timeout_s"] = options.timeout_s
     if options.key is not None:
+        from shoal.core.flow import FlowError, render_key  # on use: it loads pydantic's settings
+
         try:
             request["flow_key"] = render_key(options.key, args, _named_arguments(task, args, kwargs))
         except FlowError as exc:
