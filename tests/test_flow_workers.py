@@ -184,3 +184,31 @@ def test_a_diamond_whose_last_task_sums_its_parents_results(
             assert c.get(last.id)["results_to"] == "parents"
     finally:
         stack.stop_all()
+
+
+def test_a_worker_counts_what_a_limit_held_back_in_its_metrics(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    import httpx
+
+    record = tmp_path / "runs.log"
+    record.touch()
+    stack = ProcessStack(redis_url, namespace, tmp_path, **TASKS_ENV)
+    try:
+        stack.start_scheduler()
+        stack.start_worker()
+        with Client(stack.url) as c:
+            c.request("PUT", "/api/v1/limits/key:m", body={"concurrency": 1})
+            items = [
+                {"name": "recorded", "args": [str(record), f"m{i}", 0.2], "flow_key": "m"} for i in range(3)
+            ]
+            ids = [t["id"] for t in c.submit_batch(items)]
+            assert {c.wait(i, timeout_s=120)["state"] for i in ids} == {"succeeded"}
+            (worker,) = c.workers()
+            text = httpx.get(worker["metrics_url"], timeout=10).text
+    finally:
+        stack.stop_all()
+    held = [line for line in text.splitlines() if line.startswith("shoal_worker_flow_held_back_total{")]
+    (line,) = held
+    assert 'limit="key:m"' in line and 'reason="concurrency"' in line
+    assert float(line.rsplit(" ", 1)[1]) >= 1, "the claim that took the first task passed over the other two"

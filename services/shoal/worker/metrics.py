@@ -82,6 +82,16 @@ def series(queue: str, task: str) -> TaskSeries:
 PROGRESS: dict[str, int] = {"written": 0, "refused": 0, "failed": 0, "dropped": 0}
 
 
+# (rule scope, 'concurrency' | 'rate') -> times this worker's claims passed over queued work
+# because of that limit: the worker's Store.flow_held, bound at start (bind_flow_held).
+FLOW_HELD: dict[tuple[str, str], int] = {}
+
+
+def bind_flow_held(counts: dict[tuple[str, str], int]) -> None:
+    global FLOW_HELD
+    FLOW_HELD = counts
+
+
 class _TaskCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         labels = ["queue", "task"]
@@ -123,10 +133,19 @@ class _TaskCollector(Collector):
         )
         for outcome, n in list(PROGRESS.items()):
             progress.add_metric([outcome], n)
+        held = CounterMetricFamily(
+            "shoal_worker_flow_held_back",
+            "Queued tasks (or whole flow-key groups) this worker's claims passed over because of a limit, "
+            "by the rule's scope and the limit (concurrency, rate).",
+            labels=["limit", "reason"],
+        )
+        for (scope, reason), n in list(FLOW_HELD.items()):
+            held.add_metric([scope, reason], n)
         yield from families.values()
         yield run
         yield wait
         yield progress
+        yield held
 
 
 REGISTRY = CollectorRegistry()

@@ -72,6 +72,7 @@ class Worker:
         ws = settings.worker
         self.settings = settings
         self.store = store
+        metrics.bind_flow_held(store.flow_held)  # the store counts what its claims held back
         self.id = ws.worker_id
         self.queues = ws.queue_list
         self._claim_order = ClaimOrder(ws.queue_weights)
