@@ -94,6 +94,23 @@ async def test_retention_by_count_keeps_the_newest_finished_tasks(namespace: str
             assert await store.redis.exists(key) == 0, key
 
 
+async def test_ranges_emptied_by_retention_leave_the_listing_directory(store: Store) -> None:
+    """A queue used once costs a listing nothing once retention dropped its tasks."""
+    queues = [f"once-{i}" for i in range(30)]
+    await submit_specs(store, [spec(queue=q, name=f"job{i % 3}") for i, q in enumerate(queues)])
+    kept = await submit(store, queue="kept")
+    for c in await claim_all(store, queues=queues):
+        await store.complete("w1", [ok(c)])
+    fields = set(await store.redis.hkeys(store.keys.ranges))
+    assert {f for f in fields if "once-" in f}  # the finished tasks' ranges, listed while they exist
+    await store.trim_retention(now_s=time.time() + 86400 + 1)
+    assert await task_count(store) == 1
+    sep = "\x00"
+    assert set(await store.redis.hkeys(store.keys.ranges)) == {f"queued{sep}kept{sep}noop"}
+    page, _ = await store.list_tasks(limit=50)
+    assert [t.id for t in page] == [kept]
+
+
 async def test_a_trim_round_stops_at_its_time_budget_and_the_next_one_goes_on(namespace: str) -> None:
     async with other_store(namespace, retention_max_tasks=1) as store:
         await submit_specs(store, [spec(max_retries=0) for _ in range(250)])

@@ -20,6 +20,7 @@ if n <= 0 then return {0, 0} end
 local ids = redis.call('ZRANGE', K_DONE, 0, n - 1)
 load_tasks(ids)
 local by_state, idem, logs = {}, {}, {}
+local left = {}  -- state -> (queue NUL name) -> true: index ranges that lost members
 for _, id in ipairs(ids) do
   local t = REC[id]
   -- The retention index holds finished tasks only; anything else found here just leaves it.
@@ -27,6 +28,9 @@ for _, id in ipairs(ids) do
     local members = by_state[t[R_STATE]]
     if not members then members = {}; by_state[t[R_STATE]] = members end
     members[#members + 1] = index_member(id, t)
+    local ranges = left[t[R_STATE]]
+    if not ranges then ranges = {}; left[t[R_STATE]] = ranges end
+    ranges[t[R_QUEUE] .. M_SEP .. t[R_NAME]] = true
     -- The captured output of its last attempts (shoal.core.record.KEPT_ATTEMPT_LOGS).
     local last = tonumber(t[R_ATTEMPTS])
     for n = math.max(1, last - KEPT_ATTEMPT_LOGS + 1), last do logs[#logs + 1] = id .. M_SEP .. n end
@@ -40,6 +44,9 @@ end
 for _, key in ipairs({K_TASKS, K_RESULTS, K_ERRORS, K_TRACEBACKS, K_HISTORY, K_PROGRESS}) do call_chunked('HDEL', key, ids) end
 if #logs > 0 then call_chunked('HDEL', K_TASK_LOGS, logs) end
 for state, members in pairs(by_state) do call_chunked('ZREM', K_STATE[state], members) end
+-- A range emptied by the trim leaves the directory (else every (queue, name) pair ever used
+-- would stay there and each listing would read it).
+flush_ranges(left, {}, {})
 if #idem > 0 then call_chunked('HDEL', K_IDEMPOTENCY, idem) end
 call_chunked('ZREM', K_DONE, ids)
 return {#ids, due > n and 1 or 0}
