@@ -48,7 +48,7 @@ def test_submit_answers_201_with_the_task_as_stored(api: ApiServer, client: Clie
     # loaded machine) bounds them; stored times are in whole milliseconds.
     times = ("created_at", "enqueued_at")
     # The dependents are read by a GET only (a submit answer says null: not read).
-    unread = ("dependents", "dependents_count")
+    unread = ("dependents", "dependents_count", "audit")
     assert (created["dependents"], stored["dependents"], stored["dependents_count"]) == (None, [], 0)
     assert {k: v for k, v in stored.items() if k not in times + unread} == {
         k: v for k, v in created.items() if k not in times + unread

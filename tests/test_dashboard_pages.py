@@ -180,6 +180,9 @@ def test_task_detail_explains_and_cancel_really_cancels(shoal: Client) -> None:
     no_exceptions(at)
     assert shoal.get(task["id"])["state"] == "cancelled"
     assert at.button(key="cancel").disabled
+    # The Details tab shows who did what (no tokens here: the API records "anonymous").
+    audit = next(df.value for df in at.dataframe if "who" in df.value.columns)
+    assert list(audit["what"]) == ["submit", "cancel"] and set(audit["who"]) == {"anonymous"}
     # A cancelled task may run again, alone or with the tasks below it.
     assert not at.button(key="retry").disabled and not at.button(key="retry_dependents").disabled
 

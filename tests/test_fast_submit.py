@@ -19,7 +19,7 @@ from api_fixtures import ApiServer, make_settings
 from shoal.scheduler.main import create_app
 
 WRITE, READ = "write-token-0123456789", "read-token-0123456789"
-_VOLATILE = re.compile(rb'"(id|created_at|enqueued_at|scheduled_for)":("[0-9a-f]{32}"|[0-9.]+)')
+_VOLATILE = re.compile(rb'"(id|created_at|enqueued_at|scheduled_for|ts)":("[0-9a-f]{32}"|[0-9.]+)')
 
 
 @pytest.fixture

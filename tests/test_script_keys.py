@@ -179,6 +179,8 @@ async def every_transition(store: Store, slow: Store) -> None:
     doomed = [c for c in await store.claim("w1", ["default"], 100) if c.id == failing.id]
     await store.complete("w1", [Outcome(doomed[0].id, doomed[0].attempt, ok=False, error="x", retry=False)])
     await store.retry(failing.id or "")
+    await store.audit("admin", "retry", [failing.id or "", "gone"])
+    await store.audit("admin", "submit", [failing.id or ""], new=True)
     await store.drain_fanout()
     await store.deregister_worker("w1")
     # reads and retention

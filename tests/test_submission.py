@@ -125,6 +125,10 @@ async def test_single_task_is_answered_without_reading_it_back(store: Store) -> 
     assert answer == task_public(stored) | {
         "created_at": answer["created_at"],
         "enqueued_at": answer["enqueued_at"],
+        # What only a read of the task reads (the submit answer says null: not read).
+        "dependents": None,
+        "dependents_count": None,
+        "audit": None,
     }
     assert abs(answer["created_at"] - stored.created_at) < 1.0
     TaskPublic.model_validate(answer)

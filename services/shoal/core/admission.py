@@ -26,7 +26,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -177,6 +177,8 @@ class Admitted:
     created_any: bool
     created: Counter[str]
     """Tasks created, by queue (idempotent repeats are not)."""
+    created_ids: list[str] = field(default_factory=list)
+    """The ids of the tasks created, in submission order (what the audit records)."""
 
 
 class TaskNameCache:
@@ -326,6 +328,7 @@ def _answer(
     position = None if ordered is specs else {spec.id: i for i, spec in enumerate(specs)}
     reread: list[tuple[int, str, TaskState]] = []
     created = Counter[str]()
+    created_ids: list[str] = []
     # A repeated item of a batch with in-batch dependencies is the existing task: its dependents
     # were pointed at that task's id, not at the one assigned here, so read the whole batch back.
     read_all = position is not None and not all(result.created for result in results)
@@ -333,6 +336,7 @@ def _answer(
         i = k if position is None else position[spec.id]
         if result.created:
             created[spec.queue] += 1
+            created_ids.append(result.id)
         if result.created and result.state in _BUILT_FROM_SPEC and not read_all:
             answers[i] = submitted_task_public(spec, result.state, now)
         else:  # an idempotent repeat, or born upstream_failed with an error to show
@@ -346,7 +350,7 @@ def _answer(
                 answers[i] = _from_spec(specs[i], task_id, state, now)
             else:
                 answers[i] = task_public(task)
-    return Admitted(tasks=answers, created_any=bool(created), created=created)
+    return Admitted(tasks=answers, created_any=bool(created), created=created, created_ids=created_ids)
 
 
 def _read_back(task_ids: list[str]) -> Flow[list[Task | None]]:

@@ -54,6 +54,8 @@ FIXED: tuple[tuple[str, str], ...] = (
     ("flow_groups", "flow:groups"),  # lex zset: queue NUL group, the groups with ready tasks
     ("flow_cursor", "flow:cursor"),  # hash queue -> the group the round robin served last
     ("flow_starts", "flow:starts"),  # lex zset: scope NUL start ms NUL id:attempt (rate windows)
+    ("audit", "audit"),  # hash id -> JSON list of who did what to the task (the last AUDIT_KEPT)
+    ("audit_log", "audit:log"),  # capped stream of every recorded action of the namespace
 )
 
 # Keys named after one id: method of `Keys` -> suffix template ("{}" is the id). The
@@ -114,6 +116,8 @@ class Keys:
     events: str
     fanout: str
     paused_queues: str
+    audit: str
+    audit_log: str
     progress: str
     flow_rules: str
     flow_running: str

@@ -94,6 +94,7 @@ class Task:
     dependents: list[str] | None = None
     dependents_count: int | None = None
     results_to: str | None = None
+    audit: list[dict[str, Any]] | None = None  # who did what to it (read by a task read only)
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ def task_public(task: Task) -> dict[str, Any]:
         "depends_on": task.depends_on,
         "dependents": task.dependents,
         "dependents_count": task.dependents_count,
+        "audit": task.audit,
         "attempts": task.attempts,
         "attempt_limit": task.attempt_limit or task.max_retries + 1,
         "max_retries": task.max_retries,
@@ -69,6 +70,7 @@ def submitted_task_public(spec: TaskSpec, state: TaskState, now: float) -> dict[
         "depends_on": spec.depends_on,
         "dependents": None,  # not read: later tasks of its batch may already depend on it
         "dependents_count": None,
+        "audit": None,
         "attempts": 0,
         "attempt_limit": spec.max_retries + 1,
         "max_retries": spec.max_retries,

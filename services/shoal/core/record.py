@@ -57,6 +57,8 @@ MEMBER_SEP = "\x00"
 CREATED_HEX_DIGITS = 13  # microseconds up to 2**52: the year 2112
 READY_HEX_DIGITS = 14
 READY_OFFSET = 2**51  # keeps claim order positive whatever the priority offset
+AUDIT_KEPT = 20  # audit entries kept on a task (the namespace's audit stream has them all)
+AUDIT_LOGGED_IDS = 20  # task ids an entry of the audit stream lists (with the count of all)
 KEPT_ATTEMPT_LOGS = 20  # the captured output of a task's last this many attempts is kept
 # A listing cursor: the creation stamp of the last task of a page.
 CURSOR_PATTERN = rf"^[0-9a-f]{{{CREATED_HEX_DIGITS}}}$"

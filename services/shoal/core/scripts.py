@@ -30,7 +30,8 @@ SCRIPT_NAMES = (
 # Scripts that change no task's state: prelude + their file (`list` reads; `publish` sends an
 # event from Python: PUBLISH cannot go into a cluster pipeline; `progress` stores a running
 # attempt's progress report, fenced, and publishes it).
-READ_SCRIPT_NAMES = ("list", "publish", "progress")
+# `audit` records who did an action, after it.
+READ_SCRIPT_NAMES = ("list", "publish", "progress", "audit")
 # Scripts that touch no task and get no prelude: each lists its own keys in KEYS (see its header).
 PLAIN_SCRIPTS = (
     "leader_renew",
@@ -93,6 +94,8 @@ def lua_constants() -> dict[str, str]:
     out["FANOUT_CHUNK"] = str(FANOUT_CHUNK)
     out["MAX_DEPENDENCY_RESULTS_BYTES"] = str(MAX_DEPENDENCY_RESULTS_BYTES)
     out["KEPT_ATTEMPT_LOGS"] = str(record.KEPT_ATTEMPT_LOGS)
+    out["AUDIT_KEPT"] = str(record.AUDIT_KEPT)
+    out["AUDIT_LOGGED_IDS"] = str(record.AUDIT_LOGGED_IDS)
     return out
 
 
@@ -193,3 +196,4 @@ class Scripts:
     list: AsyncScript
     publish: AsyncScript
     progress: AsyncScript
+    audit: AsyncScript

@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 _MS = 1000.0
 KEPT_ATTEMPT_LOGS = record.KEPT_ATTEMPT_LOGS
 EVENTS_STREAM_MAXLEN = 2000  # as the transition scripts cap it (_common.lua)
-_GET_REPLIES = 10  # replies of the commands `Store._queue_get` sends for one task
+_GET_REPLIES = 11  # replies of the commands `Store._queue_get` sends for one task
+AUDIT_LOG_KEPT = 10_000  # entries of the namespace's audit stream (approximately: MAXLEN ~)
 LISTED_DEPENDENTS = 200  # dependents a task read lists (its count says how many there are)
 EXISTS_CHUNK = 1000  # ids checked per round trip: bounded memory and Redis time whatever a request names
 STATS_KEEP_BUCKETS = 720  # 10-second throughput buckets kept: two hours
@@ -311,7 +312,7 @@ class Store:
     def _queue_get(self, pipe: Any, task_id: str) -> None:
         k = self.keys
         lo, hi = record.prefix_range(task_id + record.MEMBER_SEP)
-        for key in (k.tasks, k.results, k.errors, k.tracebacks, k.history, k.progress):
+        for key in (k.tasks, k.results, k.errors, k.tracebacks, k.history, k.progress, k.audit):
             pipe.hget(key, task_id)
         # Waiting dependents are in `edges`, those released or cascaded in `past_edges`.
         for key in (k.edges, k.past_edges):
@@ -319,11 +320,12 @@ class Store:
             pipe.zlexcount(key, lo, hi)
 
     def _task_from_get(self, task_id: str, replies: list[Any], with_history: bool) -> Task | None:
-        raw, result, error, tb, history, progress, waiting, n_waiting, past, n_past = replies
+        raw, result, error, tb, history, progress, audit, waiting, n_waiting, past, n_past = replies
         if raw is None:
             return None
         task = task_from_record(task_id, raw, result, error, tb, history if with_history else None)
         task.progress = parse_progress(progress)
+        task.audit = jsonutil.loads(audit) if audit else []
         skip = len(task_id) + 1
         task.dependents = sorted({str(e)[skip:] for e in (*waiting, *past)})[:LISTED_DEPENDENTS]
         task.dependents_count = int(n_waiting) + int(n_past)
@@ -619,6 +621,20 @@ class Store:
             )
         return int(raw[1])
 
+    async def audit(
+        self, actor: str, action: str, task_ids: Sequence[str], detail: str = "", new: bool = False
+    ) -> int:
+        """Record that `actor` did `action` to these tasks (on each task, its last AUDIT_KEPT
+        entries kept, and in the namespace's audit stream); `new`: tasks just created. Returns the
+        tasks it was recorded on (gone ones are skipped)."""
+        args: list[str | int] = [actor, action, detail, int(new), AUDIT_LOG_KEPT, *task_ids]
+        return int(await self._scripts.audit(keys=self._k, args=args))
+
+    async def audit_log(self, count: int = 100) -> list[dict[str, Any]]:
+        """The namespace's recorded actions, newest first."""
+        entries: Any = await self.redis.xrevrange(self.keys.audit_log, count=count)
+        return [jsonutil.loads(fields["e"]) for _, fields in entries]
+
     async def cancel_many(self, task_ids: list[str], only_states: list[str]) -> list[str]:
         """Cancel each task (one cancel script call each, pipelined) if it is in one of
         `only_states`; per id 'ok', 'notfound' or 'conflict' (terminal, or in another state)."""
@@ -710,6 +726,10 @@ class Store:
             if not cursor:
                 break
         return ids
+
+    async def must_get(self, task_id: str) -> Task:
+        """The task; NotFound when there is none."""
+        return await self._must_get(task_id)
 
     async def _must_get(self, task_id: str) -> Task:
         task = await self.get(task_id)

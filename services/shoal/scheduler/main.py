@@ -38,6 +38,7 @@ from shoal.scheduler.api.fast_submit import FastSubmit
 from shoal.scheduler.api.http_metrics import HttpMetrics
 from shoal.scheduler.api.responses import JSONBytesResponse
 from shoal.scheduler.api.routes import (
+    audit_log,
     bulk,
     event_history,
     events,
@@ -160,6 +161,7 @@ def create_app(
     )
     for module in (
         tasks, task_logs, workers, queues, limits, stats, event_history, events, scaling, schedules, bulk,
+        audit_log,
     ):  # fmt: skip
         api.include_router(module.router)
     app.include_router(api)

@@ -78,6 +78,15 @@ class ProgressPublic(BaseModel):
     at: float = Field(description="When it reported it (seconds since the epoch).")
 
 
+class AuditEntryPublic(BaseModel):
+    ts: float
+    actor: str = Field(description="The token's name, or `<person> (via <token>)` for the dashboard's.")
+    action: str = Field(
+        description="submit | cancel | retry | retry_with_dependents | bulk_cancel | bulk_retry ..."
+    )
+    detail: str | None = None
+
+
 class TaskPublic(BaseModel):  # type: ignore[no-redef]  # pydantic plugin vs. a field named kwargs
     """A task as the API shows it; times are float seconds since the epoch."""
 
@@ -96,6 +105,9 @@ class TaskPublic(BaseModel):  # type: ignore[no-redef]  # pydantic plugin vs. a 
     )
     dependents_count: int | None = Field(
         None, description="How many tasks depend on this one; null as `dependents`."
+    )
+    audit: list[AuditEntryPublic] | None = Field(
+        None, description="Who did what to it, oldest first (the last 20); null where `dependents` is."
     )
     attempts: int
     attempt_limit: int = Field(

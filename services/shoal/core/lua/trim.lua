@@ -41,7 +41,7 @@ for _, id in ipairs(ids) do
     if key ~= '' and redis.call('HGET', K_IDEMPOTENCY, key) == id then idem[#idem + 1] = key end
   end
 end
-for _, key in ipairs({K_TASKS, K_RESULTS, K_ERRORS, K_TRACEBACKS, K_HISTORY, K_PROGRESS}) do call_chunked('HDEL', key, ids) end
+for _, key in ipairs({K_TASKS, K_RESULTS, K_ERRORS, K_TRACEBACKS, K_HISTORY, K_PROGRESS, K_AUDIT}) do call_chunked('HDEL', key, ids) end
 if #logs > 0 then call_chunked('HDEL', K_TASK_LOGS, logs) end
 for state, members in pairs(by_state) do call_chunked('ZREM', K_STATE[state], members) end
 -- A range emptied by the trim leaves the directory (else every (queue, name) pair ever used

@@ -222,6 +222,25 @@ def _actions(task: Mapping[str, Any]) -> None:
     cols[3].button("Close", icon=":material/close:", key="close", on_click=_close)
 
 
+def _audit(where: Any, task: Mapping[str, Any]) -> None:
+    """Who did what to the task (the API's audit: the token's name, or the signed-in person)."""
+    entries = task.get("audit") or []
+    where.markdown("**Audit**")
+    if not entries:
+        where.caption("No action recorded on it.")
+        return
+    where.dataframe(
+        {
+            "when": [fmt.clock(e.get("ts")) for e in entries],
+            "who": [e.get("actor", "") for e in entries],
+            "what": [str(e.get("action", "")).replace("_", " ") for e in entries],
+            "detail": [e.get("detail") or "" for e in entries],
+        },
+        hide_index=True,
+        width="stretch",
+    )
+
+
 def _dependencies(task: Mapping[str, Any], related: Mapping[str, Any]) -> None:
     if len(related) <= 1:
         st.caption("No dependencies and no dependents: no task waits on it, nor it on any.")
@@ -366,6 +385,7 @@ def task_detail() -> None:
             hide_index=True,
             width="stretch",
         )
+        _audit(right, task)
     with error:
         if task.get("error") or task.get("traceback"):
             # Written by the task (or whoever fed it input): shown as text, never as markup.

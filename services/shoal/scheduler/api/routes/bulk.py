@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, status
 from starlette.responses import Response
 
 from shoal.core.errors import NotFound
+from shoal.scheduler.api import audit
 from shoal.scheduler.api.body import read_json_body
 from shoal.scheduler.api.deps import SettingsDep, StoreDep
 from shoal.scheduler.api.responses import JSONBytesResponse
@@ -60,6 +61,7 @@ async def _body(request: Request, settings: SettingsDep) -> BulkCreate:
 async def create_bulk(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     body = await _body(request, settings)
     job = await store.bulk.create(body.action, body.filter.to_filter())
+    await audit.record(request, store, f"bulk_{body.action}", [], f"job {job.id}")
     return JSONBytesResponse(bulk_job_public(job), status_code=status.HTTP_202_ACCEPTED)
 
 
@@ -99,8 +101,10 @@ async def get_bulk(job_id: JobId, store: StoreDep) -> Response:
     summary="Stop a bulk job (what it did stays done)",
     responses={**_NOT_FOUND, 409: {"model": ErrorPublic, "description": "The job has finished."}},
 )
-async def stop_bulk(job_id: JobId, store: StoreDep) -> Response:
-    return JSONBytesResponse(bulk_job_public(await store.bulk.stop(job_id)))
+async def stop_bulk(job_id: JobId, store: StoreDep, request: Request) -> Response:
+    job = await store.bulk.stop(job_id)
+    await audit.record(request, store, "bulk_stop", [], f"job {job_id}")
+    return JSONBytesResponse(bulk_job_public(job))
 
 
 @router.get(

@@ -17,6 +17,7 @@ from shoal.core.record import CURSOR_PATTERN
 from shoal.core.settings import NAME_PATTERN
 from shoal.core.states import TERMINAL, TaskState
 from shoal.core.store import Store
+from shoal.scheduler.api import audit
 from shoal.scheduler.api.body import read_json_body
 from shoal.scheduler.api.deps import LimitsDep, SettingsDep, StoreDep, SubmitterDep, WaitersDep
 from shoal.scheduler.api.responses import JSONBytesResponse
@@ -90,6 +91,8 @@ async def submit_one(request: Request, state: Any, wait_s: float) -> Response:
     admitted = await state.submitter.submit([item])
     code = status.HTTP_201_CREATED if admitted.created_any else status.HTTP_200_OK
     answer = admitted.tasks[0]
+    if admitted.created_any:
+        await audit.record(request, state.store, "submit", admitted.created_ids, new=True)
     if wait_s > 0 and answer["state"] not in TERMINAL_VALUES:
         task = await state.waiters.wait(answer["id"], wait_s)
         if task is not None:  # None: it expired meanwhile; answer what was submitted
@@ -117,6 +120,8 @@ async def create_batch(
     batch = BatchCreate.model_validate(data, context=limits)
     admitted = await submitter.submit(batch.tasks)
     code = status.HTTP_201_CREATED if admitted.created_any else status.HTTP_200_OK
+    if admitted.created_any:
+        await audit.record(request, request.app.state.store, "submit", admitted.created_ids, new=True)
     return JSONBytesResponse({"tasks": admitted.tasks}, status_code=code)
 
 
@@ -167,8 +172,10 @@ async def wait_task(
     summary="Cancel a task that has not finished",
     responses={**_NOT_FOUND, **_CONFLICT, **_ERRORS},
 )
-async def cancel_task(task_id: TaskId, store: StoreDep) -> Response:
-    return JSONBytesResponse(task_public(await store.cancel(task_id)))
+async def cancel_task(task_id: TaskId, store: StoreDep, request: Request) -> Response:
+    await store.cancel(task_id)
+    await audit.record(request, store, "cancel", [task_id])
+    return JSONBytesResponse(task_public(await store.must_get(task_id)))
 
 
 RETRIED_DEPENDENTS_HEADER = "X-Shoal-Retried-Dependents"
@@ -190,12 +197,19 @@ RETRIED_DEPENDENTS_HEADER = "X-Shoal-Retried-Dependents"
 async def retry_task(
     task_id: TaskId,
     store: StoreDep,
+    request: Request,
     settings: SettingsDep,
     dependents: Annotated[bool, Query(description="Also the upstream_failed tasks below it.")] = False,
 ) -> Response:
     if not dependents:
-        return JSONBytesResponse(task_public(await store.retry(task_id)))
-    task, back = await store.retry_with_dependents(task_id, settings.api.max_retry_dependents)
+        await store.retry(task_id)
+        await audit.record(request, store, "retry", [task_id])
+        return JSONBytesResponse(task_public(await store.must_get(task_id)))
+    _, back = await store.retry_with_dependents(task_id, settings.api.max_retry_dependents)
+    await audit.record(
+        request, store, "retry_with_dependents", [task_id], f"{back} dependents back to pending"
+    )
+    task = await store.must_get(task_id)
     return JSONBytesResponse(task_public(task), headers={RETRIED_DEPENDENTS_HEADER: str(back)})
 
 
