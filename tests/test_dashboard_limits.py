@@ -15,6 +15,8 @@ from api_fixtures import ApiServer
 from dashboard_support import no_exceptions, open_page
 from shoal import Client
 from shoal.core.store import Store
+from shoal.dashboard import session
+from shoal.dashboard.auth import User
 from shoal.dashboard.untrusted import displayed_text
 from store_helpers import register
 
@@ -118,3 +120,23 @@ def test_a_limit_is_removed_only_after_its_confirmation(shoal: Client) -> None:
     no_exceptions(at)
     assert scopes(shoal) == {}
     assert "Removed key:tenant:*." in shown(at)
+
+
+def test_a_viewer_sees_the_limits_and_cannot_change_them(
+    shoal: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shoal.request("PUT", "/api/v1/limits/queue:q", body={"concurrency": 4})
+    at = open_page("limits")
+    at.selectbox(key="lim_pick").select("queue:q").run()
+    assert not at.button(key="lim_remove").disabled, "an operator may"
+    # From now on the session's person is a viewer (AppTest cannot sign in; the browser test
+    # does): the click of a button drawn before is refused by the action itself.
+    monkeypatch.setattr(session, "current_user", lambda: User("victor", "viewer", "account"))
+    at.button(key="lim_remove").click().run()
+    at.button(key="lim_remove_confirm").click().run()
+    no_exceptions(at)
+    assert "Only operators may do this" in shown(at)
+    assert set(scopes(shoal)) == {"queue:q"}
+    at.selectbox(key="lim_pick").select("queue:q").run()
+    assert at.button(key="lim_remove").disabled
+    assert next(b for b in at.button if b.label == "Set").disabled
