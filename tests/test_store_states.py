@@ -380,6 +380,26 @@ async def test_manual_retry_of_a_failed_task_gives_a_new_budget(store: Store) ->
     assert (task.state, task.attempts, len(task.history)) == (S.FAILED, 4, 4)
 
 
+async def test_an_attempt_that_raised_retry_is_retried_in_the_history_not_failed(store: Store) -> None:
+    task_id = await submit(store, max_retries=2)
+    for _ in range(3):  # Retry twice (attempts remain), then once more on the last attempt
+        c = await claim_one(store)
+        outcome = failed(c, error="retry requested: not yet", retry_delay_s=0)
+        outcome.asked_retry = True
+        await store.complete("w1", [outcome])
+    task = await must_get(store, task_id)
+    assert task.state is S.FAILED
+    assert [(a.attempt, a.state) for a in task.history] == [(1, "retried"), (2, "retried"), (3, "failed")]
+
+
+async def test_an_ordinary_error_is_a_failed_attempt_even_when_retried(store: Store) -> None:
+    task_id = await submit(store, max_retries=1)
+    await store.complete("w1", [failed(await claim_one(store))])
+    await store.complete("w1", [ok(await claim_one(store))])
+    task = await must_get(store, task_id)
+    assert (task.state, [a.state for a in task.history]) == (S.SUCCEEDED, ["failed"])
+
+
 async def test_manual_retry_then_success(store: Store) -> None:
     task_id = await submit(store, max_retries=0)
     await store.complete("w1", [failed(await claim_one(store))])

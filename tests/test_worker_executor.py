@@ -163,6 +163,7 @@ async def test_cancelling_a_process_task_kills_its_process(executor: Executor) -
 async def test_retry_asks_for_another_attempt_after_its_delay(executor: Executor, name: str) -> None:
     outcome = await executor.run(claimed(name, 2.5))
     assert not outcome.ok and outcome.retry and outcome.retry_delay_s == 2.5
+    assert outcome.asked_retry  # the attempt shows as retried, not failed
     assert outcome.error.startswith("retry requested in 2.5s")  # type: ignore[union-attr]
     assert outcome.traceback is None
 
@@ -175,7 +176,7 @@ async def test_retry_without_delay_leaves_the_backoff_to_the_store(executor: Exe
 @pytest.mark.parametrize("name", ["give_up", "process_fail"])
 async def test_fail_ends_the_task_for_good(executor: Executor, name: str) -> None:
     outcome = await executor.run(claimed(name, "input is garbage"))
-    assert not outcome.ok and not outcome.retry
+    assert not outcome.ok and not outcome.retry and not outcome.asked_retry
     assert outcome.error == "Fail: input is garbage"
 
 

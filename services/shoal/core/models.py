@@ -124,6 +124,7 @@ class Outcome:
     traceback: str | None = None
     retry: bool = True  # False: fail for good whatever retries are left (task raised Fail)
     retry_delay_s: float | None = None  # set when the task raised Retry(delay=)
+    asked_retry: bool = False  # the task raised Retry: the attempt shows as retried, not failed
     started_at: float | None = None
     finished_at: float | None = None
     size_bytes: int = 0  # what result, error and traceback take as stored: bounds one report's size

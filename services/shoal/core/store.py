@@ -523,7 +523,7 @@ class Store:
                     "",
                     o.error or "error",
                     o.traceback or "",
-                    1 if o.retry else 0,
+                    (2 if o.asked_retry else 1) if o.retry else 0,
                     delay,
                 ]
         raw = await self._replicated(self._scripts.complete, args, must=False)

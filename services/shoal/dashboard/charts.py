@@ -294,7 +294,10 @@ def timeline_frame(task: Mapping[str, Any], now: float) -> pd.DataFrame:
 
 def timeline_chart(frame: pd.DataFrame) -> alt.LayerChart:
     kinds = list(dict.fromkeys(frame["kind"]))
-    colors = {**STATE_COLORS, "waiting": "#cbd5e1", "handed_back": "#f2b134", "reaped": "#f76808"}
+    colors = {
+        **STATE_COLORS, "waiting": "#cbd5e1", "handed_back": "#f2b134", "reaped": "#f76808",
+        "retried": "#b39ddb",
+    }  # fmt: skip
     scale = alt.Scale(domain=kinds, range=[colors.get(k, "#9aa5b1") for k in kinds])
     tooltip: list[str | alt.Tooltip] = [
         "lane:N",

@@ -63,7 +63,10 @@ __all__ = [
 class AttemptPublic(BaseModel):
     attempt: int
     worker_id: str | None
-    state: str
+    state: str = Field(
+        description="How the attempt ended: failed, retried (the task raised Retry and ran again), "
+        "lease_expired or released (its worker was lost)"
+    )
     error: str | None
     started_at: float | None
     finished_at: float | None

@@ -206,6 +206,7 @@ class Executor:
             )
         error, tb = self.bounds.error(error), self.bounds.traceback(tb)
         outcome = Outcome(claimed.id, claimed.attempt, False, None, error, tb, retry, delay)
+        outcome.asked_retry = asked_retry
         outcome.started_at, outcome.finished_at = started_at, finished_at
         outcome.size_bytes = len(error) + len(tb or "")
         return outcome, asked_retry

@@ -1,7 +1,8 @@
 -- complete: record the ends of attempts reported by one worker, fenced by attempt number.
 -- KEYS: the namespace's fixed keys (generated prelude)
 -- ARGV[1] worker_id, ARGV[2] number of outcomes, then 8 fields each:
---   id, attempt, ok (1/0), result_json, error, traceback, retry (1/0), retry_delay_ms
+--   id, attempt, ok (1/0), result_json, error, traceback, retry (1/0, 2: the task raised Retry),
+--   retry_delay_ms
 --   (retry_delay_ms is already backoff-with-jitter, computed by the caller)
 -- Returns {fan-out items left for the caller to drain, then one 1/0 per outcome: 0 means
 -- refused (the attempt is no longer current)}.
@@ -39,11 +40,13 @@ for i = 0, n - 1 do
       fan_out_of('r', id, t)
     else
       local err, tb = ARGV[b + 4], ARGV[b + 5]
-      push_history(id, attempt, worker, 'failed', err, started)
+      -- retry=0: the task raised Fail, so this attempt is its last whatever the budget says.
+      local limit = ARGV[b + 6] ~= '0' and tonumber(t[R_ATTEMPT_LIMIT]) or attempt
+      -- retry=2: it raised Retry; while attempts remain, that attempt was retried, not failed.
+      local outcome = (ARGV[b + 6] == '2' and attempt < limit) and 'retried' or 'failed'
+      push_history(id, attempt, worker, outcome, err, started)
       put_side(K_ERRORS, id, err)
       put_side(K_TRACEBACKS, id, tb)
-      -- retry=0: the task raised Fail, so this attempt is its last whatever the budget says.
-      local limit = ARGV[b + 6] == '1' and tonumber(t[R_ATTEMPT_LIMIT]) or attempt
       retry_or_fail(id, t, attempt, limit, tonumber(ARGV[b + 7]), false)
     end
   end
