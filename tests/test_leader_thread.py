@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -189,3 +192,23 @@ async def test_a_campaign_that_fails_raises_to_its_supervisor(namespace: str) ->
         await asyncio.wait_for(elector.run(asyncio.Event()), timeout=10)
     assert not elector.is_leader
     assert elector.thread_loop is None
+
+
+def test_the_served_scheduler_puts_its_loaded_objects_out_of_the_collectors_reach() -> None:
+    """What `python -m shoal.scheduler` does before serving, in a fresh process (freezing in
+    this test process would keep every test's objects alive): a full garbage collection, which
+    stops every thread (the election thread too), then walks only what was made after start."""
+    code = (
+        "import gc, importlib\n"
+        "importlib.import_module('shoal.scheduler.main')\n"
+        "from shoal.scheduler.server import freeze_loaded_objects\n"
+        "gc.collect(); before = len(gc.get_objects())\n"
+        "frozen = freeze_loaded_objects()\n"
+        "print(before, frozen, len(gc.get_objects()))\n"
+    )
+    env = {**os.environ, "SHOAL_REDIS_URL": REDIS_URL}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, frozen, after = map(int, done.stdout.split())
+    assert before > 50_000 and frozen > before * 0.9, (before, frozen)  # the libraries' objects
+    assert after < before // 100, (before, after)
