@@ -248,6 +248,10 @@ class WorkerSettings(BaseSettings):
     """Error messages longer than this are cut, the cut marked in the text."""
     max_traceback_chars: int = Field(32 * 1024, ge=1024, le=4 * 1024 * 1024)
     """Tracebacks longer than this keep their end (the failing frames), the cut marked."""
+    progress_interval_s: float = Field(0.5, ge=0, le=60)
+    """Least time between two progress writes of one attempt (`shoal.progress`): reports in
+    between are merged into the latest, so tasks that report in a tight loop neither load Redis
+    nor push the other events out of the capped event stream. 0: write as fast as Redis answers."""
 
     @property
     def queue_weights(self) -> dict[str, int]:

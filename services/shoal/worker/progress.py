@@ -1,5 +1,6 @@
 """Writes what running attempts report with `shoal.progress()`: the latest report of each
-attempt, at most one write in flight per attempt, reports in between merged into the latest.
+attempt, at most one write in flight per attempt and one per SHOAL_PROGRESS_INTERVAL_S,
+reports in between merged into the latest.
 
 A task may report from the event loop, from its thread or (forwarded over the pool's pipe)
 from its process; the report reaches this writer on the worker's loop and never waits for
@@ -26,9 +27,11 @@ _Attempt = tuple[str, int]  # task id, attempt
 
 
 class ProgressWriter:
-    def __init__(self, store: Store, worker_id: str) -> None:
+    def __init__(self, store: Store, worker_id: str, interval_s: float = 0.5) -> None:
+        """`interval_s`: least time between two writes of one attempt (SHOAL_PROGRESS_INTERVAL_S)."""
         self._store = store
         self._worker_id = worker_id
+        self._interval_s = interval_s
         self._latest: dict[_Attempt, ProgressReport] = {}
         self._writers: dict[_Attempt, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,6 +71,8 @@ class ProgressWriter:
                     self._latest.pop(attempt, None)
                     return
                 metrics.PROGRESS["written"] += 1
+                if self._interval_s > 0:
+                    await asyncio.sleep(self._interval_s)  # what arrives meanwhile merges into one write
         finally:
             self._writers.pop(attempt, None)
 

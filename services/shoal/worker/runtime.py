@@ -78,7 +78,7 @@ class Worker:
         self._claim_order = ClaimOrder(ws.queue_weights)
         self.concurrency = ws.concurrency
         self.registry = registry if registry is not None else default_registry
-        self.progress = ProgressWriter(store, self.id)
+        self.progress = ProgressWriter(store, self.id, ws.progress_interval_s)
         self.executor = Executor(
             self.registry,
             threads=ws.concurrency,
