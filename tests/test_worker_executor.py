@@ -220,10 +220,19 @@ async def test_metrics_count_per_queue_and_task(executor: Executor) -> None:
 
 async def test_deadlines_fire_late_by_at_most_their_resolution_and_leave_the_task_usable() -> None:
     deadlines = Deadlines(resolution_s=0.05)
-    started = time.monotonic()
-    with pytest.raises(DeadlineExceeded):
-        await deadlines.run(asyncio.sleep(5), 0.2)
-    assert 0.2 <= time.monotonic() - started < 0.5
+    fired, slept = [], []
+    for _ in range(5):
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await deadlines.run(asyncio.sleep(5), 0.2)
+        fired.append(time.monotonic() - started)
+        started = time.monotonic()
+        await asyncio.sleep(0.2)  # the reference: how late this loop wakes from a plain 0.2 s timer
+        slept.append(time.monotonic() - started)
+    assert min(fired) >= 0.2
+    # The least of five against the least of five: other processes only ever add time, so the
+    # deadline's own lateness (at most its resolution) shows once the loop's is taken out.
+    assert min(fired) - min(slept) < 0.05 + 0.02, (fired, slept)
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
     assert await deadlines.run(asyncio.sleep(0.01, result="fine"), 1) == "fine"
     await asyncio.sleep(0.01)  # the current task was not left cancelled
