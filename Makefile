@@ -44,7 +44,7 @@ test: install ## run the whole test suite (installs helm, promtool, chromium whe
 # starts its own servers (tests/conftest.py --redis) and stops them. Input validation, the
 # schema fuzzing and the security suites do not depend on the deployment: they run once.
 CLUSTER_SUITES = $(sort $(wildcard tests/test_store_*.py)) tests/test_api_tasks.py tests/test_api_system.py \
-	tests/test_api_events.py tests/test_api_bulk.py tests/test_sdk_direct.py
+	tests/test_api_events.py tests/test_api_bulk.py tests/test_sdk_direct.py tests/test_task_reads.py
 STORE_SUITES = $(sort $(wildcard tests/test_store_*.py))
 test-deployments: install ## the store and API suites on a Redis Cluster; the store suite on Redis 6.2 and Valkey
 	$(PY) -m pytest -q --redis=cluster $(CLUSTER_SUITES) $(PYTEST_ARGS)
