@@ -100,19 +100,32 @@ local DEPTH = {}    -- queue NUL priority -> change of the queue's ready count a
 -- K_FLOW_RUNNING as attempts start and end (set_state), whatever the rules say, so a rule
 -- added or changed while tasks run finds the counts right. Tasks with a flow key wait in
 -- K_FLOW_READY by (queue, key) instead of K_READY; claim.lua walks those groups round robin.
-local RUNNING = {}      -- scope -> change of its running count
+local RUNNING = {}      -- scope -> change of its running count (filled by finish from these:)
+local RUN_Q, RUN_N, RUN_K = {}, {}, {}  -- queue / name / flow key -> change, per task no concatenation
 local FLOW_READY = {}   -- 0, member, ... to add to K_FLOW_READY
 local FLOW_GROUPS = {}  -- queue NUL group -> true: groups that got ready tasks
 local FLOW_WAKE = nil   -- whether an attempt that ends wakes its queue (rules exist), once known
 
 local function running_add(t, n)
-  local q, nm, k = 'queue:' .. t[R_QUEUE], 'name:' .. t[R_NAME], t[R_FLOW_KEY]
-  RUNNING[q] = (RUNNING[q] or 0) + n
-  RUNNING[nm] = (RUNNING[nm] or 0) + n
-  if k ~= '' then
-    k = 'key:' .. k
-    RUNNING[k] = (RUNNING[k] or 0) + n
-  end
+  local q, nm, k = t[R_QUEUE], t[R_NAME], t[R_FLOW_KEY]
+  RUN_Q[q] = (RUN_Q[q] or 0) + n
+  RUN_N[nm] = (RUN_N[nm] or 0) + n
+  if k ~= '' then RUN_K[k] = (RUN_K[k] or 0) + n end
+end
+
+-- The change of one scope's running count in this script so far ('queue:q', 'name:n', 'key:k').
+local RUN_OF = {queue = RUN_Q, name = RUN_N, key = RUN_K}
+local function running_delta(scope)
+  local kind, target = string.match(scope, '^(%a+):(.*)$')
+  return RUN_OF[kind][target] or 0
+end
+
+-- RUNNING as one table of scopes, for finish().
+local function running_changes()
+  for q, n in pairs(RUN_Q) do RUNNING['queue:' .. q] = n end
+  for nm, n in pairs(RUN_N) do RUNNING['name:' .. nm] = n end
+  for k, n in pairs(RUN_K) do RUNNING['key:' .. k] = n end
+  return RUNNING
 end
 
 -- Claim order within a queue: priority (aged), then FIFO; hex of fixed width.
@@ -457,7 +470,7 @@ local function finish()
   flush_moves()
   flush_records()
   apply_counts(K_DEPTH, DEPTH)
-  apply_counts(K_FLOW_RUNNING, RUNNING)
+  apply_counts(K_FLOW_RUNNING, running_changes())
   if VCLOCK ~= nil then redis.call('SET', K_VCLOCK, string.format('%.0f', VCLOCK)) end
   for i = 1, #CHANGES, EVENT_CHANGES do
     local part = {unpack(CHANGES, i, math.min(i + EVENT_CHANGES - 1, #CHANGES))}

@@ -132,7 +132,7 @@ local function allowance(scope, r)
       base = tonumber(redis.call('HGET', K_FLOW_RUNNING, scope) or '0')
       BASE[scope] = base
     end
-    a, why = r[1] - base - (RUNNING[scope] or 0), 'concurrency'
+    a, why = r[1] - base - running_delta(scope), 'concurrency'
   end
   if r[2] then
     local w = WINDOW[scope]
@@ -230,14 +230,21 @@ local function claim_plain(queue)
   end
 end
 
--- More of the keyless set, after what a call parked: up to SCAN members in all.
+-- More of a participant's tasks once a call used what it fetched: a group's, up to what its
+-- limits allow; the keyless set's, after tasks it parked, up to SCAN members in all.
 local function refill(p)
-  if p.group ~= '' or not p.full or p.parked == 0 or #p.members >= SCAN then return false end
-  local more = redis.call('ZRANGEBYLEX', K_READY, '(' .. p.members[#p.members], p.hi, 'LIMIT', 0, math.min(n, SCAN - #p.members))
-  if #more == 0 then
-    p.full = false
-    return false
+  if not p.full then return false end
+  local count
+  if p.group == '' then
+    if p.parked == 0 or #p.members >= SCAN then return false end
+    count = math.min(n, SCAN - #p.members)
+  else
+    count = math.min(n, p.gate - #p.members)
+    if count <= 0 then return false end
   end
+  local more = redis.call('ZRANGEBYLEX', p.set, '(' .. p.members[#p.members], p.hi, 'LIMIT', 0, count)
+  p.full = #more == count
+  if #more == 0 then return false end
   local ids = {}
   for _, m in ipairs(more) do
     p.members[#p.members + 1] = m
@@ -248,14 +255,26 @@ local function refill(p)
   return true
 end
 
+-- Members claimed, parked or found stale, by ready set: removed once per call.
+local GONE = {}
+local function gone(set, member)
+  local list = GONE[set]
+  if not list then list = {}; GONE[set] = list end
+  list[#list + 1] = member
+end
+
 local function claim_flow(queue, order)
   local parts = {}
   local all_ids = {}
   local qa = allowance('queue:' .. queue, rule_of('queue:' .. queue))
   if qa <= 0 then return end
   local want = math.min(n, qa)
+  -- Visit groups in turn until their first round would fill the claim; fetch a round's worth
+  -- of each (refill fetches more when later rounds need it).
+  local first_round = 0
   for _, g in ipairs(order) do
-    local p = {group = g, weight = 1, pos = 1, gone = {}, parked = 0}
+    if first_round >= want then break end
+    local p = {group = g, weight = 1, pos = 1, parked = 0}
     local gate = HUGE
     if g == '' then
       p.set = K_READY
@@ -279,8 +298,11 @@ local function claim_flow(queue, order)
       end
     end
     if gate > 0 then
-      p.members = redis.call('ZRANGEBYLEX', p.set, p.lo, p.hi, 'LIMIT', 0, math.min(want, gate))
-      p.full = #p.members == math.min(want, gate)
+      p.gate = gate
+      local count = g == '' and want or math.min(want, gate, p.weight)
+      p.members = redis.call('ZRANGEBYLEX', p.set, p.lo, p.hi, 'LIMIT', 0, count)
+      p.full = #p.members == count
+      first_round = first_round + math.min(#p.members, p.weight)
       p.ids = {}
       for j, m in ipairs(p.members) do
         p.ids[j] = string.sub(m, p.skip)
@@ -305,12 +327,12 @@ local function claim_flow(queue, order)
         local id = p.ids[p.pos]
         local t = REC[id]
         if not t or t[R_STATE] ~= 'queued' then
-          p.gone[#p.gone + 1] = p.members[p.pos]  -- a stale member: its task moved on
+          gone(p.set, p.members[p.pos])  -- a stale member: its task moved on
           p.pos = p.pos + 1
         else
           local scope, why, rscope = blocked(t)
           if scope == nil then
-            p.gone[#p.gone + 1] = p.members[p.pos]
+            gone(p.set, p.members[p.pos])
             p.pos = p.pos + 1
             local attempt = take(id, t, queue)
             if attempt then spend(id, t, attempt) end
@@ -324,7 +346,7 @@ local function claim_flow(queue, order)
           elseif p.group == '' and string.sub(scope, 1, 5) == 'name:' then
             -- Parked in its name's group, so the keyless tasks behind it are not held up.
             hold(scope, why)
-            p.gone[#p.gone + 1] = p.members[p.pos]
+            gone(p.set, p.members[p.pos])
             p.pos = p.pos + 1
             p.parked = p.parked + 1
             flow_add(id, t, '\2' .. t[R_NAME])
@@ -336,8 +358,9 @@ local function claim_flow(queue, order)
       end
     end
   end
+  for set, members in pairs(GONE) do call_chunked('ZREM', set, members) end
+  GONE = {}
   for _, p in ipairs(parts) do
-    if #p.gone > 0 then call_chunked('ZREM', p.set, p.gone) end
     if p.group ~= '' and not p.full and p.pos > #p.ids then
       redis.call('ZREM', K_FLOW_GROUPS, queue .. M_SEP .. p.group)
     end
@@ -345,13 +368,19 @@ local function claim_flow(queue, order)
   if last ~= nil then redis.call('HSET', K_FLOW_CURSOR, queue, last) end
 end
 
+-- No group anywhere and no rule: every queue is claimed as before, at two commands' cost.
+local FLOW_ON = RULES_ON or redis.call('EXISTS', K_FLOW_GROUPS) == 1
 for qi = 4, #ARGV do
   if n <= 0 then break end
   local queue = ARGV[qi]
   -- A paused queue keeps its tasks; nothing is claimed from it until it is resumed.
   if redis.call('HEXISTS', K_PAUSED_QUEUES, queue) == 0 then
-    local order, grouped = rotation(queue)
-    if grouped or RULES_ON then claim_flow(queue, order) else claim_plain(queue) end
+    if FLOW_ON then
+      local order, grouped = rotation(queue)
+      if grouped or RULES_ON then claim_flow(queue, order) else claim_plain(queue) end
+    else
+      claim_plain(queue)
+    end
   end
 end
 if #leases > 0 then
