@@ -31,6 +31,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -74,7 +75,7 @@ async def _drain(redis: Redis, case: str, total: int, batch: int, base: str) -> 
         if case == "before":
             old_claim = redis.register_script(_old_script(base, "claim"))
 
-            async def claim(keys: list[str], args: list[object]) -> list[object]:
+            async def claim(keys: list[str], args: list[Any]) -> list[Any]:
                 raw = await old_claim(keys=keys, args=args)
                 return [raw[0], "", *raw[1:]]  # the reply had no `held` field then
 
