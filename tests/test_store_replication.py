@@ -109,7 +109,7 @@ async def test_without_its_replica_a_submission_is_not_acknowledged_and_a_resend
 
 
 async def test_a_result_without_its_replica_is_kept_and_counted(
-    primary_and_replica: tuple[Server, Server],
+    primary_and_replica: tuple[Server, Server], caplog: pytest.LogCaptureFixture
 ) -> None:
     primary, replica = primary_and_replica
     namespace = f"t{uuid.uuid4().hex[:8]}"
@@ -121,6 +121,8 @@ async def test_a_result_without_its_replica_is_kept_and_counted(
         control.execute_command("REPLICAOF", "NO", "ONE")
         assert await store.complete("w1", [ok(claimed, "r")]) == [True]
         assert store.unreplicated_writes == 1
+        [named] = [r for r in caplog.records if "not confirmed by the replicas" in r.getMessage()]
+        assert named.task_ids == [claimed.id], "the warning names the task a failover may re-run"
         task = await store.get(claimed.id)
         assert task is not None and task.result == "r"
     finally:

@@ -526,7 +526,15 @@ class Store:
                     (2 if o.asked_retry else 1) if o.retry else 0,
                     delay,
                 ]
+        unreplicated_before = self.unreplicated_writes
         raw = await self._replicated(self._scripts.complete, args, must=False)
+        if self.unreplicated_writes > unreplicated_before:
+            # Named one by one: a failover that drops these results runs the tasks again.
+            log.warning(
+                "results of %d tasks were not confirmed by the replicas; a failover may run them again",
+                len(outcomes),
+                extra={"task_ids": [o.task_id for o in outcomes]},
+            )
         await self._drain_if(raw[0])
         return [flag == 1 for flag in raw[1:]]
 
