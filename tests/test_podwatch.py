@@ -284,8 +284,9 @@ async def test_stop_ends_the_watch_promptly(running: Any) -> None:
     r = await running(pod("w-1"))
     started = asyncio.get_running_loop().time()
     r.stop.set()
-    await asyncio.wait_for(r.task, 2)
-    assert asyncio.get_running_loop().time() - started < 1.0
+    await asyncio.wait_for(r.task, 20)
+    # Promptly: not at the end of the open watch (30 s); generous for a loaded machine.
+    assert asyncio.get_running_loop().time() - started < 10
     await r.until(lambda: r.emu.open_watches == 0)
 
 
