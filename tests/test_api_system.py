@@ -110,7 +110,7 @@ def test_probes_and_metrics(api: ApiServer, client: Client) -> None:
     }
     # Every loop this replica runs is listed with its state; the singleton ones once it leads
     # (it is the only replica of this namespace, so it does).
-    singletons = {"reaper", "promoter", "retention", "autoscaler", "ticker", "bulk"}
+    singletons = {"reaper", "promoter", "retention", "history", "autoscaler", "ticker", "bulk"}
     deadline = time.monotonic() + 10
     while not (body["leader"] and singletons <= set(body["loops"])) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -74,6 +74,7 @@ OTHER: tuple[tuple[str, str], ...] = (
     ("names", "names"),  # set of task names advertised by workers
     ("leader", "leader"),
     ("scaling_history", "scaling"),
+    ("chart_samples", "charts"),  # list of the leader's chart samples (shoal.core.samples), newest first
     ("schedules_due", "schedules"),  # zset: ids of the schedules not paused, score = next run ms
     ("schedules_all", "schedules:all"),  # zset: every schedule id, score = created ms
     ("bulk_jobs", "bulk:jobs"),  # zset: recent bulk job ids, score = created ms
@@ -128,6 +129,7 @@ class Keys:
     names: str
     leader: str
     scaling_history: str
+    chart_samples: str
     schedules_due: str
     schedules_all: str
     bulk_jobs: str

@@ -937,6 +937,18 @@ class Store:
             pipe.ltrim(self.keys.scaling_history, 0, keep - 1)
             await pipe.execute()
 
+    async def record_chart_sample(self, sample: dict[str, Any], keep: int) -> None:
+        """Keep one chart sample (`shoal.core.samples`), the newest `keep` of them."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.keys.chart_samples, jsonutil.dumps(sample))
+            pipe.ltrim(self.keys.chart_samples, 0, keep - 1)
+            await pipe.execute()
+
+    async def chart_samples(self, count: int) -> list[dict[str, Any]]:
+        """The newest `count` chart samples, oldest first."""
+        raw = await self.redis.lrange(self.keys.chart_samples, 0, count - 1)
+        return [jsonutil.loads(x) for x in reversed(raw)]
+
     async def scaling_history(self, count: int = 50) -> list[dict[str, Any]]:
         """Newest first."""
         return [jsonutil.loads(x) for x in await self.redis.lrange(self.keys.scaling_history, 0, count - 1)]

@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from shoal.dashboard import api
-from shoal.dashboard.series import Snapshot, is_due, new_samples, record
+from shoal.dashboard.series import Snapshot, is_due, new_samples, record, seed
 from shoal.dashboard.untrusted import markdown_text
 
 DEFAULT_INTERVAL_S = 2.0
@@ -35,6 +35,13 @@ def samples() -> deque[dict[str, Any]]:
     series = st.session_state.get("_series")
     if series is None:
         series = st.session_state["_series"] = new_samples()
+        try:  # a new tab starts with the scheduler's history (an older scheduler has none: 404)
+            history = api.attempt(
+                "reading the charts' history", lambda c: c.request("GET", "/api/v1/stats/history")
+            )
+            seed(series, history.get("samples") or [])
+        except api.ApiProblem:
+            pass  # the charts start empty; the live samples follow
     return series
 
 

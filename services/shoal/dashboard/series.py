@@ -1,8 +1,9 @@
 """Short time series kept in the browser session: one flat sample per refresh, charts read them back.
 
-The API answers "how are things now"; the dashboard remembers the last minutes itself so
-every page can plot throughput, failure rate, queue depth and replicas over time without
-the server storing history for each viewer. Pure functions over plain containers; the
+The API answers "how are things now"; the dashboard remembers the minutes since the tab
+opened itself, seeded with the scheduler's own last hour (GET /api/v1/stats/history, one sample
+every 10 s, the same for every viewer), so every page can plot throughput, failure rate, queue
+depth and replicas over time from the first second. Pure functions over plain containers; the
 Streamlit glue lives in `live.py`.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from shoal.dashboard.format import STATE_ORDER
+from shoal.core.samples import flat_sample
 
 MAX_SAMPLES = 450  # 15 minutes at the default 2 s refresh
 
@@ -42,23 +43,6 @@ def is_due(samples: deque[dict[str, Any]], now: float, interval_s: float) -> boo
     return not samples or now - samples[-1]["ts"] >= interval_s * 0.75
 
 
-def finished_totals(counts: Mapping[str, int]) -> tuple[int, int]:
-    """(succeeded, failed for good) from counts by state."""
-    failed = counts.get("failed", 0) + counts.get("upstream_failed", 0)
-    return counts.get("succeeded", 0), failed
-
-
-def server_throughput(stats: Mapping[str, Any]) -> tuple[float, float] | None:
-    """(succeeded/s, failed/s) over the last minute, from the API's own throughput figures."""
-    throughput = stats.get("throughput")
-    if not isinstance(throughput, Mapping):
-        return None
-    done, failed = throughput.get("per_s_1m"), throughput.get("failed_per_s_1m")
-    if isinstance(done, int | float) and isinstance(failed, int | float):
-        return max(float(done) - float(failed), 0.0), float(failed)
-    return None
-
-
 def desired_replicas(scaling: Mapping[str, Any] | None) -> int | None:
     """The autoscaler's latest desired replica count, when there is one."""
     desired = (scaling or {}).get("desired")
@@ -66,54 +50,20 @@ def desired_replicas(scaling: Mapping[str, Any] | None) -> int | None:
 
 
 def record(samples: deque[dict[str, Any]], snap: Snapshot) -> dict[str, Any]:
-    """Append one flat sample made from `snap` and return it.
-
-    Rates come from the change in finished counts since the previous sample (never negative:
-    retention trims old tasks, a retry moves a task out of `failed`); the first sample takes
-    the API's last-minute average.
-    """
-    sample: dict[str, Any] = {"ts": snap.at}
+    """Append one flat sample made from `snap` (`shoal.core.samples.flat_sample`) and return it."""
     previous = samples[-1] if samples else None
-    if snap.stats is not None:
-        counts = snap.stats.get("counts", {}) or {}
-        for state in STATE_ORDER:
-            sample[f"state:{state}"] = int(counts.get(state, 0))
-        ok_total, bad_total = finished_totals(counts)
-        sample["ok_total"], sample["failed_total"] = ok_total, bad_total
-        if previous is not None and "ok_total" in previous:
-            elapsed = max(snap.at - previous["ts"], 1e-6)
-            rates: tuple[float, float] | None = (
-                max(ok_total - previous["ok_total"], 0) / elapsed,
-                max(bad_total - previous["failed_total"], 0) / elapsed,
-            )
-        else:
-            rates = server_throughput(snap.stats)
-        if rates is not None:
-            sample["ok_per_s"], sample["failed_per_s"] = rates
-            done = rates[0] + rates[1]
-            sample["failure_rate"] = rates[1] / done if done > 0 else 0.0
-        for part in ("queue_wait_ms", "run_time_ms"):
-            for pct, value in (snap.stats.get(part) or {}).items():
-                if isinstance(value, int | float):
-                    sample[f"{part}:{pct}"] = float(value)
-    if snap.queues is not None:
-        for queue in snap.queues:
-            name = queue.get("name", "?")
-            sample[f"ready:{name}"] = int(queue.get("ready", 0))
-            sample[f"scheduled:{name}"] = int(queue.get("scheduled", 0))
-            sample[f"running:{name}"] = int(queue.get("running", 0))
-            for priority, n in (queue.get("by_priority") or {}).items():
-                sample[f"prio:{name}:{priority}"] = int(n)
-    if snap.workers is not None:
-        live = [w for w in snap.workers if w.get("state") in ("active", "draining")]
-        sample["workers"] = len(live)
-        sample["slots"] = sum(int(w.get("concurrency", 0)) for w in live)
-        sample["busy"] = sum(int(w.get("running", 0)) for w in live)
-    desired = desired_replicas(snap.scaling)
-    if desired is not None:
-        sample["desired"] = desired
+    sample = flat_sample(
+        snap.at, snap.stats, snap.queues, snap.workers, desired_replicas(snap.scaling), previous
+    )
     samples.append(sample)
     return sample
+
+
+def seed(samples: deque[dict[str, Any]], history: Iterable[dict[str, Any]]) -> None:
+    """Start an empty series with the scheduler's own history (oldest first), so a new tab
+    draws the last hour at once; the session's samples follow on."""
+    if not samples:
+        samples.extend(history)
 
 
 def frame(samples: Iterable[dict[str, Any]], prefix: str) -> pd.DataFrame:

@@ -14,10 +14,13 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
+from dataclasses import asdict
 
 from prometheus_client import Counter
 
+from shoal.core import samples
 from shoal.core.settings import Settings
 from shoal.core.store import Store
 from shoal.scheduler import metrics
@@ -83,6 +86,7 @@ class LeaderLoops:
             "reaper": Periodic(REAP_EVERY_S, self._reap),
             "promoter": Periodic(PROMOTE_EVERY_S, self._promote),
             "retention": Periodic(TRIM_EVERY_S, self.store.trim_retention),
+            "history": Periodic(samples.HISTORY_EVERY_S, self._sample),
             **self._extra,
         }
 
@@ -119,6 +123,21 @@ class LeaderLoops:
         # Releases and cascades that a bounded call left over and whose caller did not carry
         # them on (it died, or lost Redis): the leader finishes them.
         await self.store.drain_fanout(max_calls=FANOUT_CALLS_PER_ROUND)
+
+    async def _sample(self) -> None:
+        """One chart sample of the whole system, kept for the dashboards (`shoal.core.samples`)."""
+        store = self.store
+        stats = await store.stats()
+        queues = await store.queue_stats()
+        workers = [asdict(w) for w in await store.list_workers()]
+        decisions = await store.scaling_history(1)
+        desired = decisions[0].get("desired") if decisions else None
+        previous = await store.chart_samples(1)
+        sample = samples.flat_sample(
+            time.time(), stats, queues, workers, desired if isinstance(desired, int) else None,
+            previous[0] if previous else None,
+        )  # fmt: skip
+        await store.record_chart_sample(sample, samples.HISTORY_KEPT)
 
     async def _refresh_metrics(self) -> None:
         await metrics.refresh(self.store)
