@@ -415,7 +415,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 async def run(url: str, args: argparse.Namespace) -> None:
-    r = Redis.from_url(url, decode_responses=True)
+    # Deleting a namespace of millions of tasks takes seconds on a loaded machine: no read timeout.
+    r = Redis.from_url(url, decode_responses=True, socket_timeout=None)
     try:
         print(f"{_server_info(url)}, load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} CPUs")
         if "memory" in args.parts or "memory-noop" in args.parts:
