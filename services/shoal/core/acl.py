@@ -41,11 +41,13 @@ _CONNECTION = _words(
 # the modules that use its connection: events, waiters, leader, wake).
 _DIRECT: dict[str, frozenset[str]] = {
     # reads of tasks, listings, queues, workers, stats and events (API, explain, metrics, bulk
-    # jobs, schedules); writes of the retention trim, drain requests, scaling history, bulk-job
+    # jobs, schedules; XINFO STREAM: the event feed's bounds when a reader resumes); writes
+    # of the retention trim, drain requests, scaling history, bulk-job
     # progress and published events
     "scheduler": _words(
         "hgetall hget hmget lrange exists mget smembers zcard zcount zrange zrevrange zrangebyscore"
-        " zrank zscore xrange xrevrange xread zrem hset hincrby lpush ltrim publish xadd del expire sadd zadd"
+        " zrank zscore xrange xrevrange xread xinfo|stream zrem hset hincrby lpush ltrim publish xadd del"
+        " expire sadd zadd"
     ),
     # registration (one MULTI/EXEC) and the event announcing it
     "worker": _words("del hset zadd sadd publish xadd"),
