@@ -195,7 +195,7 @@ def test_sign_in_as_viewer_reads_and_as_operator_acts(api_factory, browser_page,
 
         sign_in("victor", "victor-password-1")
         expect(page.get_by_text("victor · viewer: reads only")).to_be_visible()
-        expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
+        expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_disabled()
         expect(page.get_by_role("link", name="Submit")).to_have_count(0)  # no Submit page for viewers
 
         page.get_by_role("link", name="Sign out").click()
@@ -204,7 +204,7 @@ def test_sign_in_as_viewer_reads_and_as_operator_acts(api_factory, browser_page,
         sign_in("alice", "alice-password-1")
         expect(page.get_by_text("alice · operator: may act")).to_be_visible()
         expect(page.get_by_role("link", name="Submit")).to_be_visible()
-        page.get_by_role("button", name="Cancel").click()
+        page.get_by_role("button", name="Cancel", exact=True).click()
         expect(page.get_by_text(f"Cancelled {task['id']}")).to_be_visible(timeout=20_000)
     with api.client() as client:
         assert client.get(task["id"])["state"] == "cancelled"
