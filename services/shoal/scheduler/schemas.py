@@ -145,6 +145,12 @@ class BatchPublic(BaseModel):
 class TaskList(BaseModel):
     tasks: list[TaskPublic]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+    scanned: int | None = Field(None, description="With `text`: how many tasks the scan read.")
+    stopped: str | None = Field(
+        None,
+        description="With `text`: why the scan stopped: limit (enough matched), budget (it read `budget` "
+        "tasks: carry on with `next_cursor`) or end (nothing left).",
+    )
 
 
 class WorkerPublic(BaseModel):

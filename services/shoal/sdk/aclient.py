@@ -152,8 +152,9 @@ class AsyncClient:
         name: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        text: str | None = None,
     ) -> TaskPage:
-        return await self._do(calls.list_tasks(state, queue, name, limit, cursor))  # type: ignore[no-any-return]
+        return await self._do(calls.list_tasks(state, queue, name, limit, cursor, text))  # type: ignore[no-any-return]
 
     async def iter_tasks(
         self, state: str | None = None, queue: str | None = None, name: str | None = None, page: int = 200

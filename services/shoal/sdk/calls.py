@@ -88,9 +88,14 @@ def wait_task(task_id: str, timeout_s: float) -> Call:
 
 
 def list_tasks(
-    state: str | None, queue: str | None, name: str | None, limit: int, cursor: str | None
+    state: str | None,
+    queue: str | None,
+    name: str | None,
+    limit: int,
+    cursor: str | None,
+    text: str | None = None,
 ) -> Call:
-    query = {"state": state, "queue": queue, "name": name, "limit": limit, "cursor": cursor}
+    query = {"state": state, "queue": queue, "name": name, "limit": limit, "cursor": cursor, "text": text}
     query = {k: v for k, v in query.items() if v is not None}
     return Call("list_tasks", "GET", f"{API}/tasks", query=query, safe=True, args=query)
 

@@ -180,9 +180,13 @@ class Client:
         name: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        text: str | None = None,
     ) -> TaskPage:
-        """One page of tasks, newest first; `next_cursor` fetches the next (None on the last)."""
-        return self._do(calls.list_tasks(state, queue, name, limit, cursor))  # type: ignore[no-any-return]
+        """One page of tasks, newest first; `next_cursor` fetches the next (None on the last).
+
+        `text`: only tasks with it in their args, kwargs, result or error, from a bounded scan of
+        the listing (the answer's `scanned` and `stopped` say how far it read)."""
+        return self._do(calls.list_tasks(state, queue, name, limit, cursor, text))  # type: ignore[no-any-return]
 
     def iter_tasks(
         self, state: str | None = None, queue: str | None = None, name: str | None = None, page: int = 200

@@ -136,6 +136,10 @@ class DirectTransport:
             return task_public(task)
         if op == "wait_task":
             return await self._waited(await self._execute(_get(args["task_id"])), args["timeout_s"])
+        if op == "list_tasks" and args.get("text"):
+            raise NotOffered(
+                "a text search needs the scheduler's HTTP API; the direct Redis transport does not offer it"
+            )
         if op == "list_tasks":
             state = TaskState(args["state"]) if args.get("state") else None
             tasks, cursor = await store.list_tasks(

@@ -53,12 +53,19 @@ wanted_id = (
     cols[3].text_input("Task id", key="f_id", placeholder="paste an id to open it", type="search").strip()
 )
 page_size = cols[4].selectbox("Rows", PAGE_SIZES, key="f_rows", persist_state="session")
+text = st.text_input(
+    "Text",
+    key="f_text",
+    placeholder="search the args, result and error of the listed tasks (a bounded scan, newest first)",
+    type="search",
+    max_chars=200,
+).strip()
 
 if wanted_id and st.query_params.get("task") != wanted_id and st.session_state.get("_opened_id") != wanted_id:
     st.session_state["_opened_id"] = wanted_id
     _open(wanted_id)
 
-filters = (state, queue, name, page_size)
+filters = (state, queue, name, page_size, text)
 if st.session_state.get("_filters") != filters:
     # New filters start from the first page again.
     st.session_state["_filters"] = filters
@@ -71,6 +78,7 @@ def _filter_args() -> dict[str, Any]:
         "queue": None if queue in (ALL, None) else queue,
         "name": None if name in (ALL, None) else name,
         "limit": page_size,
+        "text": text or None,
     }
 
 
@@ -131,8 +139,15 @@ def task_table() -> None:
             st.rerun()
     left, middle, right = st.columns([1, 2, 1], vertical_alignment="center")
     left.button("← Newer", disabled=page == 0, key="newer", on_click=_newer, args=(cursors,))
+    searched = (
+        f"{answer.get('scanned', 0)} read for the text"
+        + (", more to read: Older →" if answer.get("stopped") == "budget" else "")
+        + " · "
+        if text
+        else ""
+    )
     middle.caption(
-        f"Page {page + 1} · {len(tasks)} tasks · newest first · click a row to open it · "
+        f"Page {page + 1} · {len(tasks)} tasks · {searched}newest first · click a row to open it · "
         f"updated {fmt.clock(time.time())}"
     )
     right.button(

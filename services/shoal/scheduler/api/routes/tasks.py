@@ -17,6 +17,7 @@ from shoal.core.record import CURSOR_PATTERN
 from shoal.core.settings import NAME_PATTERN
 from shoal.core.states import TERMINAL, TaskState
 from shoal.core.store import Store
+from shoal.scheduler import search
 from shoal.scheduler.api import audit
 from shoal.scheduler.api.body import read_json_body
 from shoal.scheduler.api.deps import LimitsDep, SettingsDep, StoreDep, SubmitterDep, WaitersDep
@@ -135,7 +136,29 @@ async def list_tasks(
     cursor: Annotated[
         str | None, Query(pattern=CURSOR_PATTERN, description="A page's `next_cursor`.")
     ] = None,
+    text: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Only tasks with this text (any case) in their args, kwargs, result or error: a "
+            "bounded scan of the listing (see `budget`).",
+        ),
+    ] = None,
+    budget: Annotated[
+        int, Query(ge=1, le=search.MAX_BUDGET, description="With `text`: read at most this many tasks.")
+    ] = search.DEFAULT_BUDGET,
 ) -> Response:
+    if text is not None:
+        found = await search.search_tasks(store, text, state, queue, name, limit, budget, cursor)
+        return JSONBytesResponse(
+            {
+                "tasks": [task_public(t) for t in found.tasks],
+                "next_cursor": found.next_cursor,
+                "scanned": found.scanned,
+                "stopped": found.stopped,
+            }
+        )
     tasks, next_cursor = await store.list_tasks(state, queue, name, limit, cursor)
     return JSONBytesResponse({"tasks": [task_public(t) for t in tasks], "next_cursor": next_cursor})
 
