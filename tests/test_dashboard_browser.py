@@ -228,3 +228,39 @@ def test_a_tasks_logs_show_per_attempt_as_text(
     box = page.get_by_test_id("stCode").filter(has_text="processing row 1")
     expect(box).to_be_visible()
     assert "**not bold** row 2 done" in box.inner_text()
+
+
+def test_a_dag_is_retried_in_place_from_the_failed_task(
+    api: ApiServer, dashboard: str, browser_page, redis_url: str, namespace: str
+) -> None:
+    from playwright.sync_api import expect
+
+    with api.client() as client:
+        parent, child, grandchild = client.submit_batch(
+            [
+                task_request("fail", ref="p", max_retries=0),
+                task_request("echo", ref="c", depends_on=["p"]),
+                task_request("echo", depends_on=["c"]),
+            ]
+        )
+        finish_tasks(redis_url, namespace, errors={parent["id"]: "ValueError: the feed was late"})
+        assert client.get(grandchild["id"])["state"] == "upstream_failed"
+        page = browser_page
+        # The stranded task says which task to retry, and with what.
+        page.goto(f"{dashboard}/tasks?task={child['id']}")
+        advice = page.get_by_test_id("stAlertContentError").filter(has_text="with its dependents")
+        expect(advice).to_be_visible(timeout=20_000)
+        assert f"Retry {parent['id']} with its dependents" in advice.inner_text().replace("\u2060", "")
+        # From the failed task, one click brings the whole DAG below it back, under the same ids.
+        page.goto(f"{dashboard}/tasks?task={parent['id']}")
+        page.get_by_role("button", name="Retry with dependents").click(timeout=20_000)
+        expect(page.get_by_text(f"Queued {parent['id']} again")).to_be_visible(timeout=20_000)
+        states = [client.get(t["id"])["state"] for t in (parent, child, grandchild)]
+        assert states == ["queued", "pending", "pending"]
+        # The graph of the retried task shows what waits on it again.
+        page.get_by_role("tab", name=re.compile(r"^Dependencies")).click()
+        nodes = page.locator("svg g.node text", has_text="pending")  # the graph's own node labels
+        expect(nodes.first).to_be_visible(timeout=20_000)
+        assert nodes.count() == 2  # the child and the grandchild, both waiting again
+        finish_tasks(redis_url, namespace, results={parent["id"]: "fed"})
+        assert client.get(child["id"])["state"] == "queued"
