@@ -103,7 +103,8 @@ def test_every_tick_is_enqueued_once_while_the_leader_is_killed(
 
 
 def _schedule(url: str, schedule_id: str, misfire: str) -> None:
-    body = {"id": schedule_id, "task": "noop", "every_s": 1, "misfire": misfire, "misfire_grace_s": 1}
+    # A grace of 3 s: a leader loop woken seconds late on a loaded machine is not an outage.
+    body = {"id": schedule_id, "task": "noop", "every_s": 1, "misfire": misfire, "misfire_grace_s": 3}
     httpx.post(f"{url}/api/v1/schedules", json=body, timeout=5).raise_for_status()
 
 
@@ -121,7 +122,7 @@ def test_ticks_missed_while_no_scheduler_ran_follow_the_misfire_policy(
         assert stack.scheduler is not None
         stack.scheduler.send_signal(signal.SIGKILL)
         stack.scheduler.wait(10)
-        time.sleep(5)  # about five ticks pass with no scheduler at all
+        time.sleep(8)  # about eight ticks pass with no scheduler at all, five past the grace
         stack.start_scheduler()
         wait_until(lambda: len(tick_tasks(redis_url, namespace, "once")) >= 5, 20, "ticks after the outage")
         time.sleep(1.5)
@@ -140,8 +141,11 @@ def test_ticks_missed_while_no_scheduler_ran_follow_the_misfire_policy(
     assert "skipped" in states["skipper"]["last_misfire"]
     ordered = sorted(skipper)
     gaps = [b_ - a_ for a_, b_ in itertools.pairwise(ordered)]
-    assert sorted(gaps)[-1] == (missed + 1) * 1000, f"the missed ticks are exactly the gap: {gaps}"
-    assert sorted(gaps)[:-1] == [1000] * (len(gaps) - 1)
+    # Every skipped tick is a hole in the ticks that ran, and every hole a skipped tick (summed:
+    # a tick the loaded machine made late past the grace is a misfire of its own).
+    assert all(gap % 1000 == 0 for gap in gaps), gaps
+    assert sum(gap // 1000 - 1 for gap in gaps) == missed, f"the missed ticks are exactly the holes: {gaps}"
+    assert max(gaps) >= 4000, f"the outage is one hole of at least 3 ticks: {gaps}"
 
     missed = states["once"]["missed"]
     assert missed >= 3, states["once"]
@@ -149,5 +153,8 @@ def test_ticks_missed_while_no_scheduler_ran_follow_the_misfire_policy(
     ordered = sorted(once)
     gaps = [b_ - a_ for a_, b_ in itertools.pairwise(ordered)]
     # The outage's ticks are one task, at the latest of them: the gap before it spans the others.
-    assert sorted(gaps)[-1] == missed * 1000, f"one run for {missed} missed ticks: {gaps}"
-    assert sorted(gaps)[:-1] == [1000] * (len(gaps) - 1)
+    assert all(gap % 1000 == 0 for gap in gaps), gaps
+    folded = sum(gap // 1000 for gap in gaps if gap > 1000)
+    assert max(gaps) >= 3000, f"the outage's ticks ran as one: {gaps}"
+    # A single tick made late past the grace runs once, late: counted as missed, leaving no hole.
+    assert folded <= missed <= folded + gaps.count(1000), f"one run per misfire, {missed} missed: {gaps}"
