@@ -106,3 +106,22 @@ async def test_a_task_keeps_its_last_twenty_entries_and_the_trim_drops_them(
     assert done is not None and done.finished_at is not None
     await store.trim_retention(now_s=done.finished_at + store.settings.retention_s + 10)
     assert await store.redis.hexists(store.keys.audit, task["id"]) == 0
+
+
+async def test_a_bulk_job_records_its_starter_on_each_task_it_changes(
+    audited: ApiServer, store: Store
+) -> None:
+    from shoal.scheduler.bulk_runner import BulkRunner
+
+    with _http(audited, DASHBOARD, **{"X-Shoal-Actor": "carol"}) as carol:
+        tasks = carol.post(
+            "/api/v1/tasks/batch", json={"tasks": [{"name": "echo", "queue": "bulkq"}] * 3}
+        ).json()
+        body = {"action": "cancel", "filter": {"states": ["queued"], "queue": "bulkq"}}
+        job = carol.post("/api/v1/bulk", json=body).json()
+        while await BulkRunner(store).step_all():  # the leader's runner, one round at a time
+            pass
+        trails = [_trail(carol, t["id"]) for t in tasks["tasks"]]
+    assert trails == [[("carol (via dashboard)", "submit"), ("carol (via dashboard)", "bulk_cancel")]] * 3
+    entry = (await store.get(tasks["tasks"][0]["id"])).audit[-1]  # type: ignore[union-attr]
+    assert entry["detail"] == f"job {job['id']}"

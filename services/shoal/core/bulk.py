@@ -83,6 +83,7 @@ class BulkJob:
     estimate: int = 0  # size of the indexes walked when the job started (an upper bound of scanned)
     error: str | None = None
     cursors: dict[str, str] = field(default_factory=dict)  # state -> last score walked (exclusive)
+    created_by: str = ""  # the actor who started it (what the audit records on each task)
 
     @property
     def finished(self) -> bool:

@@ -58,6 +58,7 @@ def job_from_hash(h: dict[str, str]) -> BulkJob:
         estimate=int(h.get("estimate") or 0),
         error=h.get("error") or None,
         cursors=jsonutil.loads(h.get("cursors") or "{}"),
+        created_by=h.get("created_by") or "",
     )
 
 
@@ -67,8 +68,9 @@ class BulkStore:
         self.redis = store.redis
         self.keys = store.keys
 
-    async def create(self, action: str, bulk_filter: BulkFilter) -> BulkJob:
-        """Record a job; the leader's runner starts it within a moment."""
+    async def create(self, action: str, bulk_filter: BulkFilter, created_by: str = "") -> BulkJob:
+        """Record a job; the leader's runner starts it within a moment. `created_by`: the actor
+        the audit records on each task the job changes."""
         states = bulk_filter.resolved_states(action)  # ValueError names a state the action cannot take
         job_id = os.urandom(8).hex()
         now = _now_ms()
@@ -83,6 +85,7 @@ class BulkStore:
             "updated_at": now,
             "estimate": sum(int(n) for n in sizes),
             "cursors": "{}",
+            "created_by": created_by,
         }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=mapping)
@@ -164,6 +167,9 @@ class BulkStore:
             pipe.hincrby(key, "skipped", skipped)
             pipe.hset(key, mapping={"cursors": jsonutil.dumps(job.cursors), "updated_at": _now_ms()})
             await pipe.execute()
+        done = [task_id for task_id, o in zip(chosen, outcomes, strict=True) if o == "ok"]
+        if done:  # after the counts: a Redis error here loses this chunk's entries, loudly (runner log)
+            await self.store.audit(job.created_by or "unknown", f"bulk_{job.action}", done, f"job {job.id}")
         return await self._reread(job.id)
 
     async def preview(

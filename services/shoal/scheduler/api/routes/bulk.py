@@ -60,7 +60,7 @@ async def _body(request: Request, settings: SettingsDep) -> BulkCreate:
 )
 async def create_bulk(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     body = await _body(request, settings)
-    job = await store.bulk.create(body.action, body.filter.to_filter())
+    job = await store.bulk.create(body.action, body.filter.to_filter(), created_by=audit.actor_of(request))
     await audit.record(request, store, f"bulk_{body.action}", [], f"job {job.id}")
     return JSONBytesResponse(bulk_job_public(job), status_code=status.HTTP_202_ACCEPTED)
 
