@@ -20,6 +20,10 @@ from shoal.dashboard.auth import User
 from shoal.dashboard.untrusted import displayed_text
 from store_helpers import register
 
+# A hang guard per page run, not a bound: at load 15+ a run with its API calls may take longer
+# than AppTest's default 10 s.
+PAGE_RUN_S = 60.0
+
 
 @pytest.fixture(autouse=True)
 def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,7 +67,9 @@ async def test_a_queue_limit_shows_its_use_while_its_tasks_run(shoal: Client, st
 
     beating = asyncio.create_task(beat())
     try:
-        at = await asyncio.to_thread(open_page, "limits")  # the loop keeps beating meanwhile
+        at = await asyncio.to_thread(
+            open_page, "limits", None, PAGE_RUN_S
+        )  # the loop keeps beating meanwhile
     finally:
         beating.cancel()
     no_exceptions(at)
@@ -82,7 +88,7 @@ async def test_a_queue_limit_shows_its_use_while_its_tasks_run(shoal: Client, st
 
 
 def test_a_limit_is_set_from_the_form_and_bad_input_is_a_message(shoal: Client) -> None:
-    at = open_page("limits")
+    at = open_page("limits", timeout=PAGE_RUN_S)
     assert "No limit is set." in shown(at)
     at.text_input(key="lim_scope").input("name:echo")
     at.text_input(key="lim_concurrency").input("three")
@@ -106,7 +112,7 @@ def test_a_limit_is_set_from_the_form_and_bad_input_is_a_message(shoal: Client) 
 
 def test_a_limit_is_removed_only_after_its_confirmation(shoal: Client) -> None:
     shoal.request("PUT", "/api/v1/limits/key:tenant:*", body={"concurrency": 1})
-    at = open_page("limits")
+    at = open_page("limits", timeout=PAGE_RUN_S)
     at.selectbox(key="lim_pick").select("key:tenant:*").run()
     at.button(key="lim_remove").click().run()
     assert "Remove the limits of **key:tenant:*" in shown(at)
@@ -126,7 +132,7 @@ def test_a_viewer_sees_the_limits_and_cannot_change_them(
     shoal: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shoal.request("PUT", "/api/v1/limits/queue:q", body={"concurrency": 4})
-    at = open_page("limits")
+    at = open_page("limits", timeout=PAGE_RUN_S)
     at.selectbox(key="lim_pick").select("queue:q").run()
     assert not at.button(key="lim_remove").disabled, "an operator may"
     # From now on the session's person is a viewer (AppTest cannot sign in; the browser test
