@@ -15,7 +15,7 @@ from websockets.sync.client import connect
 
 from api_fixtures import *  # noqa: F403 - the api fixture
 from api_fixtures import ApiServer
-from dashboard_support import dashboard_process
+from dashboard_support import APPTEST_TIMEOUT_S, dashboard_process
 from shoal.core.dashboard_settings import DashboardSettings
 from shoal.dashboard.auth import (
     SESSION_COOKIE,
@@ -230,6 +230,6 @@ def test_a_setting_that_cannot_work_is_a_banner_not_a_traceback(monkeypatch: pyt
     from dashboard_support import APP
 
     monkeypatch.setenv("SHOAL_DASHBOARD_TIMEOUT_S", "soon")
-    at = AppTest.from_file(str(APP), default_timeout=10).run()
+    at = AppTest.from_file(str(APP), default_timeout=APPTEST_TIMEOUT_S).run()
     assert not at.exception
     assert "settings are invalid" in at.error[0].value and "dashboard\\_timeout\\_s" in at.error[0].value

@@ -20,7 +20,14 @@ from redis.asyncio import Redis
 from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtures
 from api_fixtures import ApiServer, work_once
 from conftest import make_task_settings
-from dashboard_support import no_exceptions, open_page, silent_server, wait_until, worker_process
+from dashboard_support import (
+    APPTEST_TIMEOUT_S,
+    no_exceptions,
+    open_page,
+    silent_server,
+    wait_until,
+    worker_process,
+)
 from shoal import Client, task_request
 from shoal.core.store import Store
 from shoal.dashboard.untrusted import displayed_text
@@ -339,7 +346,7 @@ def test_submit_form_runs_a_task_the_workers_know(shoal: Client, worker: dict) -
 
 def test_demo_loads_submit_a_dag_and_a_thousand_tasks(shoal: Client, worker: dict) -> None:
     at = open_page("submit")
-    at.button(key="demo_dag").click().run(timeout=20)
+    at.button(key="demo_dag").click().run(timeout=APPTEST_TIMEOUT_S)
     no_exceptions(at)
     assert "Submitted the DAG: 50 tasks." in texts(at)
     tasks = list(shoal.iter_tasks())
@@ -347,7 +354,7 @@ def test_demo_loads_submit_a_dag_and_a_thousand_tasks(shoal: Client, worker: dic
     join = next(t for t in tasks if len(t["depends_on"]) > 0 and t["args"] == [0.1])
     assert join["state"] == "pending"
 
-    at.button(key="demo_mixed").click().run(timeout=30)
+    at.button(key="demo_mixed").click().run(timeout=APPTEST_TIMEOUT_S)
     no_exceptions(at)
     assert "Submitted the mixed load: 1000 tasks." in texts(at)
     assert sum(1 for _ in shoal.iter_tasks()) == 1050
