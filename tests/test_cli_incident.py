@@ -12,7 +12,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from api_fixtures import *  # noqa: F403 - the api fixture
@@ -72,8 +75,32 @@ def test_explain_in_words_and_as_json(api: ApiServer) -> None:
     assert "Traceback" not in missing.stderr
 
 
+@contextmanager
+def heartbeating(redis_url: str, namespace: str, worker_id: str) -> Iterator[None]:
+    """Keep a registered stand-in worker alive: each CLI call starts a Python process, and at
+    load 20 a few of them outlast the worker TTL, after which the reaper rightly drops it."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(0.5):
+            in_store(redis_url, namespace, lambda s: s.heartbeat(worker_id, []))
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+
+
 def test_drain_a_worker(api: ApiServer, redis_url: str, namespace: str) -> None:
     register(redis_url, namespace, "worker-a")
+    with heartbeating(redis_url, namespace, "worker-a"):
+        _drain_worker_a(api)
+
+
+def _drain_worker_a(api: ApiServer) -> None:
     human = shoal(api, "drain", "worker-a")
     assert human.returncode == 0, human.stderr
     assert "worker worker-a is draining" in human.stdout
