@@ -72,6 +72,14 @@ def _text(value: Any) -> str:
     return " ".join(str(value).split()) if any(c in str(value) for c in "\n\r\t") else str(value)
 
 
+def printable(text: str) -> str:
+    """Text for a terminal: every control character but newline and tab becomes '?', so task
+    data (an error, a log line) cannot send escape sequences to the operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
+
+
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
 
@@ -88,7 +96,7 @@ class Output:
         self.out.write(orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS).decode() + "\n")
 
     def line(self, text: str = "") -> None:
-        self.out.write(text + "\n")
+        self.out.write(printable(text) + "\n")
 
     def flush(self) -> None:
         self.out.flush()

@@ -31,8 +31,7 @@ def progress_text(task: Mapping[str, Any], now: float) -> str | None:
     report = task.get("progress")
     if not report:
         return None
-    # The task's own text: no control character reaches the terminal (escape sequences).
-    message = "".join(c if c.isprintable() else "?" for c in report.get("message") or "")
+    message = " ".join((report.get("message") or "").split())  # one line; Output.line cleans the rest
     said = f" · {message}" if message else ""
     return (
         f"{float(report['fraction']):.0%}{said} (attempt {report['attempt']}, {age(report.get('at'), now)})"
