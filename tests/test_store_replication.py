@@ -50,7 +50,12 @@ def _linked(replica: Server) -> bool:
         client.close()
 
 
-def _store(url: str, namespace: str, replicas: int, timeout_ms: int = 2000) -> Store:
+# WAIT's timeout: what a linked replica has to confirm a write on a loaded machine (300 ms ran out
+# at load 20); the writes made to miss their replica wait it out in full.
+WAIT_MS = 3000
+
+
+def _store(url: str, namespace: str, replicas: int, timeout_ms: int = WAIT_MS) -> Store:
     client = RedisConnector(RedisSettings(redis_url=url, namespace=namespace)).client("wait-test")
     return Store(client, namespace, make_task_settings(), wait_replicas=replicas, wait_timeout_ms=timeout_ms)
 
@@ -90,7 +95,7 @@ async def test_without_its_replica_a_submission_is_not_acknowledged_and_a_resend
 ) -> None:
     primary, replica = primary_and_replica
     namespace = f"t{uuid.uuid4().hex[:8]}"
-    store = _store(f"redis://127.0.0.1:{primary.port}/0", namespace, replicas=1, timeout_ms=300)
+    store = _store(f"redis://127.0.0.1:{primary.port}/0", namespace, replicas=1)
     control = replica.client()
     try:
         control.execute_command("REPLICAOF", "NO", "ONE")  # the replica is gone
@@ -113,7 +118,7 @@ async def test_a_result_without_its_replica_is_kept_and_counted(
 ) -> None:
     primary, replica = primary_and_replica
     namespace = f"t{uuid.uuid4().hex[:8]}"
-    store = _store(f"redis://127.0.0.1:{primary.port}/0", namespace, replicas=1, timeout_ms=300)
+    store = _store(f"redis://127.0.0.1:{primary.port}/0", namespace, replicas=1)
     control = replica.client()
     try:
         await store.submit([spec()])
