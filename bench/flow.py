@@ -77,7 +77,9 @@ async def _drain(redis: Redis, case: str, total: int, batch: int, base: str) -> 
 
             async def claim(keys: list[str], args: list[Any]) -> list[Any]:
                 raw = await old_claim(keys=keys, args=args)
-                return [raw[0], "", *raw[1:]]  # the reply had no `held` field then
+                # The reply had no `held` field then, nor each task's attempt limit (0: not known).
+                tasks = [f for i in range(1, len(raw), 8) for f in (*raw[i : i + 8], 0)]
+                return [raw[0], "", *tasks]
 
             store._scripts.claim = claim  # type: ignore[assignment]
             store._scripts.complete = redis.register_script(_old_script(base, "complete"))

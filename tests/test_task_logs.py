@@ -4,6 +4,7 @@ API and printed by `shoal logs`, with a real worker process."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -88,6 +89,25 @@ async def test_one_info_line_per_transition(executor: Executor, caplog: pytest.L
     assert messages[5].startswith(f"task retry_later[{retrying.id}] retrying in 4 s")
     for _, fields in lines:
         assert {"task_id", "task", "attempt"} <= set(fields)
+
+
+async def test_a_failed_attempt_says_when_the_next_one_runs(caplog: pytest.LogCaptureFixture) -> None:
+    ex = Executor(default_registry, threads=2, processes=1, backoff=lambda attempt: 2.5 * attempt)
+    try:
+        with caplog.at_level(logging.INFO, logger="shoal.tasks"):
+            first = dataclasses.replace(claimed("talk_thread", 1), attempt=1, attempt_limit=3)
+            early = await ex.run(first)
+            last = dataclasses.replace(claimed("talk_thread", 1), attempt=3, attempt_limit=3)
+            final = await ex.run(last)
+    finally:
+        await ex.close()
+    failed = [
+        r.getMessage() for r in caplog.records if r.name == "shoal.tasks" and " failed in " in r.getMessage()
+    ]
+    assert failed[0].endswith("talking; retrying in 2.5 s (attempt 1 of 3)"), failed[0]
+    assert early.retry_delay_s == 2.5, "the delay the line names is the one the store is given"
+    assert failed[1].endswith("talking (no retries left: attempt 3 of 3)"), failed[1]
+    assert final.retry_delay_s is None
 
 
 async def test_the_store_keeps_the_last_attempts_for_the_retention(store: Store) -> None:

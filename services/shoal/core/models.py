@@ -110,6 +110,7 @@ class ClaimedTask:
     timeout_s: float
     enqueued_at: float  # seconds; with claimed_at gives the queue wait
     claimed_at: float
+    attempt_limit: int = 0  # the last attempt allowed (0: not known, as in tests that build one)
 
 
 @dataclass(slots=True)

@@ -491,8 +491,9 @@ class Store:
                 timeout_s=float(raw[i + 6]),
                 enqueued_at=int(raw[i + 7]) / _MS,
                 claimed_at=claimed_at,
+                attempt_limit=int(raw[i + 8]),
             )
-            for i in range(2, len(raw), 8)
+            for i in range(2, len(raw), 9)
         ]
 
     def _count_held(self, held: list[Any]) -> None:

@@ -49,8 +49,11 @@ class Executor:
         bounds: OutcomeBounds | None = None,
         log: LogSettings | None = None,
         progress: Callable[[ClaimedTask], ProgressSink] | None = None,
+        backoff: Callable[[int], float] | None = None,
     ) -> None:
-        """`progress` gives the sink of an attempt's `shoal.progress()` reports."""
+        """`progress` gives the sink of an attempt's `shoal.progress()` reports; `backoff` the
+        delay in seconds before the attempt after a failed attempt N (None: the store decides)."""
+        self._backoff = backoff
         self.registry = registry
         self._progress = progress
         self.worker_id = worker_id
@@ -205,6 +208,8 @@ class Executor:
                 extra={"task_id": claimed.id, "attempt": claimed.attempt, "task": definition.name},
             )
         error, tb = self.bounds.error(error), self.bounds.traceback(tb)
+        if retry and delay is None and self._backoff and claimed.attempt < claimed.attempt_limit:
+            delay = self._backoff(claimed.attempt)  # decided here, so the log line can say it
         outcome = Outcome(claimed.id, claimed.attempt, False, None, error, tb, retry, delay)
         outcome.asked_retry = asked_retry
         outcome.started_at, outcome.finished_at = started_at, finished_at

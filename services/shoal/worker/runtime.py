@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
 
@@ -36,7 +37,7 @@ from shoal.core.redis_client import RedisConnector
 from shoal.core.registry import TaskRegistry, default_registry
 from shoal.core.settings import Settings
 from shoal.core.stopping import EarlyStop
-from shoal.core.store import Store
+from shoal.core.store import Store, backoff_delay_ms
 from shoal.worker import metrics
 from shoal.worker.bounds import OutcomeBounds
 from shoal.worker.claim_order import ClaimOrder
@@ -87,6 +88,12 @@ class Worker:
             bounds=OutcomeBounds.from_settings(ws),
             log=settings.log,
             progress=self.progress.sink,
+            backoff=lambda attempt: (
+                backoff_delay_ms(
+                    attempt, settings.tasks.backoff_base_s, settings.tasks.backoff_max_s, random.random()
+                )
+                / 1000
+            ),
         )
         # Silent past the lease length, the worker's leases may be lost anyway: a restart is the
         # better cure. Redis counts as unreachable (not ready) after three missed heartbeats.

@@ -50,8 +50,21 @@ def failed(claimed: ClaimedTask, outcome: Outcome, took_s: float, asked_retry: b
         when = f"in {outcome.retry_delay_s:g} s" if outcome.retry_delay_s is not None else "after a backoff"
         log.info("task %s[%s] retrying %s: %s", claimed.name, claimed.id, when, outcome.error, extra=fields)
         return
-    then = "" if outcome.retry else " (no retry: the task said so)"
     log.info(
-        "task %s[%s] failed in %s: %s%s", claimed.name, claimed.id, _ms(took_s), outcome.error, then,
-        extra=fields,
+        "task %s[%s] failed in %s: %s%s", claimed.name, claimed.id, _ms(took_s), outcome.error,
+        _then(claimed, outcome), extra=fields,
     )  # fmt: skip
+
+
+def _then(claimed: ClaimedTask, outcome: Outcome) -> str:
+    """What follows a failed attempt, as far as the worker knows it."""
+    if not outcome.retry:
+        return " (no retry: the task said so)"
+    if not claimed.attempt_limit:
+        return ""
+    of = f"attempt {claimed.attempt} of {claimed.attempt_limit}"
+    if claimed.attempt >= claimed.attempt_limit:
+        return f" (no retries left: {of})"
+    if outcome.retry_delay_s is None:
+        return f"; retrying after a backoff ({of})"
+    return f"; retrying in {outcome.retry_delay_s:.3g} s ({of})"

@@ -1,8 +1,8 @@
 -- claim: give a worker up to n queued tasks, each with a lease, within the flow rules.
 -- KEYS: the namespace's fixed keys (generated prelude), then the worker's hash
 -- ARGV[1] worker_id, ARGV[2] n, ARGV[3] lease_ms, ARGV[4..] queues in the worker's order
--- Returns {now_ms, held, then 8 fields per task: id, name, queue, attempt, args, kwargs,
--- timeout_s, enqueued_at}; held: flat scope, reason ('concurrency' | 'rate'), tasks, ... of
+-- Returns {now_ms, held, then 9 fields per task: id, name, queue, attempt, args, kwargs,
+-- timeout_s, enqueued_at, attempt_limit}; held: flat scope, reason ('concurrency' | 'rate'), tasks, ... of
 -- the limits that held tasks back in this call, cjson-encoded ('' when none did).
 --
 -- Within a queue the claim walks its participants round robin: the keyless ready set (K_READY)
@@ -79,6 +79,7 @@ local function take(id, t, queue)
   out[#out + 1] = kwargs
   out[#out + 1] = t[R_TIMEOUT_S]
   out[#out + 1] = t[R_ENQUEUED_AT]
+  out[#out + 1] = t[R_ATTEMPT_LIMIT]
   n = n - 1
   return attempt
 end
