@@ -237,14 +237,16 @@ async def test_a_count_changed_by_another_leader_is_not_taken_for_a_manual_chang
     kube_api: KubeApi, backend: KubernetesBackend, store: Store
 ) -> None:
     seed(kube_api, 0, [])
-    scaler = Autoscaler(store, backend, scaling(scaler_interval_s=0.05), worker_concurrency=10)
+    # One decision per term: the loop decides as it starts, then waits an interval that outlasts
+    # the term (with 0.05 s a loaded machine let a second decision, 5 -> 4, replace the first).
+    scaler = Autoscaler(store, backend, scaling(scaler_interval_s=600), worker_concurrency=10)
     await flood(store, 25)
 
     async def lead_until_a_decision() -> None:
         stop = asyncio.Event()
         scaler.last_decision = None
         loop = asyncio.create_task(scaler.run(stop))
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(60):  # a hang guard
             while scaler.last_decision is None:  # noqa: ASYNC110 - the loop runs its own steps
                 await asyncio.sleep(0.02)
         stop.set()
