@@ -93,8 +93,10 @@ def private_redis() -> Iterator[str]:
         client.close()
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        # Killed, not flushed or shut down: nothing on it is kept, and freeing millions of tasks
+        # one key at a time is what once outlasted the clean-up and lost a run's report.
+        proc.kill()
+        proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -167,14 +169,15 @@ async def _script_us(r: Redis) -> list[int]:
 # ------------------------------------------------------------------ memory
 
 
-async def memory_per_task(r: Redis, tasks: int, args: list[Any]) -> float:
+async def memory_per_task(r: Redis, tasks: int, args: list[Any]) -> tuple[Store, float]:
+    """The store holding `tasks` queued tasks and `used_memory` growth per task (the caller
+    reports it, then drops the tasks if another part follows)."""
     store = _store(r)
     before = await _used_memory(r)
     for _ in range(tasks // BATCH):
         await store.submit([TaskSpec(name="noop", args=args, id=_new_id()) for _ in range(BATCH)])
     per_task = (await _used_memory(r) - before) / (tasks // BATCH * BATCH)
-    await _drop(store)
-    return per_task
+    return store, per_task
 
 
 # ------------------------------------------------------------------ listing
@@ -245,6 +248,7 @@ async def listing(r: Redis, store: Store, repeat: int) -> list[dict[str, Any]]:
                     "empty_pages": empty_pages if matches else "-",
                 }
             )
+            _say(f"  measured: {rows[-1]}")  # on the report even if a later case never finishes
     return rows
 
 
@@ -414,46 +418,69 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def run(url: str, args: argparse.Namespace) -> None:
+def _say(text: str) -> None:
+    # Flushed at once: a figure is on the report before any clean-up that might not finish.
+    print(text, flush=True)
+
+
+PART_ORDER = ("memory-noop", "memory", "fanout", "list", "drain")
+
+
+async def run(url: str, args: argparse.Namespace, private: bool) -> None:
     # Deleting a namespace of millions of tasks takes seconds on a loaded machine: no read timeout.
     r = Redis.from_url(url, decode_responses=True, socket_timeout=None)
+    parts = [p for p in PART_ORDER if p in args.parts]
+    if "memory" in parts and "memory-noop" in parts:
+        parts.remove("memory-noop")  # memory measures the no-op half too
+
+    async def done_with(store: Store, part: str) -> None:
+        """Drop a part's tasks when another part follows or the Redis is not ours; a private
+        server is killed at the end instead (freeing millions of tasks is slow and measures
+        nothing)."""
+        if part != parts[-1] or not private:
+            await _drop(store)
+
     try:
-        print(f"{_server_info(url)}, load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} CPUs")
-        if "memory" in args.parts or "memory-noop" in args.parts:
-            noop = await memory_per_task(r, args.tasks, [])
-            print(f"\nmemory per queued no-op task ({args.tasks:,} tasks): {noop:.0f} B")
-        if "memory" in args.parts:
-            big = await memory_per_task(r, args.tasks, [ARG_200])
-            print(f"memory per queued task with a 200-byte argument ({args.tasks:,} tasks): {big:.0f} B")
-        if "fanout" in args.parts:
+        _say(f"{_server_info(url)}, load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} CPUs")
+        if "memory" in parts or "memory-noop" in parts:
+            store, noop = await memory_per_task(r, args.tasks, [])
+            _say(f"\nmemory per queued no-op task ({args.tasks:,} tasks): {noop:.0f} B")
+            await done_with(store, "memory-noop")
+        if "memory" in parts:
+            store, big = await memory_per_task(r, args.tasks, [ARG_200])
+            _say(f"memory per queued task with a 200-byte argument ({args.tasks:,} tasks): {big:.0f} B")
+            await done_with(store, "memory")
+        if "fanout" in parts:
             idle = await idle_probe(url, 5)
-            print(f"\nPING probe, idle: {_table([idle])}")
+            _say(f"\nPING probe, idle: {_table([idle])}")
             reference = await worker_calls(r, url)
-            print(f"\nreference, claim 200 + complete 200 no-op tasks, 100 times:\n{_table([reference])}")
+            _say(f"\nreference, claim 200 + complete 200 no-op tasks, 100 times:\n{_table([reference])}")
             release = await fanout_release(r, url, args.fanout)
-            print(f"\nrelease of {args.fanout:,} dependents:\n{_table([release])}")
+            _say(f"\nrelease of {args.fanout:,} dependents:\n{_table([release])}")
             cancel = await dag_cancel(r, url, args.dag)
-            print(f"\ncancel of the root of a {args.dag:,}-task DAG:\n{_table([cancel])}")
-        if "list" in args.parts or "drain" in args.parts:
+            _say(f"\ncancel of the root of a {args.dag:,}-task DAG:\n{_table([cancel])}")
+        if "list" in parts or "drain" in parts:
             store = _store(r)
-            t0 = time.perf_counter()
+            t0, before = time.perf_counter(), await _used_memory(r)
             for batch in _backlog_specs(args.tasks):
                 await store.submit(batch)
-            print(
-                f"\nbacklog of {args.tasks:,} queued tasks submitted in {time.perf_counter() - t0:.0f} s "
-                f"({await _used_memory(r) / 2**20:.0f} MiB used)"
+            used = await _used_memory(r)
+            _say(
+                f"\nbacklog of {args.tasks:,} queued no-op tasks submitted in "
+                f"{time.perf_counter() - t0:.0f} s ({used / 2**20:.0f} MiB used, "
+                f"{(used - before) / args.tasks:.0f} B per task)"
             )
-            if "list" in args.parts:
-                print(f"\nlisting, {args.repeat} calls each:\n{_table(await listing(r, store, args.repeat))}")
-            if "drain" in args.parts:
+            if "list" in parts:
+                _say(f"\nlisting, {args.repeat} calls each:\n{_table(await listing(r, store, args.repeat))}")
+            if "drain" in parts:
                 rates = await drain(store, args.tasks)
-                print(
+                _say(
                     "\ndrain, tasks/s per tenth of the backlog (claim 200 + complete, one process): "
                     + ", ".join(f"{x:,.0f}" for x in rates)
                     + f"; median {statistics.median(rates):,.0f}"
                 )
-            await _drop(store)
-        print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+            await done_with(store, parts[-1])
+        _say(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     finally:
         await r.aclose()
 
@@ -476,10 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.redis:
-        asyncio.run(run(args.redis, args))
+        asyncio.run(run(args.redis, args, private=False))
     else:
         with private_redis() as url:
-            asyncio.run(run(url, args))
+            asyncio.run(run(url, args, private=True))
     return 0
 
 
