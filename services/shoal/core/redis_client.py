@@ -4,7 +4,9 @@
 clients. Each purpose gets its own client and so its own connections: the main pool of a
 process (the store's reads and transitions), the leader's lock and loops, the scheduler's
 event reader, a worker's wake-up subscription. Load on the main pool can never starve the
-leader's lock renewals, and a subscription never takes a pooled connection away.
+leader's lock renewals, and a subscription never takes a pooled connection away. The API's
+store also runs its transition scripts over `lean_redis`: a small pool of its own on the
+same server, database and credentials as its main client (on one server only).
 
 Pools queue instead of failing: when every connection of a client is busy, a command waits
 for one, up to `SHOAL_REDIS_POOL_TIMEOUT_S`, then fails with a `ConnectionError` (the API

@@ -24,6 +24,7 @@ from shoal.core.bulk_store import BulkStore
 from shoal.core.errors import Conflict, DuplicateTaskId, InvalidSubmission, NotFound, NotReplicated
 from shoal.core.flow_store import FlowStore
 from shoal.core.keys import Keys
+from shoal.core.lean_redis import lean_scripts_for
 from shoal.core.models import (
     Attempt,
     ClaimedTask,
@@ -150,10 +151,15 @@ class Store:
         *,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        lean_scripts: bool = False,
     ) -> None:
         """`wait_replicas` > 0: transitions someone is told about are acknowledged only once that
-        many replicas have them (WAIT on the connection that made the write)."""
+        many replicas have them (WAIT on the connection that made the write).
+
+        `lean_scripts`: transition scripts and the audit go out over `lean_redis` where it is the
+        same call (one server); the store then owns those connections and `close` closes them."""
         self.redis = redis
+        self._lean = lean_scripts_for(redis) if lean_scripts else None
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.unreplicated_writes = 0  # committed on the primary, fewer replicas confirmed them
@@ -176,7 +182,12 @@ class Store:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings | None = None, purpose: str = "store", max_connections: int | None = None
+        cls,
+        settings: Settings | None = None,
+        purpose: str = "store",
+        max_connections: int | None = None,
+        *,
+        lean_scripts: bool = False,
     ) -> Store:
         """A store on a client of its own (`purpose` names it in CLIENT LIST)."""
         settings = settings or get_settings()
@@ -188,10 +199,19 @@ class Store:
             settings.tasks,
             wait_replicas=r.redis_wait_replicas,
             wait_timeout_ms=r.redis_wait_timeout_ms,
+            lean_scripts=lean_scripts,
         )
 
     async def close(self) -> None:
+        if self._lean is not None:
+            await self._lean.aclose()
         await self.redis.aclose()
+
+    async def _run(self, script: AsyncScript, args: list[Any]) -> Any:
+        """`script` on the namespace's keys: over the lean path when the store has one."""
+        if self._lean is not None:
+            return await self._lean.run(script, self._k, args)
+        return await script(keys=self._k, args=args)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -206,7 +226,7 @@ class Store:
         otherwise it is logged and counted (a worker's result: resending it would be refused).
         """
         if not self.wait_replicas:
-            return await script(keys=self._k, args=args)
+            return await self._run(script, args)
         confirmed = 0
         for _ in range(3):
             try:
@@ -637,7 +657,7 @@ class Store:
         entries kept, and in the namespace's audit stream); `new`: tasks just created. Returns the
         tasks it was recorded on (gone ones are skipped)."""
         args: list[str | int] = [actor, action, detail, int(new), AUDIT_LOG_KEPT, *task_ids]
-        return int(await self._scripts.audit(keys=self._k, args=args))
+        return int(await self._run(self._scripts.audit, args))
 
     async def audit_log(self, count: int = 100) -> list[dict[str, Any]]:
         """The namespace's recorded actions, newest first."""

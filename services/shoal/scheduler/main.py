@@ -96,7 +96,9 @@ def create_app(
             log.warning("configuration: %s", warning)
         own_store = store is None
         connector = RedisConnector(settings.redis)
-        active = store if store is not None else Store.from_settings(settings, purpose="api")
+        active = (
+            store if store is not None else Store.from_settings(settings, purpose="api", lean_scripts=True)
+        )
         # The event reader and the leader get clients of their own: API load cannot starve them.
         # The reader blocks in XREAD for up to BLOCK_MS: its replies may take that much longer.
         events_client = connector.client(
