@@ -43,6 +43,19 @@ class LeaderElector(Protocol):
     @property
     def is_leader(self) -> bool: ...
 
+    @property
+    def leader_until(self) -> float:
+        """The `time.monotonic()` instant until which this elector trusts its leadership (0 while it
+        does not lead). CLOCK_MONOTONIC is one clock for every process of the machine, so another
+        process can compare it with its own `time.monotonic()` (`shoal.scheduler.elector_process`)."""
+        ...
+
+    @property
+    def fencing_token(self) -> str | None:
+        """What tells this term apart from every other, while leading: the lock's value, or the
+        Lease's holder and transition count."""
+        ...
+
     async def run(self, stop: asyncio.Event) -> None: ...
 
     async def resign(self) -> None:
@@ -60,6 +73,8 @@ class RedisLeaderElector:
         self._renew_every = ttl_s / 3
         self._valid_until = 0.0
         self._resigned_until = 0.0
+        self.late_rounds = dict.fromkeys(("woke_late", "slow_answer"), 0)
+        """Rounds counted in `shoal_leader_renewals_late_total`, by why (for a parent process)."""
         self._renew = redis.register_script(load_plain("leader_renew"))
         self._release = redis.register_script(load_plain("leader_release"))
 
@@ -67,6 +82,14 @@ class RedisLeaderElector:
     def is_leader(self) -> bool:
         # Leadership is trusted only until the lock we last renewed could have expired.
         return time.monotonic() < self._valid_until
+
+    @property
+    def leader_until(self) -> float:
+        return self._valid_until
+
+    @property
+    def fencing_token(self) -> str | None:
+        return self._token if self.is_leader else None
 
     async def try_acquire(self) -> bool:
         started = time.monotonic()
@@ -116,6 +139,7 @@ class RedisLeaderElector:
         for why, seconds in (("woke_late", woke_late_s), ("slow_answer", answer_s)):
             if seconds > self._renew_every:
                 RENEWALS_LATE.labels(why).inc()
+                self.late_rounds[why] += 1
                 log.warning(
                     "leader lock round %s by %.2fs (renewed every %.2fs, lock %.1fs)",
                     why.replace("_", " "),

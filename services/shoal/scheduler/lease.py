@@ -91,6 +91,17 @@ class KubernetesLeaseElector:
         return self._leader and self._clock() < self._renewed_at + self.renew_deadline_s
 
     @property
+    def leader_until(self) -> float:
+        return self._renewed_at + self.renew_deadline_s if self._leader else 0.0
+
+    @property
+    def fencing_token(self) -> str | None:
+        observed = self._observed
+        if not self.is_leader or observed is None:
+            return None
+        return f"{self.identity}#{observed.transitions}"
+
+    @property
     def observed_holder(self) -> str | None:
         """The holder of the Lease when we last read or wrote it."""
         return self._observed.holder if self._observed else None

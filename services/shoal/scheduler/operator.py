@@ -7,25 +7,23 @@ the schedule ticker, the bulk runner, the autoscaler (with the `none` backend it
 
 The leader's lock and its loops use Redis connections of their own, never the API's pool, so
 client load (a thousand waiters, a burst of submissions) cannot make a renewal or a reap wait
-for a connection; the campaign (lock or Lease renewals) also runs on a thread and event loop of
-its own (`elector_thread.py`), so a busy API loop cannot make a renewal late.
+for a connection; the campaign (lock or Lease renewals) runs in a small process of its own
+(`elector_process.py`), so neither a busy API loop nor a garbage collection of the scheduler can
+make a renewal late.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from shoal.core.redis_client import AnyRedis, RedisConnector
 from shoal.core.settings import Settings
 from shoal.core.store import Store
 from shoal.scheduler.bulk_runner import BulkRunner
-from shoal.scheduler.elector_thread import ElectorFactory, ElectorThread
+from shoal.scheduler.election_spec import ElectionSpec
+from shoal.scheduler.elector_process import ElectorProcess
 from shoal.scheduler.kube import KubeClient
-from shoal.scheduler.leader import LeaderElector, RedisLeaderElector
-from shoal.scheduler.lease import KubernetesLeaseElector
 from shoal.scheduler.loops import LeaderLoops, LeaderTask, default_identity
 from shoal.scheduler.podwatch import PodWatcher
 from shoal.scheduler.scaling.autoscaler import Autoscaler
@@ -33,7 +31,6 @@ from shoal.scheduler.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
-LEADER_LOCK_CONNECTIONS = 2
 LEADER_LOOP_CONNECTIONS = 8
 
 
@@ -78,12 +75,16 @@ def build_operator(api_store: Store, settings: Settings, connector: RedisConnect
     identity = default_identity(settings)
     if kube is not None:
         extras["podwatch"] = PodWatcher(kube, kube_settings.worker_pod_selector, store.release_worker).run
-    if kube is not None and election == "kubernetes":
-        lease = KubernetesLeaseElector.from_settings(kube, kube_settings)
-        identity, make_elector = lease.identity, _as_factory(lease)
-    else:
-        make_elector = _redis_lock_elector(connector, store, identity, settings.tasks.leader_lock_s)
-    elector = ElectorThread(identity, make_elector)
+    by_lease = kube is not None and election == "kubernetes"
+    spec = ElectionSpec(
+        identity=kube_settings.leader_identity if by_lease else identity,
+        kind="kubernetes" if by_lease else "redis",
+        lock_s=settings.tasks.leader_lock_s,
+        redis=settings.redis,
+        kube=kube_settings,
+        log=settings.log,
+    )
+    elector = ElectorProcess(spec)
     log.info(
         "operator configured",
         extra={
@@ -94,26 +95,3 @@ def build_operator(api_store: Store, settings: Settings, connector: RedisConnect
     )
     loops = LeaderLoops(store, settings, elector=elector, extra=extras)
     return Operator(loops=loops, autoscaler=autoscaler, kube=kube, extras=extras, clients=clients)
-
-
-def _as_factory(lease: KubernetesLeaseElector) -> ElectorFactory:
-    @contextlib.asynccontextmanager
-    async def same_lease() -> AsyncIterator[LeaderElector]:
-        yield lease  # its API calls run in worker threads: nothing of it is bound to an event loop
-
-    return same_lease
-
-
-def _redis_lock_elector(
-    connector: RedisConnector, store: Store, identity: str, ttl_s: float
-) -> ElectorFactory:
-    @contextlib.asynccontextmanager
-    async def lock_elector() -> AsyncIterator[LeaderElector]:
-        # Made inside the election thread: an asyncio client belongs to the loop that uses it.
-        lock_client = connector.client("leader-lock", LEADER_LOCK_CONNECTIONS)
-        try:
-            yield RedisLeaderElector(lock_client, store.keys, identity, ttl_s=ttl_s)
-        finally:
-            await lock_client.aclose()
-
-    return lock_elector
