@@ -50,6 +50,7 @@ from shoal.core.store import Store
 from shoal.redis_local import PrivateServer, free_port, start_private_redis
 
 LOCK_S = 5.0
+WAIT_TIMEOUT_S = 60.0
 
 
 async def _stream(
@@ -95,6 +96,33 @@ def _sample_lock(url: str, key: str, stop: threading.Event, out: dict[str, Any])
         client.close()
 
 
+def _watch_lock_events(
+    url: str, key: str, watching: threading.Event, stop: threading.Event, out: dict[str, Any]
+) -> None:
+    """In a thread: every change Redis itself makes to the lock key, from keyspace notifications
+    (exact, unlike sampling: Redis queues the messages while this thread waits for the CPU).
+    `expire` is a renewal, `expired` the lock running out, `del` a release."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.config_set("notify-keyspace-events", "Kgx")
+    db = client.connection_pool.connection_kwargs.get("db", 0)
+    pubsub = client.pubsub()
+    pubsub.subscribe(f"__keyspace@{db}__:{key}")
+    events: dict[str, int] = {}
+    try:
+        while not stop.is_set():
+            message = pubsub.get_message(timeout=0.2)
+            if message is None:
+                continue
+            if message["type"] == "subscribe":
+                watching.set()
+            elif message["type"] == "message":
+                events[message["data"]] = events.get(message["data"], 0) + 1
+    finally:
+        out["events"] = events
+        pubsub.close()
+        client.close()
+
+
 async def _open_streams(api: str, count: int) -> tuple[list[set[str]], list[str], list[asyncio.Task[None]]]:
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
     client = httpx.AsyncClient(limits=limits, timeout=60)
@@ -136,7 +164,9 @@ def _rss_mb(pid: int) -> float:
     return round(float(psutil.Process(pid).memory_info().rss) / 2**20, 1)
 
 
-async def _wait_all(api: str, ids: list[str], on_all_sent: Any = None) -> dict[str, Any]:
+async def _wait_all(
+    api: str, ids: list[str], on_all_sent: Any = None, wait_timeout_s: float = WAIT_TIMEOUT_S
+) -> dict[str, Any]:
     """Wait on every task at once; the answers by status, and how long this client took from
     starting each connection to having sent its request (the scheduler answers 408 to headers
     that come SHOAL_HTTP_HEADER_TIMEOUT_S after it accepted the connection)."""
@@ -154,12 +184,12 @@ async def _wait_all(api: str, ids: list[str], on_all_sent: Any = None) -> dict[s
 
         return record
 
-    async with httpx.AsyncClient(limits=limits, timeout=90) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=wait_timeout_s + 30) as client:
         answers = await asyncio.gather(
             *(
                 client.get(
                     f"{api}/api/v1/tasks/{task_id}/wait",
-                    params={"timeout_s": 60},
+                    params={"timeout_s": wait_timeout_s},
                     extensions={"trace": tracer(traces[n])},
                 )
                 for n, task_id in enumerate(ids)
@@ -185,11 +215,13 @@ async def _wait_all(api: str, ids: list[str], on_all_sent: Any = None) -> dict[s
     }
 
 
-def _wait_process(api: str, ids_in: Queue[list[str]], out: Queue[dict[str, Any]]) -> None:
+def _wait_process(
+    api: str, ids_in: Queue[list[str]], out: Queue[dict[str, Any]], wait_timeout_s: float
+) -> None:
     """A child process of waiting clients: given task ids, waits on all of them at once."""
     out.put({"ready": True})
     ids = ids_in.get()
-    out.put(asyncio.run(_wait_all(api, ids, lambda: out.put({"sent": True}))))
+    out.put(asyncio.run(_wait_all(api, ids, lambda: out.put({"sent": True}), wait_timeout_s)))
 
 
 async def run(
@@ -201,6 +233,7 @@ async def run(
     streams: int,
     processes: int,
     wait_processes: int,
+    wait_timeout_s: float = WAIT_TIMEOUT_S,
 ) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "waits": waits,
@@ -214,6 +247,15 @@ async def run(
         target=_sample_lock, args=(redis_url, "{" + namespace + "}:leader", stop, lock), daemon=True
     )
     sampler.start()
+    key_events: dict[str, Any] = {}
+    watching = threading.Event()
+    watcher = threading.Thread(
+        target=_watch_lock_events,
+        args=(redis_url, "{" + namespace + "}:leader", watching, stop, key_events),
+        daemon=True,
+    )
+    watcher.start()
+    assert await asyncio.to_thread(watching.wait, 30), "keyspace notifications subscribed"
     store = Store(
         RedisConnector(RedisSettings(redis_url=redis_url, namespace=namespace)).client("bench-worker"),
         namespace,
@@ -239,7 +281,9 @@ async def run(
     waiters: list[tuple[Any, Queue[list[str]]]] = []
     for _ in range(wait_processes):
         ids_in = context.Queue()
-        child = context.Process(target=_wait_process, args=(api, ids_in, wait_out), daemon=True)
+        child = context.Process(
+            target=_wait_process, args=(api, ids_in, wait_out, wait_timeout_s), daemon=True
+        )
         child.start()
         waiters.append((child, ids_in))
     for _ in waiters:
@@ -260,7 +304,7 @@ async def run(
                 *(asyncio.to_thread(wait_out.get, True, 300) for _ in waiters)
             )
         else:
-            waiting = asyncio.gather(_wait_all(api, ids))
+            waiting = asyncio.gather(_wait_all(api, ids, wait_timeout_s=wait_timeout_s))
         await asyncio.sleep(2)  # every wait registered (each read its task once)
         figures["scheduler RSS with the waits open, MB"] = _rss_mb(pid)
         done = 0
@@ -312,10 +356,15 @@ async def run(
     figures["scheduler RSS after, MB"] = _rss_mb(pid)
     stop.set()
     await asyncio.to_thread(sampler.join, 10)
+    await asyncio.to_thread(watcher.join, 10)
     await store.close()
     figures["leader lock holders seen"] = lock["holders"]
     figures["leader lock lowest TTL ms (lock 5000, renewed every 1667)"] = lock["lowest_pttl_ms"]
     figures["leader lock samples without a holder"] = lock.get("expired", 0)
+    events = key_events.get("events", {})
+    figures["leader lock renewals seen by Redis (expire events)"] = events.get("expire", 0)
+    figures["leader lock expired events"] = events.get("expired", 0)
+    figures["leader lock releases (del events)"] = events.get("del", 0)
     info = redis.Redis.from_url(redis_url).client_list()
     figures["scheduler Redis connections"] = sum(
         1 for c in info if str(c.get("name", "")).startswith(f"shoal-{namespace}-")
