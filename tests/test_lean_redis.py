@@ -9,14 +9,16 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
+import redis as redis_sync
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conftest import REDIS_URL, connector, make_task_settings
-from shoal.core.lean_redis import LeanScripts, lean_scripts_for
+from shoal.core.lean_redis import LeanScripts, _ScriptCalls, lean_scripts_for, lean_sync_scripts_for
 from shoal.core.models import TaskSpec
 from shoal.core.redis_client import RedisConnector
 from shoal.core.settings import RedisSettings
@@ -167,3 +169,62 @@ async def test_store_submits_over_it_and_closes_it(namespace: str) -> None:
     assert store._lean.connections == 1
     await store.close()
     assert store._lean.connections == 0
+
+
+@pytest.mark.parametrize(
+    ("keys", "args"),
+    [(["{n}:a", "{n}:b"], ["x", 1, 2.5, "é"]), (["{n}:a"], []), ([], ["only", "args"]), ([], [])],
+)
+def test_a_script_call_is_packed_as_redis_py_packs_it(keys: list[str], args: list[object]) -> None:
+    sha = "0" * 40
+    whole = HiredisRespSerializer().pack("EVALSHA", sha, len(keys), *keys, *args)
+    calls = _ScriptCalls()
+    for _ in range(2):  # the second time from the prefix packed the first time
+        assert calls.evalsha(sha, keys, args) == b"".join(whole)
+
+
+def test_sync_only_where_it_is_the_same_call() -> None:
+    sentinel = RedisConnector(
+        RedisSettings(redis_url="redis+sentinel://127.0.0.1:26379/mymaster", namespace="n")
+    ).sync_client("x")
+    tls = RedisConnector(RedisSettings(redis_url="rediss://127.0.0.1:6380/0", namespace="n")).sync_client("x")
+    for other in (sentinel, tls, redis_sync.Redis(host="127.0.0.1", protocol=3)):
+        assert lean_sync_scripts_for(other) is None, other
+    assert lean_sync_scripts_for(redis_sync.Redis(host="127.0.0.1")) is not None
+
+
+@single_server
+def test_sync_replies_errors_and_reloads_as_redis_py_does() -> None:
+    client = connector(namespace="lean").sync_client("lean-sync", decode_responses=True)
+    lean = lean_sync_scripts_for(client)
+    assert lean is not None
+    try:
+        script = client.register_script(ECHO)
+        keys, args = ["{lean}:k"], ["é ü", 41]
+        assert lean.run(script, keys, args) == script(keys=keys, args=args)
+        assert lean.call("CLIENT", "GETNAME") == "shoal-lean-lean-sync"
+        failing = client.register_script("return redis.error_reply('ERR no such luck')")
+        with pytest.raises(ResponseError, match="no such luck"):
+            lean.run(failing, [], [])
+        fresh = client.register_script(f"return 'sync-{id(lean)}'")
+        assert lean.run(fresh, [], []) == f"sync-{id(lean)}"  # NOSCRIPT: loaded, sent again
+        own_id = lean.call("CLIENT", "ID")
+        client.client_kill_filter(_id=own_id)
+        assert lean.call("PING") == "PONG"  # sent again on a new connection
+        assert lean.call("CLIENT", "ID") != own_id
+        assert lean.connections == 1
+    finally:
+        lean.close()
+        client.close()
+    assert lean.connections == 0
+
+
+def test_sync_silence_is_a_timeout() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        lean = lean_sync_scripts_for(redis_sync.Redis(port=server.getsockname()[1], socket_timeout=0.2))
+        assert lean is not None
+        with pytest.raises(RedisTimeoutError):
+            lean.call("PING")
+        assert lean.connections == 0

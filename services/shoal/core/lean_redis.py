@@ -14,6 +14,10 @@ exception class redis-py raises for it (`NoScriptError` makes it load the script
 it again, as redis-py's `Script` does), a broken or silent connection raises redis-py's
 `ConnectionError` / `TimeoutError`, so callers handle both paths alike. A connection that
 failed, or whose reply did not come in time, is closed, never reused.
+
+`LeanSyncScripts` is the same for synchronous code (the SDK's direct transport), over
+blocking sockets. Both pack a script's fixed part (`EVALSHA`, its SHA and the namespace's
+keys, 34 of a single submit's 47 arguments) once, and only the arguments per call.
 """
 
 from __future__ import annotations
@@ -21,14 +25,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
+import threading
+from dataclasses import dataclass
 from typing import Any
 
+import redis
+import redis.connection
+import redis.sentinel
 from redis._parsers.base import BaseParser as _Errors  # redis-py's error reply -> exception map
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection as RedisPyConnection
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
-from redis.commands.core import AsyncScript
+from redis.commands.core import AsyncScript, Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -47,14 +57,89 @@ def _error_of(message: str) -> Exception:
     return _Errors.parse_error(message)  # type: ignore[no-any-return]
 
 
+def _reader(encoding: str | None) -> Any:
+    options: dict[str, Any] = {"protocolError": InvalidResponse, "replyError": _error_of}
+    if encoding:
+        options["encoding"] = encoding
+    return hiredis.Reader(**options)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where and how to connect: what a redis-py client's pool says, for the lean connections."""
+
+    host: str
+    port: int
+    path: str | None  # a Unix socket instead of host and port
+    db: int
+    username: str | None
+    password: str | None
+    client_name: str | None
+    encoding: str | None  # None: replies stay bytes (no decode_responses)
+    socket_timeout_s: float | None
+    connect_timeout_s: float | None
+
+    def where(self) -> str:
+        return self.path if self.path is not None else f"{self.host}:{self.port}"
+
+    def setup(self) -> list[tuple[Any, ...]]:
+        """The commands a new connection sends first (what redis-py sends, less CLIENT SETINFO)."""
+        commands: list[tuple[Any, ...]] = []
+        if self.password is not None:
+            commands.append(
+                ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+            )
+        if self.client_name:
+            commands.append(("CLIENT", "SETNAME", self.client_name))
+        if self.db:
+            commands.append(("SELECT", self.db))
+        return commands
+
+
+def target_of(pool: Any, unix: bool) -> Target | None:
+    """The `Target` of a redis-py pool's connections, or None when they are not plain RESP2 ones."""
+    kw = pool.connection_kwargs
+    if kw.get("credential_provider") is not None or kw.get("protocol") not in (None, 2, "2"):
+        return None
+    return Target(
+        host=str(kw.get("host") or "localhost"),
+        port=int(kw.get("port") or 6379),
+        path=str(kw["path"]) if unix else None,
+        db=int(kw.get("db") or 0),
+        username=kw.get("username"),
+        password=kw.get("password"),
+        client_name=kw.get("client_name"),
+        encoding=str(kw.get("encoding") or "utf-8") if kw.get("decode_responses") else None,
+        socket_timeout_s=kw.get("socket_timeout"),
+        connect_timeout_s=kw.get("socket_connect_timeout"),
+    )
+
+
+class _ScriptCalls:
+    """EVALSHA packed per call from a prefix packed once per (script, keys)."""
+
+    def __init__(self) -> None:
+        self._prefixes: dict[tuple[str, tuple[Any, ...]], tuple[int, bytes]] = {}
+
+    def evalsha(self, sha: str, keys: list[Any], args: list[Any]) -> bytes:
+        known = self._prefixes.get((sha, tuple(keys)))
+        if known is None:
+            fixed = hiredis.pack_command(("EVALSHA", sha, len(keys), *keys))
+            known = (3 + len(keys), fixed[fixed.index(b"\r\n") + 2 :])
+            if len(self._prefixes) < 64:  # a store has a handful of (script, keys) pairs
+                self._prefixes[(sha, tuple(keys))] = known
+        count, fixed = known
+        if not args:
+            return b"*%d\r\n%s" % (count, fixed)
+        packed = hiredis.pack_command(tuple(args))
+        return b"*%d\r\n%s%s" % (count + len(args), fixed, packed[packed.index(b"\r\n") + 2 :])
+
+
 class _Resp(asyncio.Protocol):
     """One connection: writes a packed command, resolves a future with its reply."""
 
     def __init__(self, encoding: str | None) -> None:
-        options: dict[str, Any] = {"protocolError": InvalidResponse, "replyError": _error_of}
-        if encoding:
-            options["encoding"] = encoding
-        self._reader = hiredis.Reader(**options)
+        self._reader = _reader(encoding)
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.broken: BaseException | None = None
@@ -105,32 +190,12 @@ class _Resp(asyncio.Protocol):
 class LeanScripts:
     """Runs registered scripts by EVALSHA over a pool of at most `max_connections` connections."""
 
-    def __init__(
-        self,
-        *,
-        host: str | None,
-        port: int | None,
-        path: str | None,
-        db: int,
-        username: str | None,
-        password: str | None,
-        client_name: str | None,
-        encoding: str | None,
-        socket_timeout_s: float | None,
-        connect_timeout_s: float | None,
-        max_connections: int,
-        pool_timeout_s: float | None,
-    ) -> None:
-        self._address = (host, port, path)
-        self._db = db
-        self._username = username
-        self._password = password
-        self._client_name = client_name
-        self._encoding = encoding
-        self._timeout_s = socket_timeout_s
-        self._connect_timeout_s = connect_timeout_s
+    def __init__(self, target: Target, max_connections: int, pool_timeout_s: float | None) -> None:
+        self.target = target
+        self._timeout_s = target.socket_timeout_s
         self._pool_timeout_s = pool_timeout_s
         self._max_connections = max_connections
+        self._calls = _ScriptCalls()
         self._idle: list[_Resp] = []
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -153,29 +218,20 @@ class LeanScripts:
 
     async def _connect(self) -> _Resp:
         loop = asyncio.get_running_loop()
-        host, port, path = self._address
+        t = self.target
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                if path is not None:
-                    _, conn = await loop.create_unix_connection(lambda: _Resp(self._encoding), path)
+            async with asyncio.timeout(t.connect_timeout_s):
+                if t.path is not None:
+                    _, conn = await loop.create_unix_connection(lambda: _Resp(t.encoding), t.path)
                 else:
-                    _, conn = await loop.create_connection(
-                        lambda: _Resp(self._encoding), host or "localhost", port or 6379
-                    )
+                    _, conn = await loop.create_connection(lambda: _Resp(t.encoding), t.host, t.port)
         except TimeoutError as error:
-            raise RedisTimeoutError(f"connecting to Redis at {self._where()} timed out") from error
+            raise RedisTimeoutError(f"connecting to Redis at {t.where()} timed out") from error
         except OSError as error:
-            raise RedisConnectionError(f"cannot connect to Redis at {self._where()}: {error}") from error
+            raise RedisConnectionError(f"cannot connect to Redis at {t.where()}: {error}") from error
         self._open.add(conn)
         try:
-            setup: list[tuple[Any, ...]] = []
-            if self._password is not None:
-                auth = (self._username, self._password) if self._username else (self._password,)
-                setup.append(("AUTH", *auth))
-            if self._client_name:
-                setup.append(("CLIENT", "SETNAME", self._client_name))
-            if self._db:
-                setup.append(("SELECT", self._db))
+            setup = t.setup()
             if setup:
                 packed = b"".join(hiredis.pack_command(command) for command in setup)
                 futures = [conn.send(packed)] + [self._follow(conn) for _ in setup[1:]]
@@ -206,18 +262,14 @@ class LeanScripts:
 
     def _expire(self, future: asyncio.Future[Any]) -> None:
         if not future.done():
-            future.set_exception(RedisTimeoutError(f"Redis at {self._where()} did not answer in time"))
+            future.set_exception(RedisTimeoutError(f"Redis at {self.target.where()} did not answer in time"))
 
     async def _await_all(self, futures: list[asyncio.Future[Any]]) -> list[Any]:
         try:
             async with asyncio.timeout(self._timeout_s):
                 return [await future for future in futures]
         except TimeoutError as error:
-            raise RedisTimeoutError(f"Redis at {self._where()} did not answer in time") from error
-
-    def _where(self) -> str:
-        host, port, path = self._address
-        return path if path is not None else f"{host}:{port}"
+            raise RedisTimeoutError(f"Redis at {self.target.where()} did not answer in time") from error
 
     def _discard(self, conn: _Resp) -> None:
         self._open.discard(conn)
@@ -232,20 +284,24 @@ class LeanScripts:
         self._idle.clear()
 
     async def call(self, *args: Any) -> Any:
-        """One command's reply (an error reply raised as redis-py raises it).
+        """One command's reply (see `_send`)."""
+        return await self._send(hiredis.pack_command(args))
+
+    async def _send(self, packed: bytes) -> Any:
+        """The reply to a packed command (an error reply raised as redis-py raises it).
 
         A connection that broke while it sat idle (Redis restarted, or closed it) fails the
         call it was reused for; that call is sent once more on a new connection, as redis-py's
         retry does. A new connection that fails, or one that stays silent, is not retried.
         """
         try:
-            return await self._call_once(args, reuse=True)
+            return await self._send_once(packed, reuse=True)
         except RedisConnectionError as error:
             if not getattr(error, "reused", False):
                 raise
-            return await self._call_once(args, reuse=False)
+            return await self._send_once(packed, reuse=False)
 
-    async def _call_once(self, args: tuple[Any, ...], reuse: bool) -> Any:
+    async def _send_once(self, packed: bytes, reuse: bool) -> Any:
         slots = self._for_this_loop()
         try:
             if slots.locked():  # every connection busy: wait for one, as redis-py's pool does
@@ -267,7 +323,7 @@ class LeanScripts:
             if conn is None:
                 conn = await self._connect()
             try:
-                reply = await self._reply(conn.send(hiredis.pack_command(args)))
+                reply = await self._reply(conn.send(packed))
             except RedisConnectionError as error:
                 self._discard(conn)
                 error.reused = reused  # type: ignore[attr-defined]
@@ -287,45 +343,163 @@ class LeanScripts:
 
     async def run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         """`script(keys=keys, args=args)`, as redis-py's Script runs it (loads it on NOSCRIPT)."""
+        packed = self._calls.evalsha(script.sha, keys, args)
         try:
-            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self._send(packed)
         except NoScriptError:
             await self.call("SCRIPT", "LOAD", script.script)
-            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self._send(packed)
 
     async def aclose(self) -> None:
         self._drop_all()
 
 
 def lean_scripts_for(client: Any) -> LeanScripts | None:
-    """A `LeanScripts` on the same server, database and credentials as `client`, or None where the
-    lean path would not be the same call (Sentinel, Cluster, TLS, RESP3, credential providers)."""
-    if not isinstance(client, Redis):
+    """A `LeanScripts` on the same server, database and credentials as the asyncio `client`, or
+    None where the lean path would not be the same call (Sentinel, Cluster, TLS, RESP3,
+    credential providers)."""
+    if not _HIREDIS or not isinstance(client, Redis):
         return None
     pool = client.connection_pool
-    if isinstance(pool, SentinelConnectionPool):
-        return None
-    kw = pool.connection_kwargs
     kind = pool.connection_class
     unix = issubclass(kind, UnixDomainSocketConnection)
-    if hiredis is None or (
-        not unix and (not issubclass(kind, RedisPyConnection) or issubclass(kind, SSLConnection))
-    ):
+    tcp = issubclass(kind, RedisPyConnection) and not issubclass(kind, SSLConnection)
+    if isinstance(pool, SentinelConnectionPool) or not (unix or tcp):
         return None
-    if kw.get("credential_provider") is not None or kw.get("protocol") not in (None, 2, "2"):
+    target = target_of(pool, unix)
+    if target is None:
         return None
     timeout_s = pool.timeout if isinstance(pool, BlockingConnectionPool) else None
-    return LeanScripts(
-        host=None if unix else kw.get("host", "localhost"),
-        port=None if unix else int(kw.get("port", 6379)),
-        path=kw.get("path") if unix else None,
-        db=int(kw.get("db") or 0),
-        username=kw.get("username"),
-        password=kw.get("password"),
-        client_name=kw.get("client_name"),
-        encoding=kw.get("encoding", "utf-8") if kw.get("decode_responses") else None,
-        socket_timeout_s=kw.get("socket_timeout"),
-        connect_timeout_s=kw.get("socket_connect_timeout"),
-        max_connections=pool.max_connections,
-        pool_timeout_s=timeout_s,
+    return LeanScripts(target, pool.max_connections, timeout_s)
+
+
+class _SyncConn:
+    """One blocking connection: sends a packed command, reads its reply."""
+
+    def __init__(self, target: Target) -> None:
+        self._reader = _reader(target.encoding)
+        try:
+            if target.path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(target.connect_timeout_s)
+                sock.connect(target.path)
+            else:
+                sock = socket.create_connection((target.host, target.port), target.connect_timeout_s)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except TimeoutError as error:
+            raise RedisTimeoutError(f"connecting to Redis at {target.where()} timed out") from error
+        except OSError as error:
+            raise RedisConnectionError(f"cannot connect to Redis at {target.where()}: {error}") from error
+        sock.settimeout(target.socket_timeout_s)
+        self.sock = sock
+        self._where = target.where()
+        try:
+            for command in target.setup():  # few, once per connection
+                reply = self.request(hiredis.pack_command(command))
+                if isinstance(reply, Exception):
+                    raise reply
+        except BaseException:
+            self.close()
+            raise
+
+    def request(self, packed: bytes) -> Any:
+        try:
+            self.sock.sendall(packed)
+            while (reply := self._reader.gets()) is False:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise RedisConnectionError(f"Redis at {self._where} closed the connection")
+                self._reader.feed(data)
+        except TimeoutError as error:
+            raise RedisTimeoutError(f"Redis at {self._where} did not answer in time") from error
+        except OSError as error:
+            raise RedisConnectionError(f"Redis connection to {self._where} lost: {error}") from error
+        return reply
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class LeanSyncScripts:
+    """`LeanScripts` for synchronous code: blocking connections, one per thread at a time."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._calls = _ScriptCalls()
+        self._idle: list[_SyncConn] = []
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._idle) + self._busy
+
+    def call(self, *args: Any) -> Any:
+        """One command's reply (an error reply raised as redis-py raises it)."""
+        return self._send(hiredis.pack_command(args))
+
+    def _send(self, packed: bytes) -> Any:
+        try:
+            return self._send_once(packed, reuse=True)
+        except RedisConnectionError as error:
+            if not getattr(error, "reused", False):
+                raise
+            return self._send_once(packed, reuse=False)  # it broke while idle: once more, anew
+
+    def _send_once(self, packed: bytes, reuse: bool) -> Any:
+        with self._lock:
+            conn = self._idle.pop() if reuse and self._idle else None
+            self._busy += 1
+        try:
+            reused = conn is not None
+            if conn is None:
+                conn = _SyncConn(self.target)
+            try:
+                reply = conn.request(packed)
+            except RedisConnectionError as error:
+                conn.close()
+                error.reused = reused  # type: ignore[attr-defined]
+                raise
+            except BaseException:
+                conn.close()  # out of step, or timed out: never reused
+                raise
+            with self._lock:
+                self._idle.append(conn)
+        finally:
+            with self._lock:
+                self._busy -= 1
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    def run(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
+        """`script(keys=keys, args=args)`, as redis-py's Script runs it (loads it on NOSCRIPT)."""
+        packed = self._calls.evalsha(script.sha, keys, args)
+        try:
+            return self._send(packed)
+        except NoScriptError:
+            self.call("SCRIPT", "LOAD", script.script)
+            return self._send(packed)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def lean_sync_scripts_for(client: Any) -> LeanSyncScripts | None:
+    """`lean_scripts_for` for a synchronous redis-py client."""
+    if not _HIREDIS or not isinstance(client, redis.Redis):
+        return None
+    pool = client.connection_pool
+    kind = pool.connection_class
+    unix = issubclass(kind, redis.connection.UnixDomainSocketConnection)
+    tcp = issubclass(kind, redis.connection.Connection) and not issubclass(
+        kind, redis.connection.SSLConnection
     )
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool) or not (unix or tcp):
+        return None
+    target = target_of(pool, unix)
+    return None if target is None else LeanSyncScripts(target)

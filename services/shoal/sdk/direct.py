@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from shoal.core import admission
 from shoal.core.admission import Admission, Commit, drive, drive_sync, perform
 from shoal.core.errors import InvalidSubmission, NotFound, OutcomeUnknown
+from shoal.core.lean_redis import lean_sync_scripts_for
 from shoal.core.public import task_public
 from shoal.core.redis_client import RedisConnector, Subscription, is_cluster
 from shoal.core.requests import BatchCreate, TaskCreate, ValidationLimits
@@ -87,7 +88,7 @@ class DirectTransport:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store.from_settings(self.settings)
+            self._store = Store.from_settings(self.settings, lean_scripts=True)
         return self._store
 
     def stream(self, *_: object) -> Any:
@@ -244,6 +245,8 @@ class SyncDirectTransport:
         self._redis = RedisConnector(settings.redis).sync_client("sdk-direct", decode_responses=True)
         sharded = settings.redis.redis_target.mode == "cluster"
         self._submit = self._redis.register_script(load_source("submit", sharded_pubsub=sharded))
+        # On one server the script call goes out over the lean path (shoal.core.lean_redis).
+        self._lean = lean_sync_scripts_for(self._redis)
         self._loop = asyncio.new_event_loop()
         # Made now, before threads can race to make it lazily: each racer would make a store of
         # its own, and all but the one kept would leave their connections open.
@@ -257,9 +260,10 @@ class SyncDirectTransport:
     def _step(self, step: admission.Step) -> Any:
         if isinstance(step, Commit):
             store = self._store  # its argument layout; the call goes out synchronously
-            return submit_results(
-                self._submit(keys=store.keys.script_keys, args=store.submit_args(step.specs))
-            )
+            keys, args = store.keys.script_keys, store.submit_args(step.specs)
+            if self._lean is not None:
+                return submit_results(self._lean.run(self._submit, keys, args))
+            return submit_results(self._submit(keys=keys, args=args))
         return self._on_loop(perform(step, self._store))
 
     def execute(self, call: Call) -> Any:
@@ -279,6 +283,8 @@ class SyncDirectTransport:
         with self._lock:
             self._loop.run_until_complete(self._async.close())
             self._loop.close()
+        if self._lean is not None:
+            self._lean.close()
         self._redis.close()
 
 
