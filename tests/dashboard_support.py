@@ -25,6 +25,7 @@ from streamlit.testing.v1 import AppTest
 
 from shoal import Client
 from shoal.dashboard import PAGES_DIR
+from shoal.dashboard.untrusted import displayed_text
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "streamlit_app.py"
@@ -56,6 +57,15 @@ def open_page(page: str, query: dict[str, str] | None = None, timeout: float = A
     if query:
         at.query_params.update(query)
     return at.run()
+
+
+def shown(at: AppTest) -> str:
+    """Every text the page shows (markdown, captions, banners, plain text), one element per line."""
+    return "\n".join(
+        str(displayed_text(e.value))
+        for kind in ("markdown", "caption", "info", "warning", "success", "error", "text")
+        for e in at.get(kind)
+    )
 
 
 def no_exceptions(at: AppTest) -> None:

@@ -3,27 +3,15 @@ GET /api/v1/stats/history, and a new dashboard tab (AppTest) that starts with it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from api_fixtures import *  # noqa: F403 - the api fixture
 from api_fixtures import ApiServer, work_once
+from dashboard_fixtures import *  # noqa: F403 - shoal
 from dashboard_support import no_exceptions, open_page
 from shoal import Client, task_request
 from shoal.core.samples import HISTORY_KEPT
 from shoal.core.settings import Settings
 from shoal.core.store import Store
 from shoal.scheduler.loops import LeaderLoops
-
-
-@pytest.fixture
-def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    monkeypatch.setenv("SHOAL_DASHBOARD_AUTH", "none")
-    monkeypatch.delenv("SHOAL_API_TOKEN", raising=False)
-    monkeypatch.setenv("SHOAL_API_URL", api.url)
-    with api.client() as client:
-        yield client
 
 
 async def test_the_leader_keeps_samples_and_the_api_answers_them_oldest_first(

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtures
-from api_fixtures import ApiServer
-from dashboard_support import no_exceptions, open_page
+from dashboard_fixtures import *  # noqa: F403 - shoal, dashboard_without_sign_in
+from dashboard_support import no_exceptions, open_page, shown
 from shoal import Client, task_request
 from shoal.core.progress import ProgressReport
 from shoal.core.store import Store
@@ -26,33 +25,7 @@ from store_helpers import claim_one, failed, register
 
 HANG_GUARD_S = 60  # a wait for the leader's bulk runner, not a bound: load only makes it slower
 
-
-# A hang guard per page run, not a bound: at load 15+ a run with its API calls may take longer
-# than AppTest's default 10 s.
-PAGE_RUN_S = 60.0
-
-
-@pytest.fixture(autouse=True)
-def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # AppTest has no browser connection to sign in with: these tests open the dashboard without
-    # sign-in (test_dashboard_browser.py signs in for real).
-    monkeypatch.setenv("SHOAL_DASHBOARD_AUTH", "none")
-    monkeypatch.delenv("SHOAL_API_TOKEN", raising=False)
-
-
-@pytest.fixture
-def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    monkeypatch.setenv("SHOAL_API_URL", api.url)
-    with api.client() as client:
-        yield client
-
-
-def shown(at) -> str:  # type: ignore[no-untyped-def]
-    return "\n".join(
-        str(displayed_text(e.value))
-        for kind in ("markdown", "caption", "info", "warning", "success", "error", "text")
-        for e in at.get(kind)
-    )
+pytestmark = pytest.mark.usefixtures("dashboard_without_sign_in")
 
 
 def wait_jobs_done(client: Client) -> list[dict[str, Any]]:
@@ -75,7 +48,7 @@ def states_by_queue(client: Client) -> dict[tuple[str, str], int]:
 def test_bulk_cancel_of_the_filter_asks_with_the_count_then_cancels_only_those(shoal: Client) -> None:
     shoal.submit_batch([{"name": "echo", "queue": "bulkq"} for _ in range(30)])
     shoal.submit_batch([{"name": "echo", "queue": "keepq"} for _ in range(4)])
-    at = open_page("tasks", timeout=PAGE_RUN_S)
+    at = open_page("tasks")
     no_exceptions(at)
     at.selectbox(key="f_queue").set_value("bulkq").run()
     at.button(key="bulk_cancel").click().run()
@@ -97,7 +70,7 @@ def test_bulk_cancel_of_the_filter_asks_with_the_count_then_cancels_only_those(s
 def test_keeping_or_changing_the_filter_drops_the_question_and_changes_nothing(shoal: Client) -> None:
     shoal.submit_batch([{"name": "echo", "queue": "a"} for _ in range(3)])
     shoal.submit_batch([{"name": "echo", "queue": "b"} for _ in range(2)])
-    at = open_page("tasks", timeout=PAGE_RUN_S)
+    at = open_page("tasks")
     at.selectbox(key="f_queue").set_value("a").run()
     at.button(key="bulk_cancel").click().run()
     assert "Cancel 3 tasks?" in shown(at)
@@ -115,7 +88,7 @@ def test_keeping_or_changing_the_filter_drops_the_question_and_changes_nothing(s
 
 
 def test_retry_all_is_offered_for_failed_tasks_only(shoal: Client) -> None:
-    at = open_page("tasks", timeout=PAGE_RUN_S)
+    at = open_page("tasks")
     at.selectbox(key="f_state").set_value("succeeded").run()
     assert at.button(key="bulk_cancel").disabled and at.button(key="bulk_retry").disabled
     at.selectbox(key="f_state").set_value("failed").run()
@@ -126,7 +99,7 @@ def test_retry_all_is_offered_for_failed_tasks_only(shoal: Client) -> None:
 
 def test_a_viewer_cannot_start_a_bulk_action(shoal: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     shoal.submit_batch([{"name": "echo", "queue": "q"} for _ in range(2)])
-    at = open_page("tasks", timeout=PAGE_RUN_S)
+    at = open_page("tasks")
     assert not at.button(key="bulk_cancel").disabled, "an operator may"
     # From now on the session's person is a viewer (AppTest cannot sign in; the browser test
     # does): the click of a button drawn before is refused by the action itself.
@@ -146,7 +119,7 @@ async def test_a_failure_group_is_retried_after_a_confirmation(shoal: Client, st
         shoal.submit_batch([{"name": "echo", "max_retries": 0}])
         claimed = await claim_one(store)
         await store.complete("w1", [failed(claimed, error=error, retry=False)])
-    at = open_page("failures", timeout=PAGE_RUN_S)
+    at = open_page("failures")
     no_exceptions(at)
     table = at.dataframe[0].value
     assert list(table["tasks"]) == [3, 2]
@@ -192,9 +165,7 @@ async def test_a_running_tasks_progress_shows_in_the_table_and_the_detail(
 
     beating = asyncio.create_task(beat())
     try:
-        at = await asyncio.to_thread(
-            open_page, "tasks", {"task": task["id"]}, PAGE_RUN_S
-        )  # the loop keeps beating
+        at = await asyncio.to_thread(open_page, "tasks", {"task": task["id"]})  # the loop keeps beating
     finally:
         beating.cancel()
     no_exceptions(at)

@@ -3,31 +3,10 @@ the Schedules page (list, pause/resume, a two-step delete, create)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtures
-from api_fixtures import ApiServer
-from dashboard_support import no_exceptions, open_page
+from dashboard_fixtures import *  # noqa: F403 - shoal, dashboard_without_sign_in
+from dashboard_support import no_exceptions, open_page, shown
 from shoal import Client, remote
-from shoal.dashboard.untrusted import displayed_text
-
-
-@pytest.fixture
-def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    monkeypatch.delenv("SHOAL_API_TOKEN", raising=False)
-    monkeypatch.setenv("SHOAL_API_URL", api.url)
-    with api.client() as client:
-        yield client
-
-
-def shown(at) -> str:  # type: ignore[no-untyped-def]
-    return "\n".join(
-        str(displayed_text(e.value))
-        for kind in ("markdown", "caption", "info", "warning", "success", "error", "text")
-        for e in at.get(kind)
-    )
 
 
 def submit(at) -> None:  # type: ignore[no-untyped-def]

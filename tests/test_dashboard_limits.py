@@ -6,45 +6,22 @@ a message, nothing set), and a limit removed only after its confirmation."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
 from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtures
-from api_fixtures import ApiServer
-from dashboard_support import no_exceptions, open_page
+from dashboard_fixtures import *  # noqa: F403 - shoal, dashboard_without_sign_in
+from dashboard_support import no_exceptions, open_page, shown
 from shoal import Client
 from shoal.core.store import Store
 from shoal.dashboard import session
 from shoal.dashboard.auth import User
-from shoal.dashboard.untrusted import displayed_text
 from store_helpers import register
 
 # A hang guard per page run, not a bound: at load 15+ a run with its API calls may take longer
 # than AppTest's default 10 s.
-PAGE_RUN_S = 60.0
 
-
-@pytest.fixture(autouse=True)
-def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # AppTest has no browser connection to sign in with (test_dashboard_browser.py signs in).
-    monkeypatch.setenv("SHOAL_DASHBOARD_AUTH", "none")
-    monkeypatch.delenv("SHOAL_API_TOKEN", raising=False)
-
-
-@pytest.fixture
-def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    monkeypatch.setenv("SHOAL_API_URL", api.url)
-    with api.client() as client:
-        yield client
-
-
-def shown(at) -> str:  # type: ignore[no-untyped-def]
-    return "\n".join(
-        str(displayed_text(e.value))
-        for kind in ("markdown", "caption", "info", "warning", "success", "error", "text")
-        for e in at.get(kind)
-    )
+pytestmark = pytest.mark.usefixtures("dashboard_without_sign_in")
 
 
 def scopes(client: Client) -> dict[str, dict]:
@@ -67,9 +44,7 @@ async def test_a_queue_limit_shows_its_use_while_its_tasks_run(shoal: Client, st
 
     beating = asyncio.create_task(beat())
     try:
-        at = await asyncio.to_thread(
-            open_page, "limits", None, PAGE_RUN_S
-        )  # the loop keeps beating meanwhile
+        at = await asyncio.to_thread(open_page, "limits")  # the loop keeps beating meanwhile
     finally:
         beating.cancel()
     no_exceptions(at)
@@ -88,7 +63,7 @@ async def test_a_queue_limit_shows_its_use_while_its_tasks_run(shoal: Client, st
 
 
 def test_a_limit_is_set_from_the_form_and_bad_input_is_a_message(shoal: Client) -> None:
-    at = open_page("limits", timeout=PAGE_RUN_S)
+    at = open_page("limits")
     assert "No limit is set." in shown(at)
     at.text_input(key="lim_scope").input("name:echo")
     at.text_input(key="lim_concurrency").input("three")
@@ -112,7 +87,7 @@ def test_a_limit_is_set_from_the_form_and_bad_input_is_a_message(shoal: Client) 
 
 def test_a_limit_is_removed_only_after_its_confirmation(shoal: Client) -> None:
     shoal.request("PUT", "/api/v1/limits/key:tenant:*", body={"concurrency": 1})
-    at = open_page("limits", timeout=PAGE_RUN_S)
+    at = open_page("limits")
     at.selectbox(key="lim_pick").select("key:tenant:*").run()
     at.button(key="lim_remove").click().run()
     assert "Remove the limits of **key:tenant:*" in shown(at)
@@ -132,7 +107,7 @@ def test_a_viewer_sees_the_limits_and_cannot_change_them(
     shoal: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shoal.request("PUT", "/api/v1/limits/queue:q", body={"concurrency": 4})
-    at = open_page("limits", timeout=PAGE_RUN_S)
+    at = open_page("limits")
     at.selectbox(key="lim_pick").select("queue:q").run()
     assert not at.button(key="lim_remove").disabled, "an operator may"
     # From now on the session's person is a viewer (AppTest cannot sign in; the browser test

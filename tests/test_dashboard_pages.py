@@ -18,12 +18,14 @@ import pytest
 from redis.asyncio import Redis
 
 from api_fixtures import *  # noqa: F403 - the api / api_factory / client fixtures
-from api_fixtures import ApiServer, work_once
+from api_fixtures import work_once
 from conftest import make_task_settings
+from dashboard_fixtures import *  # noqa: F403 - shoal, dashboard_without_sign_in
 from dashboard_support import (
     APPTEST_TIMEOUT_S,
     no_exceptions,
     open_page,
+    shown,
     silent_server,
     wait_until,
     worker_process,
@@ -34,22 +36,7 @@ from shoal.dashboard.untrusted import displayed_text
 
 ALL_PAGES = ("overview", "tasks", "submit", "workers", "queues", "scaling", "schedules", "failures", "limits")
 
-
-@pytest.fixture(autouse=True)
-def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # AppTest has no browser connection that could tell a local viewer from a remote one: these
-    # page tests open the dashboard without sign-in (test_dashboard_auth.py covers sign-in).
-    monkeypatch.setenv("SHOAL_DASHBOARD_AUTH", "none")
-    monkeypatch.delenv("SHOAL_API_TOKEN", raising=False)
-    monkeypatch.delenv("SHOAL_DASHBOARD_TIMEOUT_S", raising=False)
-
-
-@pytest.fixture
-def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    """The dashboard pointed at this test's scheduler, and a client of that scheduler."""
-    monkeypatch.setenv("SHOAL_API_URL", api.url)
-    with api.client() as client:
-        yield client
+pytestmark = pytest.mark.usefixtures("dashboard_without_sign_in")
 
 
 @pytest.fixture
@@ -60,15 +47,6 @@ def worker(shoal: Client, redis_url: str, namespace: str, tmp_path: Path) -> Ite
 
 def metrics(at) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
-
-
-def texts(at) -> str:
-    parts = [
-        displayed_text(e.value)
-        for kind in ("markdown", "caption", "info", "warning", "success", "error")
-        for e in at.get(kind)
-    ]
-    return "\n".join(str(p) for p in parts)
 
 
 # ---------------------------------------------------------------- the API is down, slow or refusing
@@ -152,7 +130,7 @@ def test_tasks_table_filters_and_pages_through_the_cursor(shoal: Client) -> None
     no_exceptions(at)
     table = at.dataframe[0].value
     assert len(table) == 25  # the first page of 34
-    assert "Page 1 · 25 tasks" in texts(at)
+    assert "Page 1 · 25 tasks" in shown(at)
 
     at.button(key="older").click().run()
     no_exceptions(at)
@@ -171,7 +149,7 @@ def test_tasks_table_filters_and_pages_through_the_cursor(shoal: Client) -> None
 
     at.selectbox(key="f_state").set_value("succeeded").run()
     no_exceptions(at)
-    assert "No task matches these filters." in texts(at)
+    assert "No task matches these filters." in shown(at)
 
 
 def test_task_detail_explains_and_cancel_really_cancels(shoal: Client) -> None:
@@ -348,7 +326,7 @@ def test_demo_loads_submit_a_dag_and_a_thousand_tasks(shoal: Client, worker: dic
     at = open_page("submit")
     at.button(key="demo_dag").click().run(timeout=APPTEST_TIMEOUT_S)
     no_exceptions(at)
-    assert "Submitted the DAG: 50 tasks." in texts(at)
+    assert "Submitted the DAG: 50 tasks." in shown(at)
     tasks = list(shoal.iter_tasks())
     assert len(tasks) == 50
     join = next(t for t in tasks if len(t["depends_on"]) > 0 and t["args"] == [0.1])
@@ -356,7 +334,7 @@ def test_demo_loads_submit_a_dag_and_a_thousand_tasks(shoal: Client, worker: dic
 
     at.button(key="demo_mixed").click().run(timeout=APPTEST_TIMEOUT_S)
     no_exceptions(at)
-    assert "Submitted the mixed load: 1000 tasks." in texts(at)
+    assert "Submitted the mixed load: 1000 tasks." in shown(at)
     assert sum(1 for _ in shoal.iter_tasks()) == 1050
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from api_fixtures import *  # noqa: F403 - the api / api_factory fixtures
-from api_fixtures import ApiServer
+from dashboard_fixtures import *  # noqa: F403 - shoal, dashboard_without_sign_in
 from dashboard_support import finish_tasks, no_exceptions, open_page
 from shoal import Client, task_request
 from shoal.dashboard.untrusted import displayed_text
@@ -46,20 +45,7 @@ EVIL = (
 # Markdown that would be read as such: a link or image target, a directive, LaTeX, raw HTML.
 MARKUP = ("](", ":red[", "$x", "<img", ":material/home:")
 
-
-@pytest.fixture(autouse=True)
-def dashboard_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # AppTest has no browser connection that could tell a local viewer from a remote one: these
-    # page tests open the dashboard without sign-in (test_dashboard_auth.py covers sign-in).
-    monkeypatch.setenv("SHOAL_DASHBOARD_AUTH", "none")
-    monkeypatch.delenv("SHOAL_API_TOKEN", raising=False)
-
-
-@pytest.fixture
-def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    monkeypatch.setenv("SHOAL_API_URL", api.url)
-    with api.client() as client:
-        yield client
+pytestmark = pytest.mark.usefixtures("dashboard_without_sign_in")
 
 
 def _result_column(at: Any) -> Any:

@@ -3,12 +3,11 @@ that says how far it read and carries on from its cursor; and the Tasks page's t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from api_fixtures import *  # noqa: F403 - the api fixture
 from api_fixtures import ApiServer
+from dashboard_fixtures import *  # noqa: F403 - shoal
 from dashboard_support import no_exceptions, open_page
 from shoal import Client, ShoalError, task_request
 from shoal.core.models import Outcome
@@ -81,15 +80,6 @@ def test_a_bad_search_is_422(client: Client) -> None:
         with pytest.raises(ShoalError) as caught:
             client.request("GET", "/api/v1/tasks", params=params)
         assert caught.value.status == 422, params
-
-
-@pytest.fixture
-def shoal(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    monkeypatch.setenv("SHOAL_DASHBOARD_AUTH", "none")
-    monkeypatch.delenv("SHOAL_API_TOKEN", raising=False)
-    monkeypatch.setenv("SHOAL_API_URL", api.url)
-    with api.client() as client:
-        yield client
 
 
 async def test_the_tasks_page_searches_by_text(shoal: Client, store: Store) -> None:

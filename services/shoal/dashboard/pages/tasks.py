@@ -29,8 +29,13 @@ def _open(task_id: str | None) -> None:
 # ---------------------------------------------------------------- filters (outside the live parts)
 
 snap = live.snapshot()
+# The chosen queue stays an option when it empties (the scheduler lists live queues only), so the
+# filter does not jump back to "all" under the operator's hands after a bulk cancel.
+chosen_queue = st.session_state.get("f_queue")
 known_queues = sorted(
-    {q["name"] for q in snap.queues or []} | {q for w in snap.workers or [] for q in w["queues"]}
+    {q["name"] for q in snap.queues or []}
+    | {q for w in snap.workers or [] for q in w["queues"]}
+    | ({chosen_queue} if isinstance(chosen_queue, str) and chosen_queue != ALL else set())
 )
 seen_names: set[str] = st.session_state.setdefault("_seen_names", set())
 known_names = sorted({n for w in snap.workers or [] for n in w.get("task_names", [])} | seen_names)
