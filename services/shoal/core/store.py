@@ -38,6 +38,7 @@ from shoal.core.models import (
 from shoal.core.pause_store import PauseStore
 from shoal.core.progress_store import ProgressStore
 from shoal.core.progress_store import parse as parse_progress
+from shoal.core.public_listing import listed_task_public
 from shoal.core.redis_client import AnyRedis, RedisConnector, is_cluster, ready
 from shoal.core.schedule_store import ScheduleStore
 from shoal.core.scripts import Scripts
@@ -55,6 +56,8 @@ LISTED_DEPENDENTS = 200  # dependents a task read lists (its count says how many
 EXISTS_CHUNK = 1000  # ids checked per round trip: bounded memory and Redis time whatever a request names
 STATS_KEEP_BUCKETS = 720  # 10-second throughput buckets kept: two hours
 _CURSOR = re.compile(record.CURSOR_PATTERN)
+# Values per task in a listing page (list.lua): id, record, result, error, traceback, progress.
+_LISTED = 6
 TRIM_LIMIT = 2000  # finished tasks one trim call drops at most (about 5 ms of Redis)
 FANOUT_DRAIN_CALLS = 10_000  # bound on the chunks one caller drains (FANOUT_CHUNK edges each)
 
@@ -401,19 +404,43 @@ class Store:
         not grow with the backlog, and a page is empty only when nothing matches. The cursor is
         the creation stamp of the previous page's last task; anything else starts at the top.
         """
+        raw = await self._list_page(state, queue, name, limit, cursor)
+        tasks = []
+        for i in range(1, len(raw), _LISTED):
+            task = task_from_record(raw[i], raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
+            task.progress = parse_progress(raw[i + 5])
+            tasks.append(task)
+        return tasks, raw[0] or None
+
+    async def list_public(
+        self,
+        state: TaskState | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The page `list_tasks` reads, as the API's task documents, built straight from the
+        records (`shoal.core.public_listing`: no `Task`, args/kwargs/result not parsed) for an
+        orjson-rendered answer."""
+        raw = await self._list_page(state, queue, name, limit, cursor)
+        return [
+            listed_task_public(raw[i], raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4], raw[i + 5])
+            for i in range(1, len(raw), _LISTED)
+        ], raw[0] or None
+
+    async def _list_page(
+        self, state: TaskState | None, queue: str | None, name: str | None, limit: int, cursor: str | None
+    ) -> list[Any]:
+        """list.lua's answer: the next cursor, then _LISTED values per task (its progress with
+        them: one round trip for the page)."""
         states = [TaskState(state)] if state else list(TaskState)
         if cursor is None or not _CURSOR.match(cursor):
             cursor = ""
-        raw = await self._scripts.list(
-            keys=self._k,
-            args=[",".join(s.value for s in states), queue or "", name or "", limit, cursor],
+        raw: list[Any] = await self._scripts.list(
+            keys=self._k, args=[",".join(s.value for s in states), queue or "", name or "", limit, cursor]
         )
-        tasks = [
-            task_from_record(raw[i], raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
-            for i in range(1, len(raw), 5)
-        ]
-        await self.progress.attach(tasks)
-        return tasks, raw[0] or None
+        return raw
 
     async def queue_position(self, task_id: str) -> int | None:
         """How many queued tasks of its queue run before this one (None if it is not queued)."""

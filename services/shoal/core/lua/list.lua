@@ -8,7 +8,8 @@
 -- ARGV[1] states (comma-separated), ARGV[2] queue ('' = any), ARGV[3] name ('' = any),
 -- ARGV[4] limit, ARGV[5] cursor: the creation stamp of the previous page's last task ('' = newest),
 -- ARGV[6] '1' for ids only
--- Returns {next cursor ('' on the last page), then id, record, result, error, traceback per task}
+-- Returns {next cursor ('' on the last page), then id, record, result, error, traceback, progress
+-- per task}
 -- (or only the ids)
 local queue, name, limit, cursor = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local want = limit + 1  -- one more than the page: is there a next page?
@@ -31,8 +32,15 @@ for i = 1, #listing, 2 do
 end
 table.sort(ranges, function(a, b) return a.bound > b.bound end)
 
--- A range yields its members newest first (as "created id" tails), CHUNK at a time.
-local CHUNK = math.min(want, 16)
+-- Threshold rounds: each round reads, from every range that could still hold one of the
+-- page's tasks, its next `chunk` members (newest first, as "created id" tails), then keeps the
+-- `want` newest tails seen. `cut`, the want-th newest so far, bounds what a range must still
+-- give: a range is read again only while its last tail is newer than the cut, and opened only
+-- if its bound is not older. A first chunk of want / #ranges (plus one) makes the common case
+-- one read per range, however many ranges a filter selects; a range read again doubles its chunk.
+local tails, cut = {}, nil
+local opened, nxt = {}, 1
+local first_chunk = math.max(2, math.ceil(want * 1.25 / math.max(1, #ranges)) + 1)
 local function fetch(r)
   local hi
   if r.last then
@@ -42,58 +50,43 @@ local function fetch(r)
   else
     hi = '(' .. string.sub(r.prefix, 1, -2) .. '\1'
   end
-  local got = redis.call('ZREVRANGEBYLEX', r.key, hi, '[' .. r.prefix, 'LIMIT', 0, CHUNK)
+  local got = redis.call('ZREVRANGEBYLEX', r.key, hi, '[' .. r.prefix, 'LIMIT', 0, r.chunk)
   local skip = #r.prefix + 1
-  r.buf, r.pos, r.more = {}, 1, #got == CHUNK
-  for i, m in ipairs(got) do r.buf[i] = string.sub(m, skip) end
-  if #got > 0 then r.last = r.buf[#got] end
-  return #got > 0
+  for i = 1, #got do tails[#tails + 1] = string.sub(got[i], skip) end
+  r.done = #got < r.chunk
+  if #got > 0 then r.last = string.sub(got[#got], skip) end
+  r.chunk = math.min(want, r.chunk * 2)
 end
-
--- Max-heap of open ranges by their current head.
-local heap = {}
-local function head(i) local r = heap[i]; return r.buf[r.pos] end
-local function swap(i, j) heap[i], heap[j] = heap[j], heap[i] end
-local function sift_up(i)
-  while i > 1 do
-    local p = math.floor(i / 2)
-    if head(i) <= head(p) then return end
-    swap(i, p)
-    i = p
+while true do
+  local batch = {}
+  for _, r in ipairs(opened) do
+    if not r.done and (cut == nil or r.last > cut) then batch[#batch + 1] = r end
   end
-end
-local function sift_down(i)
-  while true do
-    local l, r, top = 2 * i, 2 * i + 1, i
-    if l <= #heap and head(l) > head(top) then top = l end
-    if r <= #heap and head(r) > head(top) then top = r end
-    if top == i then return end
-    swap(i, top)
-    i = top
-  end
-end
-
-local tails = {}
-local nxt = 1  -- the next unopened range (they are in descending bound order)
-while #tails < want do
-  -- Open every range whose bound could beat the best head so far.
-  while nxt <= #ranges and (#heap == 0 or ranges[nxt].bound >= string.sub(head(1), 1, CREATED_HEX_DIGITS)) do
+  local expected = #tails
+  local cut_stamp = cut and string.sub(cut, 1, CREATED_HEX_DIGITS)
+  while nxt <= #ranges do
     local r = ranges[nxt]
-    nxt = nxt + 1
-    if fetch(r) then
-      heap[#heap + 1] = r
-      sift_up(#heap)
+    -- Ranges come newest bound first: past the first that cannot beat the cut, none can.
+    if cut_stamp then
+      if r.bound < cut_stamp then break end
+    elseif expected >= want then
+      break
     end
+    r.chunk = first_chunk
+    batch[#batch + 1] = r
+    opened[#opened + 1] = r
+    nxt = nxt + 1
+    expected = expected + first_chunk
   end
-  if #heap == 0 then break end
-  local r = heap[1]
-  tails[#tails + 1] = r.buf[r.pos]
-  r.pos = r.pos + 1
-  if r.pos > #r.buf and not (r.more and fetch(r)) then
-    heap[1] = heap[#heap]
-    heap[#heap] = nil
-  end
-  if #heap > 0 then sift_down(1) end
+  if #batch == 0 then break end
+  for _, r in ipairs(batch) do fetch(r) end
+  -- Ascending with the built-in comparison (a Lua comparator costs a call per comparison),
+  -- then the want newest kept, newest first.
+  table.sort(tails)
+  local kept, n = {}, #tails
+  for i = n, math.max(1, n - want + 1), -1 do kept[#kept + 1] = tails[i] end
+  tails = kept
+  if #tails >= want then cut = tails[want] end
 end
 
 local next_cursor = ''
@@ -109,12 +102,19 @@ if ARGV[6] == '1' then
   for _, id in ipairs(ids) do out[#out + 1] = id end
   return out
 end
-local cols = {}
-for c, key in ipairs({K_TASKS, K_RESULTS, K_ERRORS, K_TRACEBACKS}) do
-  cols[c] = redis.call('HMGET', key, unpack(ids))
+-- A side hash that does not exist (no result, error... in the namespace yet) is not read.
+local cols, none = {}, {}
+for c, key in ipairs({K_TASKS, K_RESULTS, K_ERRORS, K_TRACEBACKS, K_PROGRESS}) do
+  if c == 1 or redis.call('EXISTS', key) == 1 then
+    cols[c] = redis.call('HMGET', key, unpack(ids))
+  else
+    cols[c] = none
+  end
 end
-for i, id in ipairs(ids) do
-  out[#out + 1] = id
-  for c = 1, 4 do out[#out + 1] = cols[c][i] end
+local n = 1
+for i = 1, #ids do
+  out[n + 1] = ids[i]
+  for c = 1, 5 do out[n + 1 + c] = cols[c][i] or false end
+  n = n + 6
 end
 return out

@@ -159,8 +159,10 @@ async def list_tasks(
                 "stopped": found.stopped,
             }
         )
-    tasks, next_cursor = await store.list_tasks(state, queue, name, limit, cursor)
-    return JSONBytesResponse({"tasks": [task_public(t) for t in tasks], "next_cursor": next_cursor})
+    # Documents straight from the records (no Task in between): a page of 1,000 costs the
+    # scheduler a few ms instead of tens (README, "Costs at a million tasks").
+    tasks, next_cursor = await store.list_public(state, queue, name, limit, cursor)
+    return JSONBytesResponse({"tasks": tasks, "next_cursor": next_cursor})
 
 
 @router.get("/{task_id}", response_model=TaskPublic, responses={**_NOT_FOUND, **_ERRORS})
