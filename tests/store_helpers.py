@@ -50,6 +50,11 @@ async def state_of(store: Store, task_id: str) -> TaskState:
     return (await must_get(store, task_id)).state
 
 
+async def states(store: Store, ids: list[str]) -> list[TaskState | None]:
+    """Each task's state, in the order of `ids`; None for a task that is gone."""
+    return [t.state if t else None for t in await store.get_many(ids)]
+
+
 async def claim_one(store: Store, worker: str = "w1", queues: list[str] | None = None) -> ClaimedTask:
     claimed = await store.claim(worker, queues or ["default"], 1)
     assert len(claimed) == 1, f"expected one task to claim, got {len(claimed)}"

@@ -26,16 +26,13 @@ from store_helpers import (
     run_to_success,
     spec,
     state_of,
+    states,
     submit,
     submit_specs,
 )
 
 S = TaskState
 BOUND = 1000
-
-
-async def states(store: Store, ids: list[str]) -> list[TaskState | None]:
-    return [t.state if t else None for t in await store.get_many(ids)]
 
 
 async def run_everything(store: Store) -> list[str]:

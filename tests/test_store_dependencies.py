@@ -27,6 +27,7 @@ from store_helpers import (
     run_to_success,
     spec,
     state_of,
+    states,
     submit,
     submit_specs,
 )
@@ -39,10 +40,6 @@ def chained(*specs: TaskSpec) -> list[TaskSpec]:
     for before, after in pairwise(specs):
         after.depends_on = [before.id]  # type: ignore[list-item]
     return list(specs)
-
-
-async def states(store: Store, ids: list[str]) -> list[TaskState]:
-    return [t.state if t else None for t in await store.get_many(ids)]  # type: ignore[misc]
 
 
 async def test_chain_runs_one_after_another(store: Store) -> None:
