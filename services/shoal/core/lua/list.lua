@@ -58,10 +58,9 @@ local function fetch(r)
   r.chunk = math.min(want, r.chunk * 2)
 end
 while true do
+  -- Ranges not yet open that may beat the cut go first: opening them tightens the cut, which
+  -- spares re-reads of the ranges already open. Re-reads only when none is left to open.
   local batch = {}
-  for _, r in ipairs(opened) do
-    if not r.done and (cut == nil or r.last > cut) then batch[#batch + 1] = r end
-  end
   local expected = #tails
   local cut_stamp = cut and string.sub(cut, 1, CREATED_HEX_DIGITS)
   while nxt <= #ranges do
@@ -77,6 +76,11 @@ while true do
     opened[#opened + 1] = r
     nxt = nxt + 1
     expected = expected + first_chunk
+  end
+  if #batch == 0 then
+    for _, r in ipairs(opened) do
+      if not r.done and (cut == nil or r.last > cut) then batch[#batch + 1] = r end
+    end
   end
   if #batch == 0 then break end
   for _, r in ipairs(batch) do fetch(r) end
