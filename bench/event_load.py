@@ -354,6 +354,7 @@ async def run(
         figures["gap events"] = gap_count
     await asyncio.sleep(2)
     figures["scheduler RSS after, MB"] = _rss_mb(pid)
+    figures["its election process RSS, MB"] = [_rss_mb(child.pid) for child in psutil.Process(pid).children()]
     stop.set()
     await asyncio.to_thread(sampler.join, 10)
     await asyncio.to_thread(watcher.join, 10)

@@ -77,6 +77,9 @@ async def open_elector(spec: ElectionSpec) -> AsyncIterator[LeaderElector]:
 
 
 def _send(message: dict[str, Any]) -> None:
+    # Blocking on purpose: the pipe holds about a quarter of an hour of reports (one line of ~110
+    # bytes per renewal), so only a scheduler that is hung, not merely stalled, fills it; then this
+    # write blocks, renewals stop, and the lock passes to a replica that works.
     sys.stdout.buffer.write(orjson.dumps(message) + b"\n")
     sys.stdout.buffer.flush()
 
