@@ -23,6 +23,7 @@ import orjson
 
 import shoal
 from bench.submit import Stack
+from shoal.sdk import http_wire
 
 BODY = orjson.dumps({"name": "noop", "queue": "bench"})
 HEADERS = {"Content-Type": "application/json"}
@@ -59,13 +60,20 @@ def sync_libraries(url: str, port: int) -> dict[str, Callable[[], object]]:
         conn.request("POST", PATH, body=BODY, headers=HEADERS)
         return orjson.loads(conn.getresponse().read())
 
+    wire = http_wire.Connection("127.0.0.1", port, timeout=30)
+
+    def lean() -> object:
+        wire.request("POST", PATH, BODY, HEADERS)
+        return orjson.loads(wire.getresponse().read())
+
     pool = urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=1)
     core = httpcore.ConnectionPool()
     client = httpx.Client(base_url=url)
     sdk = shoal.Client(url, token="")
     return {
         "http.client": stdlib,
-        "shoal.Client (http.client pool)": lambda: sdk.submit("noop"),
+        "shoal.sdk.http_wire": lean,
+        "shoal.Client (http_wire pool)": lambda: sdk.submit("noop"),
         "urllib3": lambda: orjson.loads(pool.request("POST", PATH, body=BODY, headers=HEADERS).data),
         "httpcore": lambda: orjson.loads(
             core.request("POST", url + PATH, content=BODY, headers=CORE_HEADERS).content

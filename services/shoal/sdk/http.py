@@ -1,11 +1,14 @@
-"""The synchronous HTTP transport: keep-alive connections of the standard library's `http.client`.
+"""The synchronous HTTP transport: a pool of keep-alive connections (`http_wire`; HTTPS: `http.client`).
 
 Chosen by measurement (bench/http_clients.py): one POST /api/v1/tasks costs the client
 about 110 µs of CPU with `http.client`, 180 with urllib3, 200 with httpcore and 410 with
-httpx, and a submit-heavy producer spends most of its time there. What those libraries
-add over `http.client` (pooling, retries) is the small part kept here: a thread-safe
-pool of idle connections (dropped before the server's keep-alive timeout closes them),
-and retries of what is safe to repeat.
+httpx, and a submit-heavy producer spends most of its time there. Of `http.client`'s
+cost, half was parsing the answer's headers (through `email.feedparser`) and a quarter
+building the request header by header: plain HTTP now goes over `http_wire`, which does
+both itself (the same exceptions, keep-alive and body rules). What the libraries add
+(pooling, retries) is the small part kept here: a thread-safe pool of idle connections
+(dropped before the server's keep-alive timeout closes them), and retries of what is safe
+to repeat.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from urllib.parse import urlencode, urlsplit
 
 from shoal._version import __version__
 from shoal.errors import RequestTimeout, ShoalError, Unavailable
+from shoal.sdk import http_wire
 from shoal.sdk.answers import UNAVAILABLE_STATUSES, decode, encode, error_for
 from shoal.sdk.calls import Call
 
@@ -85,12 +89,12 @@ class _OneWrite:
         self.send(request)  # type: ignore[attr-defined]
 
 
-class Connection(_OneWrite, http.client.HTTPConnection):
-    """A keep-alive HTTP connection of the transport."""
-
-
 class HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
     """A keep-alive HTTPS connection of the transport."""
+
+
+AnyConnection = http_wire.Connection | http.client.HTTPConnection
+"""Plain HTTP goes over `http_wire` (a lean parser); HTTPS over `http.client`."""
 
 
 class _NotConnected(Exception):
@@ -106,7 +110,7 @@ class HttpTransport:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.retries = retries
-        self._idle: list[tuple[http.client.HTTPConnection, float]] = []
+        self._idle: list[tuple[AnyConnection, float]] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -117,7 +121,7 @@ class HttpTransport:
         for conn, _ in idle:
             conn.close()
 
-    def _connection(self, timeout_s: float) -> http.client.HTTPConnection:
+    def _connection(self, timeout_s: float) -> AnyConnection:
         now = time.monotonic()
         with self._lock:
             while self._idle:
@@ -128,17 +132,18 @@ class HttpTransport:
                         conn.sock.settimeout(timeout_s)
                     return conn
                 conn.close()
-        kind = HTTPSConnection if self.endpoint.https else Connection
-        return kind(self.endpoint.host, self.endpoint.port, timeout=timeout_s)
+        if self.endpoint.https:
+            return HTTPSConnection(self.endpoint.host, self.endpoint.port, timeout=timeout_s)
+        return http_wire.Connection(self.endpoint.host, self.endpoint.port, timeout=timeout_s)
 
-    def _connect(self, conn: http.client.HTTPConnection) -> None:
+    def _connect(self, conn: AnyConnection) -> None:
         # A connection that could not be opened sent nothing: always safe to try again.
         try:
             conn.connect()
         except OSError as error:
             raise _NotConnected(error) from error
 
-    def _release(self, conn: http.client.HTTPConnection) -> None:
+    def _release(self, conn: AnyConnection) -> None:
         with self._lock:
             if not self._closed:
                 self._idle.append((conn, time.monotonic()))
