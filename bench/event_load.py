@@ -435,6 +435,16 @@ def main() -> None:
                 )
             )
             metrics = httpx.get(f"{api}/metrics", timeout=30).text
+            figures["scheduler's longest garbage collection, s (shoal_gc_pause_longest_seconds)"] = next(
+                (float(line.split()[1]) for line in metrics.splitlines()
+                 if line.startswith("shoal_gc_pause_longest_seconds ")),
+                None,
+            )  # fmt: skip
+            figures["its full collections (generation 2)"] = next(
+                (float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                 if line.startswith('shoal_gc_pause_seconds_count{generation="2"}')),
+                None,
+            )  # fmt: skip
             figures["scheduler's late leader-lock rounds (shoal_leader_renewals_late_total)"] = {
                 line.split('why="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
                 for line in metrics.splitlines()

@@ -33,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shoal.core.http_settings import HttpSettings
 from shoal.core.settings import SettingsError, get_settings
+from shoal.scheduler.gc_pauses import watch_gc_pauses
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ def serve(host: str | None = None, port: int | None = None, access_log: bool = T
         raise SystemExit(2) from None
     importlib.import_module("shoal.scheduler.main")  # builds the app (exit 2 on bad settings)
     freeze_loaded_objects()
+    watch_gc_pauses()
     uvicorn.Server(server_config("shoal.scheduler.main:app", settings.http, **options)).run()
 
 
