@@ -23,7 +23,8 @@ def test_the_private_server_is_gone_when_the_run_ends_with_its_tasks_still_on_it
 
 
 def test_a_small_run_reports_memory_per_task_and_listing_figures(capsys: pytest.CaptureFixture[str]) -> None:
-    assert scale.main(["--tasks", "2000", "--parts", "memory-noop", "list", "--repeat", "1", "--limits", "5"]) == 0
+    argv = ["--tasks", "2000", "--parts", "memory-noop", "list", "--repeat", "1", "--limits", "5"]
+    assert scale.main(argv) == 0
     out = capsys.readouterr().out
     assert "memory per queued no-op task (2,000 tasks):" in out
     assert "backlog of 2,000 queued no-op tasks" in out
