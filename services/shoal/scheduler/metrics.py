@@ -14,9 +14,18 @@ FINISHED_WINDOW_S = 600
 TASKS_SUBMITTED = Counter("shoal_tasks_submitted_total", "Tasks accepted by the API", ["queue"])
 
 
+_SUBMITTED_BY_QUEUE: dict[str, Counter] = {}  # labels() takes a lock and builds a key: once per queue
+_MAX_CACHED_QUEUES = 10_000  # bounded like the queues themselves (SHOAL_MAX_QUEUES)
+
+
 def count_submitted(queue: str, n: int) -> None:
     """Admission's report of the tasks it created (idempotent repeats are not counted)."""
-    TASKS_SUBMITTED.labels(queue).inc(n)
+    child = _SUBMITTED_BY_QUEUE.get(queue)
+    if child is None:
+        child = TASKS_SUBMITTED.labels(queue)
+        if len(_SUBMITTED_BY_QUEUE) < _MAX_CACHED_QUEUES:
+            _SUBMITTED_BY_QUEUE[queue] = child
+    child.inc(n)
 
 
 TASKS_REAPED = Counter("shoal_tasks_reaped_total", "Running tasks whose lease expired")

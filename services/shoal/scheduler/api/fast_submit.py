@@ -4,7 +4,7 @@ Routing a request through FastAPI (its router, the dependency solver run for eig
 dependencies) costs more CPU than everything else a single submit does. This ASGI layer
 answers the requests that route answers, and answers them the same way: the same token
 checks (`deps.authorize`), body reading (`read_json_body`), validation and admission
-(`submit_one`, which the FastAPI route calls too), and the same error answers (the app's
+(`submitted`, which the FastAPI route calls too), and the same error answers (the app's
 own exception handlers, `errors.handler_for`). The route template in the scope is the
 FastAPI route's, so the HTTP metrics count both alike.
 
@@ -18,13 +18,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import orjson
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shoal.scheduler.api.deps import authorize
 from shoal.scheduler.api.errors import handler_for
-from shoal.scheduler.api.routes.tasks import submit_one
+from shoal.scheduler.api.routes.tasks import submitted
 from shoal.scheduler.api.tokens import ACTOR_HEADER
 from shoal.scheduler.waiters import MAX_WAIT_S
 
@@ -83,7 +84,13 @@ class FastSubmit:
         request = Request(scope, receive)
         try:
             authorize(request, bearer_token(request), None)
-            response = await submit_one(request, fastapi_app.state, wait_s)
+            code, answer = await submitted(request, fastapi_app.state, wait_s)
         except Exception as exc:
             response = await handler_for(exc)(request, exc)
-        await response(scope, receive, send)
+            await response(scope, receive, send)
+            return
+        # What JSONBytesResponse sends, without building one.
+        body = orjson.dumps(answer, option=orjson.OPT_NON_STR_KEYS)
+        headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -87,6 +87,12 @@ async def create_task(
 
 async def submit_one(request: Request, state: Any, wait_s: float) -> Response:
     """POST /api/v1/tasks once authorised: read, validate, admit, wait if asked, answer."""
+    code, answer = await submitted(request, state, wait_s)
+    return JSONBytesResponse(answer, status_code=code)
+
+
+async def submitted(request: Request, state: Any, wait_s: float) -> tuple[int, dict[str, Any]]:
+    """`submit_one`'s status code and answer (the fast path sends them without a Response)."""
     data = await read_json_body(request, state.settings.api.max_body_bytes)
     item = TaskCreate.model_validate(data, context=state.limits)
     admitted = await state.submitter.submit([item])
@@ -98,7 +104,7 @@ async def submit_one(request: Request, state: Any, wait_s: float) -> Response:
         task = await state.waiters.wait(answer["id"], wait_s)
         if task is not None:  # None: it expired meanwhile; answer what was submitted
             answer = task_public(task)
-    return JSONBytesResponse(answer, status_code=code)
+    return code, answer
 
 
 @router.post(
