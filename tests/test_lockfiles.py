@@ -51,6 +51,16 @@ def test_development_installs_the_versions_production_runs() -> None:
     assert {n: v for n, (v, _) in runtime.items()} == {n: development[n][0] for n in runtime}
 
 
+def test_the_installer_bootstraps_hashed_at_the_version_the_dev_lock_locks() -> None:
+    bootstrap = locked(ROOT / "requirements-bootstrap.lock")
+    assert set(bootstrap) == {"uv"} and bootstrap["uv"][1] > 0
+    assert bootstrap["uv"][0] == locked(ROOT / "requirements-dev.lock")["uv"][0], "run `make lock`"
+
+
 def test_the_install_takes_the_locks_with_hashes_required() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    assert "pip install -q --require-hashes -r requirements-dev.lock" in makefile
+    assert (
+        "pip install -q --disable-pip-version-check --require-hashes -r requirements-bootstrap.lock"
+        in makefile
+    )
+    assert "$(UV) pip install -q --python $(PY) --require-hashes -r requirements-dev.lock" in makefile
