@@ -228,3 +228,36 @@ def test_sync_silence_is_a_timeout() -> None:
         with pytest.raises(RedisTimeoutError):
             lean.call("PING")
         assert lean.connections == 0
+
+
+@single_server
+async def test_task_reads_over_it_answer_what_redis_py_answers(namespace: str) -> None:
+    lean_store = Store(connector().client("test"), namespace, make_task_settings(), lean_scripts=True)
+    plain_store = Store(connector().client("test"), namespace, make_task_settings())
+    try:
+        parent = TaskSpec(id="b" * 32, name="noop", kwargs={"x": "é"})
+        child = TaskSpec(id="c" * 32, name="noop", depends_on=[parent.id or ""])
+        await plain_store.submit([parent, child])
+        await plain_store.audit("tester", "submit", [parent.id or "", child.id or ""], new=True)
+        ids = [parent.id or "", child.id or "", "d" * 32]
+        assert await lean_store.get_each(ids) == await plain_store.get_each(ids)
+        read = await lean_store.get(parent.id or "")
+        assert read == await plain_store.get(parent.id or "")
+        assert read is not None and read.kwargs == {"x": "é"} and read.audit
+        assert (read.dependents, read.dependents_count) == ([child.id], 1)
+        assert await lean_store.get("d" * 32) is None
+    finally:
+        await lean_store.close()
+        await plain_store.close()
+
+
+@single_server
+async def test_a_pipeline_raises_its_first_error_and_stays_in_step(client: Redis, lean: LeanScripts) -> None:
+    key = "{lean}:pipeline-" + socket.gethostname()
+    try:
+        assert (await lean.pipeline([("SET", key, "v"), ("GET", key)]))[1] == "v"
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await lean.pipeline([("GET", key), ("HGET", key, "f"), ("GET", key)])
+        assert await lean.pipeline([("GET", key), ("STRLEN", key)]) == ["v", 1]
+    finally:
+        await client.delete(key)

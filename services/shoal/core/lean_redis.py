@@ -287,21 +287,35 @@ class LeanScripts:
         """One command's reply (see `_send`)."""
         return await self._send(hiredis.pack_command(args))
 
-    async def _send(self, packed: bytes) -> Any:
-        """The reply to a packed command (an error reply raised as redis-py raises it).
+    async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The replies of `commands`, sent in one write (the first error reply raised, as a
+        redis-py pipeline raises it). For reads: sending them again after a broken idle
+        connection is safe."""
+        if not commands:
+            return []
+        packed = b"".join(hiredis.pack_command(command) for command in commands)
+        replies: list[Any] = await self._send(packed, len(commands))
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
+
+    async def _send(self, packed: bytes, replies: int = 0) -> Any:
+        """The reply to a packed command (an error reply raised as redis-py raises it); with
+        `replies`, the list of that many replies to packed commands (errors in it, not raised).
 
         A connection that broke while it sat idle (Redis restarted, or closed it) fails the
         call it was reused for; that call is sent once more on a new connection, as redis-py's
         retry does. A new connection that fails, or one that stays silent, is not retried.
         """
         try:
-            return await self._send_once(packed, reuse=True)
+            return await self._send_once(packed, reuse=True, replies=replies)
         except RedisConnectionError as error:
             if not getattr(error, "reused", False):
                 raise
-            return await self._send_once(packed, reuse=False)
+            return await self._send_once(packed, reuse=False, replies=replies)
 
-    async def _send_once(self, packed: bytes, reuse: bool) -> Any:
+    async def _send_once(self, packed: bytes, reuse: bool, replies: int) -> Any:
         slots = self._for_this_loop()
         try:
             if slots.locked():  # every connection busy: wait for one, as redis-py's pool does
@@ -323,7 +337,11 @@ class LeanScripts:
             if conn is None:
                 conn = await self._connect()
             try:
-                reply = await self._reply(conn.send(packed))
+                if replies:
+                    futures = [conn.send(packed)] + [self._follow(conn) for _ in range(replies - 1)]
+                    reply: Any = await self._await_all(futures)
+                else:
+                    reply = await self._reply(conn.send(packed))
             except RedisConnectionError as error:
                 self._discard(conn)
                 error.reused = reused  # type: ignore[attr-defined]

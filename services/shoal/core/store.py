@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 _MS = 1000.0
 KEPT_ATTEMPT_LOGS = record.KEPT_ATTEMPT_LOGS
 EVENTS_STREAM_MAXLEN = 2000  # as the transition scripts cap it (_common.lua)
-_GET_REPLIES = 11  # replies of the commands `Store._queue_get` sends for one task
+_GET_REPLIES = 11  # replies of the commands `Store._get_commands` sends for one task
 AUDIT_LOG_KEPT = 10_000  # entries of the namespace's audit stream (approximately: MAXLEN ~)
 LISTED_DEPENDENTS = 200  # dependents a task read lists (its count says how many there are)
 EXISTS_CHUNK = 1000  # ids checked per round trip: bounded memory and Redis time whatever a request names
@@ -159,8 +159,9 @@ class Store:
         """`wait_replicas` > 0: transitions someone is told about are acknowledged only once that
         many replicas have them (WAIT on the connection that made the write).
 
-        `lean_scripts`: transition scripts and the audit go out over `lean_redis` where it is the
-        same call (one server); the store then owns those connections and `close` closes them."""
+        `lean_scripts`: transition scripts, the audit and task reads (`get`, `get_each`) go out
+        over `lean_redis` where it is the same call (one server); the store then owns those
+        connections and `close` closes them."""
         self.redis = redis
         self._lean = lean_scripts_for(redis) if lean_scripts else None
         self.wait_replicas = wait_replicas
@@ -316,31 +317,38 @@ class Store:
 
     async def get(self, task_id: str, with_history: bool = True) -> Task | None:
         """The task with its history and its dependents (the first LISTED_DEPENDENTS by id)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            self._queue_get(pipe, task_id)
-            replies = await pipe.execute()
-        return self._task_from_get(task_id, replies, with_history)
+        return self._task_from_get(task_id, await self._get_replies([task_id]), with_history)
 
     async def get_each(self, ids: list[str]) -> list[Task | None]:
         """What `get` answers for each id (None for an unknown one), in one round trip."""
         if not ids:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                self._queue_get(pipe, task_id)
-            replies = await pipe.execute()
+        replies = await self._get_replies(ids)
         n = _GET_REPLIES
         return [self._task_from_get(tid, replies[i * n : (i + 1) * n], True) for i, tid in enumerate(ids)]
 
-    def _queue_get(self, pipe: Any, task_id: str) -> None:
+    async def _get_replies(self, ids: list[str]) -> list[Any]:
+        commands = [command for task_id in ids for command in self._get_commands(task_id)]
+        if self._lean is not None:  # the same commands; their raw replies are redis-py's
+            return await self._lean.pipeline(commands)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return await pipe.execute()
+
+    def _get_commands(self, task_id: str) -> list[tuple[Any, ...]]:
+        """The `_GET_REPLIES` commands that read one task (see `_task_from_get`)."""
         k = self.keys
         lo, hi = record.prefix_range(task_id + record.MEMBER_SEP)
-        for key in (k.tasks, k.results, k.errors, k.tracebacks, k.history, k.progress, k.audit):
-            pipe.hget(key, task_id)
+        commands: list[tuple[Any, ...]] = [
+            ("HGET", key, task_id)
+            for key in (k.tasks, k.results, k.errors, k.tracebacks, k.history, k.progress, k.audit)
+        ]
         # Waiting dependents are in `edges`, those released or cascaded in `past_edges`.
         for key in (k.edges, k.past_edges):
-            pipe.zrangebylex(key, lo, hi, start=0, num=LISTED_DEPENDENTS)
-            pipe.zlexcount(key, lo, hi)
+            commands.append(("ZRANGEBYLEX", key, lo, hi, "LIMIT", 0, LISTED_DEPENDENTS))
+            commands.append(("ZLEXCOUNT", key, lo, hi))
+        return commands
 
     def _task_from_get(self, task_id: str, replies: list[Any], with_history: bool) -> Task | None:
         raw, result, error, tb, history, progress, audit, waiting, n_waiting, past, n_past = replies
