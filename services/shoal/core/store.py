@@ -159,7 +159,8 @@ class Store:
         """`wait_replicas` > 0: transitions someone is told about are acknowledged only once that
         many replicas have them (WAIT on the connection that made the write).
 
-        `lean_scripts`: transition scripts, the audit and task reads (`get`, `get_each`) go out
+        `lean_scripts`: transition scripts (submit, claim, heartbeat, complete, release, cancel,
+        retry), the audit and task reads (`get`, `get_each`) go out
         over `lean_redis` where it is the same call (one server); the store then owns those
         connections and `close` closes them."""
         self.redis = redis
@@ -211,11 +212,12 @@ class Store:
             await self._lean.aclose()
         await self.redis.aclose()
 
-    async def _run(self, script: AsyncScript, args: list[Any]) -> Any:
-        """`script` on the namespace's keys: over the lean path when the store has one."""
+    async def _run(self, script: AsyncScript, args: list[Any], keys: list[str] | None = None) -> Any:
+        """`script` on the namespace's keys (or `keys`): over the lean path when the store has one."""
+        keys = self._k if keys is None else keys
         if self._lean is not None:
-            return await self._lean.run(script, self._k, args)
-        return await script(keys=self._k, args=args)
+            return await self._lean.run(script, keys, args)
+        return await script(keys=keys, args=args)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -517,9 +519,10 @@ class Store:
         self, worker_id: str, running_ids: list[str], processed: int = 0, failed: int = 0
     ) -> HeartbeatReply:
         """Renew the leases of every task the worker still runs, in one call."""
-        raw = await self._scripts.heartbeat(
-            keys=[*self._k, self.keys.worker(worker_id)],
-            args=[worker_id, self._lease_ms, len(running_ids), processed, failed, *running_ids],
+        raw = await self._run(
+            self._scripts.heartbeat,
+            [worker_id, self._lease_ms, len(running_ids), processed, failed, *running_ids],
+            [*self._k, self.keys.worker(worker_id)],
         )
         return HeartbeatReply(
             lost_task_ids=list(raw[2:]), drain_requested=raw[0] == 1, registered=raw[1] == 1
@@ -528,8 +531,10 @@ class Store:
     async def claim(self, worker_id: str, queues: list[str], n: int) -> list[ClaimedTask]:
         if n <= 0:
             return []
-        raw = await self._scripts.claim(
-            keys=[*self._k, self.keys.worker(worker_id)], args=[worker_id, n, self._lease_ms, *queues]
+        raw = await self._run(
+            self._scripts.claim,
+            [worker_id, n, self._lease_ms, *queues],
+            [*self._k, self.keys.worker(worker_id)],
         )
         claimed_at = raw[0] / _MS
         if raw[1]:
@@ -631,9 +636,10 @@ class Store:
     ) -> list[str] | None:
         """release.lua: the ids released, or None when a guard (silent_ms, started_before_ms)
         spared the worker."""
-        raw = await self._scripts.release(
-            keys=[*self._k, self.keys.worker(worker_id)],
-            args=[worker_id, reason, int(counts), worker_state, silent_ms, started_before_ms, *(ids or [])],
+        raw = await self._run(
+            self._scripts.release,
+            [worker_id, reason, int(counts), worker_state, silent_ms, started_before_ms, *(ids or [])],
+            [*self._k, self.keys.worker(worker_id)],
         )
         if raw in (["alive"], ["newer"]):
             return None
