@@ -275,7 +275,11 @@ def test_hundreds_of_waits_and_streams_are_all_answered_while_the_leader_lock_ho
                     LOAD_PROCESSES, LOAD_PROCESSES, wait_timeout_s=MAX_WAIT_S,
                 )
             )  # fmt: skip
-        print(figures, f"lock sampled {samples.taken} times, lowest TTL {samples.lowest_pttl_ms} ms")
+        stalls = [
+            line for line in httpx.get(f"{stack.url}/metrics", timeout=30).text.splitlines()
+            if line.startswith(("shoal_gc_pause_longest_seconds ", "shoal_leader_renewals_late_total{"))
+        ]  # fmt: skip
+        print(figures, f"lock sampled {samples.taken} times, lowest TTL {samples.lowest_pttl_ms} ms", stalls)
         assert figures["wait answers by status"] == {"200": LOAD_WAITS}
         assert figures["waits answered succeeded"] == LOAD_WAITS
         assert figures["streams that saw every success"] == LOAD_STREAMS
