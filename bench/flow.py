@@ -55,6 +55,7 @@ def _old_script(base: str, name: str) -> str:
     parts = [
         scripts.publish_prelude(False),
         scripts.lua_prelude(),
+        "bind(KEYS, ARGV)",  # the prelude's names for the call (the old _common sets up the rest)
         _git_show(base, f"{LUA}/_common.lua"),
         _git_show(base, f"{LUA}/{name}.lua"),
     ]
@@ -82,7 +83,7 @@ async def _drain(redis: Redis, case: str, total: int, batch: int, base: str) -> 
                 return [raw[0], "", *tasks]
 
             store._scripts.claim = claim  # type: ignore[assignment]
-            store._scripts.complete = redis.register_script(_old_script(base, "complete"))
+            store._scripts.complete = redis.register_script(_old_script(base, "complete"))  # type: ignore[assignment]
         if case == "keys":
             await store.flow.put(Rule("key:k:*", concurrency=1))
         for start in range(0, total, 1000):

@@ -180,7 +180,7 @@ def test_a_script_call_is_packed_as_redis_py_packs_it(keys: list[str], args: lis
     whole = HiredisRespSerializer().pack("EVALSHA", sha, len(keys), *keys, *args)
     calls = _ScriptCalls()
     for _ in range(2):  # the second time from the prefix packed the first time
-        assert calls.evalsha(sha, keys, args) == b"".join(whole)
+        assert calls.pack(("EVALSHA", sha), keys, args) == b"".join(whole)
 
 
 def test_sync_only_where_it_is_the_same_call() -> None:

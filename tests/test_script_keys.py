@@ -1,9 +1,10 @@
 """Every key a script touches is in the KEYS of that call: watched with MONITOR.
 
-MONITOR shows each command a script runs (as a `[0 lua]` line right after the EVALSHA that
-ran it). A workload makes every transition through the real store on a private
-redis-server; Redis itself (COMMAND GETKEYS) says which arguments of each command are keys,
-and every one must be among the KEYS its EVALSHA declared. That is what Redis Cluster needs
+MONITOR shows each command a script runs (as a `[0 lua]` line right after the FCALL or
+EVALSHA that ran it: functions on Redis 7, scripts on 6.2). A workload makes every
+transition through the real store on a private redis-server; Redis itself (COMMAND GETKEYS)
+says which arguments of each command are keys, and every one must be among the KEYS its call
+declared. That is what Redis Cluster needs
 to run a script safely (and what makes a half-migrated slot answer TRYAGAIN instead of
 letting the script run against a partial copy).
 """
@@ -26,7 +27,7 @@ from redis.exceptions import ResponseError
 from conftest import make_task_settings
 from shoal.core.models import Outcome, TaskSpec, WorkerInfo
 from shoal.core.progress import ProgressReport
-from shoal.core.scripts import FANOUT_CHUNK, READ_SCRIPT_NAMES, SCRIPT_NAMES
+from shoal.core.scripts import FANOUT_CHUNK, READ_SCRIPT_NAMES, SCRIPT_NAMES, library_source
 from shoal.core.store import Store
 from shoal.redis_local import find_redis_server, free_port
 from store_helpers import new_id
@@ -194,6 +195,8 @@ async def every_transition(store: Store, slow: Store) -> None:
 async def test_every_key_a_script_touches_is_in_its_keys(private_redis: int, namespace: str) -> None:
     url = f"redis://127.0.0.1:{private_redis}/0"
     redis = Redis.from_url(url, decode_responses=True)
+    version = tuple(int(p) for p in (await redis.info("server"))["redis_version"].split(".")[:2])
+    library, _ = library_source()
     store = Store(redis, namespace, make_task_settings())
     slow = Store(redis, namespace, make_task_settings(retention_s=1, retention_max_tasks=3))
     monitor = Monitor(private_redis)
@@ -202,16 +205,20 @@ async def test_every_key_a_script_touches_is_in_its_keys(private_redis: int, nam
     finally:
         lines = monitor.stop()
 
-    calls: list[tuple[list[str], list[list[str]]]] = []  # (EVALSHA args, commands it ran)
+    calls: list[tuple[list[str], list[list[str]]]] = []  # (FCALL / EVALSHA args, commands it ran)
     for line in lines:
         client, args = parse_monitor_line(line)
         if client == "lua" and calls:
             calls[-1][1].append(args)
-        elif args and args[0].lower() in ("evalsha", "eval"):
+        elif args and args[0].lower() in ("evalsha", "eval", "fcall"):
             calls.append((args, []))
     assert calls, "MONITOR saw no script call"
+    # Redis 7 runs them as functions, 6.2 as scripts: whichever the server has, not a mix.
+    assert len({args[0].lower() for args, _ in calls}) == 1, {args[0] for args, _ in calls}
+    assert calls[0][0][0].lower() == ("evalsha" if version < (7,) else "fcall")
 
     shas = {await redis.script_load(src): name for name, src in _script_sources()}
+    shas |= {f"{library}_{name}": name for name in (*SCRIPT_NAMES, *READ_SCRIPT_NAMES)}
     seen: set[str] = set()
     getkeys: dict[tuple[str, ...], list[str]] = {}
     undeclared = []
@@ -271,7 +278,7 @@ async def test_no_script_call_moves_more_than_a_fanout_chunk(private_redis: int,
     written: list[int] = []
     for line in lines:
         client, args = parse_monitor_line(line)
-        if client != "lua" and args and args[0].lower() == "evalsha":
+        if client != "lua" and args and args[0].lower() in ("evalsha", "fcall"):
             written.append(0)
         elif client == "lua" and args[:2] == ["HSET", store.keys.tasks] and written:
             written[-1] += (len(args) - 2) // 2
@@ -280,3 +287,38 @@ async def test_no_script_call_moves_more_than_a_fanout_chunk(private_redis: int,
     assert (counts["queued"], counts["upstream_failed"]) == (n, n)
     assert sum(written) >= 2 * n and len(written) >= 2 * n // FANOUT_CHUNK
     assert max(written) <= FANOUT_CHUNK + 1, written
+
+
+async def test_a_server_that_lost_the_scripts_gets_them_again(private_redis: int, namespace: str) -> None:
+    """FUNCTION FLUSH (Redis 7) or SCRIPT FLUSH (6.2), as on a new or restarted node: the next
+    call of each path (one call, a pipeline, the synchronous direct submit) loads them again."""
+    import redis as redis_sync
+
+    from shoal.core.scripts import SyncTransitionScript
+
+    redis = Redis(port=private_redis, decode_responses=True)
+    sync = redis_sync.Redis(port=private_redis, decode_responses=True)
+    store = Store(redis, namespace, make_task_settings())
+    sync_submit = SyncTransitionScript(sync, "submit")
+    functions = int((await redis.info("server"))["redis_version"].split(".")[0]) >= 7
+
+    async def flush() -> None:
+        await redis.execute_command("FUNCTION FLUSH" if functions else "SCRIPT FLUSH")
+
+    first, second, third = (TaskSpec("noop", id=new_id()) for _ in range(3))
+    await store.submit([first])
+    sync_submit(keys=store.keys.script_keys, args=store.submit_args([second]))
+    listed = await redis.function_list() if functions else []  # [[name, value, name, value...]]
+    libraries = [dict(zip(lib[::2], lib[1::2], strict=True))["library_name"] for lib in listed]
+    assert libraries == ([library_source()[0]] if functions else [])
+    await flush()
+    await store.submit([third])
+    await flush()
+    assert await store.cancel_many([first.id or "", second.id or ""], ["queued"]) == ["ok", "ok"]
+    await flush()
+    fourth = TaskSpec("noop", id=new_id())
+    sync_submit(keys=store.keys.script_keys, args=store.submit_args([fourth]))
+    states = [(await store.get(s.id or "")) for s in (first, second, third, fourth)]
+    sync.close()
+    await redis.aclose()
+    assert [t.state.value if t else None for t in states] == ["cancelled", "cancelled", "queued", "queued"]

@@ -26,14 +26,15 @@ def _words(text: str) -> frozenset[str]:
 
 
 # Every connection: its name (CLIENT SETNAME, shoal.core.redis_client), health checks,
-# running and loading scripts (a pipeline of scripts asks SCRIPT EXISTS first), MULTI/EXEC
+# running and loading scripts (a pipeline of scripts asks SCRIPT EXISTS first; FCALL and
+# FUNCTION LOAD where the server has functions, shoal.core.scripts), MULTI/EXEC
 # pipelines, pub/sub subscriptions (sharded on a cluster) and WAIT after writes when
 # SHOAL_REDIS_WAIT_REPLICAS asks for it. Not CLIENT SETINFO: redis-py's handshake sends it
 # and ignores a refusal, and Redis before 7.2 does not know it (an ACL file naming it would
 # not load).
 HANDSHAKE_ONLY = frozenset({"client|setinfo"})
 _CONNECTION = _words(
-    "ping client|setname evalsha script|load script|exists multi exec"
+    "ping client|setname evalsha script|load script|exists fcall function|load multi exec"
     " subscribe unsubscribe ssubscribe sunsubscribe wait"
 )
 

@@ -2,22 +2,22 @@
 
 redis-py's asyncio client costs about 160-230 µs of CPU per command (its pool's lock and
 condition, a timeout context per read, the retry wrapper, the observability hooks), more
-than everything else a single POST /api/v1/tasks does. `LeanScripts` sends an `EVALSHA`
-of the same registered script, packed by hiredis (as `redis_packing` packs it) and parsed
+than everything else a single POST /api/v1/tasks does. `LeanScripts` sends the same
+`FCALL` or `EVALSHA` as `shoal.core.scripts` does, packed by hiredis (as `redis_packing` packs it) and parsed
 by hiredis's reader (as redis-py parses it), over a small pool of connections of its own:
 one call costs about a fifth.
 
 It is used only where it is the same call: one Redis server over TCP or a Unix socket, no
 TLS, RESP2, no credential provider; Sentinel, Cluster and everything else keep redis-py
 (`lean_scripts_for` answers None). Errors are redis-py's: a Redis error reply raises the
-exception class redis-py raises for it (`NoScriptError` makes it load the script and send
-it again, as redis-py's `Script` does), a broken or silent connection raises redis-py's
+exception class redis-py raises for it (a missing script or function makes it load it and
+send it again, as redis-py's `Script` does), a broken or silent connection raises redis-py's
 `ConnectionError` / `TimeoutError`, so callers handle both paths alike. A connection that
 failed, or whose reply did not come in time, is closed, never reused.
 
 `LeanSyncScripts` is the same for synchronous code (the SDK's direct transport), over
-blocking sockets. Both pack a script's fixed part (`EVALSHA`, its SHA and the namespace's
-keys, 34 of a single submit's 47 arguments) once, and only the arguments per call.
+blocking sockets. Both pack a script's fixed part (`FCALL` and its function or `EVALSHA` and
+its SHA, and the namespace's keys) once, and only the arguments per call.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import redis.connection
@@ -115,19 +115,37 @@ def target_of(pool: Any, unix: bool) -> Target | None:
     )
 
 
+class AsyncCallable(Protocol):
+    """What runs a script here (`shoal.core.scripts.TransitionScript`): its call's head (FCALL
+    and a function, or EVALSHA and a SHA), and how to load it when the server lacks it."""
+
+    async def ready(self) -> Any: ...
+    def head(self) -> tuple[str, str]: ...
+    def missing(self, exc: ResponseError) -> bool: ...
+    async def reload(self) -> None: ...
+
+
+class SyncCallable(Protocol):
+    """`AsyncCallable` for synchronous code (`shoal.core.scripts.SyncTransitionScript`)."""
+
+    def head(self) -> tuple[str, str]: ...
+    def missing(self, exc: ResponseError) -> bool: ...
+    def reload(self) -> None: ...
+
+
 class _ScriptCalls:
-    """EVALSHA packed per call from a prefix packed once per (script, keys)."""
+    """A script call (FCALL or EVALSHA) packed per call from a prefix packed once per (head, keys)."""
 
     def __init__(self) -> None:
-        self._prefixes: dict[tuple[str, tuple[Any, ...]], tuple[int, bytes]] = {}
+        self._prefixes: dict[tuple[tuple[str, str], tuple[Any, ...]], tuple[int, bytes]] = {}
 
-    def evalsha(self, sha: str, keys: list[Any], args: list[Any]) -> bytes:
-        known = self._prefixes.get((sha, tuple(keys)))
+    def pack(self, head: tuple[str, str], keys: list[Any], args: list[Any]) -> bytes:
+        known = self._prefixes.get((head, tuple(keys)))
         if known is None:
-            fixed = hiredis.pack_command(("EVALSHA", sha, len(keys), *keys))
+            fixed = hiredis.pack_command((*head, len(keys), *keys))
             known = (3 + len(keys), fixed[fixed.index(b"\r\n") + 2 :])
             if len(self._prefixes) < 64:  # a store has a handful of (script, keys) pairs
-                self._prefixes[(sha, tuple(keys))] = known
+                self._prefixes[(head, tuple(keys))] = known
         count, fixed = known
         if not args:
             return b"*%d\r\n%s" % (count, fixed)
@@ -359,14 +377,24 @@ class LeanScripts:
             raise reply
         return reply
 
-    async def run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        """`script(keys=keys, args=args)`, as redis-py's Script runs it (loads it on NOSCRIPT)."""
-        packed = self._calls.evalsha(script.sha, keys, args)
+    async def run(self, script: AsyncCallable | AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        """`script(keys=keys, args=args)`: loads it when the server does not have it, and again."""
+        if isinstance(script, AsyncScript):  # registered with redis-py: as its Script runs it
+            packed = self._calls.pack(("EVALSHA", script.sha), keys, args)
+            try:
+                return await self._send(packed)
+            except NoScriptError:
+                await self.call("SCRIPT", "LOAD", script.script)
+                return await self._send(packed)
+        await script.ready()
+        packed = self._calls.pack(script.head(), keys, args)
         try:
             return await self._send(packed)
-        except NoScriptError:
-            await self.call("SCRIPT", "LOAD", script.script)
-            return await self._send(packed)
+        except ResponseError as exc:
+            if not script.missing(exc):
+                raise
+        await script.reload()
+        return await self._send(packed)
 
     async def aclose(self) -> None:
         self._drop_all()
@@ -491,14 +519,23 @@ class LeanSyncScripts:
             raise reply
         return reply
 
-    def run(self, script: Script, keys: list[Any], args: list[Any]) -> Any:
-        """`script(keys=keys, args=args)`, as redis-py's Script runs it (loads it on NOSCRIPT)."""
-        packed = self._calls.evalsha(script.sha, keys, args)
+    def run(self, script: SyncCallable | Script, keys: list[Any], args: list[Any]) -> Any:
+        """`script(keys=keys, args=args)`: loads it when the server does not have it, and again."""
+        if isinstance(script, Script):  # registered with redis-py: as its Script runs it
+            packed = self._calls.pack(("EVALSHA", script.sha), keys, args)
+            try:
+                return self._send(packed)
+            except NoScriptError:
+                self.call("SCRIPT", "LOAD", script.script)
+                return self._send(packed)
+        packed = self._calls.pack(script.head(), keys, args)
         try:
             return self._send(packed)
-        except NoScriptError:
-            self.call("SCRIPT", "LOAD", script.script)
-            return self._send(packed)
+        except ResponseError as exc:
+            if not script.missing(exc):
+                raise
+        script.reload()
+        return self._send(packed)
 
     def close(self) -> None:
         with self._lock:

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
-from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError, TryAgainError
+from redis.exceptions import AskError, MovedError, ResponseError, TryAgainError
 
 from shoal.core import jsonutil, record
 from shoal.core.bulk_store import BulkStore
@@ -41,7 +40,7 @@ from shoal.core.progress_store import parse as parse_progress
 from shoal.core.public_listing import listed_task_public
 from shoal.core.redis_client import AnyRedis, RedisConnector, is_cluster, ready
 from shoal.core.schedule_store import ScheduleStore
-from shoal.core.scripts import Scripts
+from shoal.core.scripts import Scripts, TransitionScript
 from shoal.core.settings import Settings, TaskSettings, get_settings
 from shoal.core.states import TERMINAL, TaskState
 
@@ -212,7 +211,7 @@ class Store:
             await self._lean.aclose()
         await self.redis.aclose()
 
-    async def _run(self, script: AsyncScript, args: list[Any], keys: list[str] | None = None) -> Any:
+    async def _run(self, script: TransitionScript, args: list[Any], keys: list[str] | None = None) -> Any:
         """`script` on the namespace's keys (or `keys`): over the lean path when the store has one."""
         keys = self._k if keys is None else keys
         if self._lean is not None:
@@ -224,7 +223,7 @@ class Store:
 
     # ------------------------------------------------------------------ replicated writes
 
-    async def _replicated(self, script: AsyncScript, args: list[Any], *, must: bool) -> Any:
+    async def _replicated(self, script: TransitionScript, args: list[Any], *, must: bool) -> Any:
         """Run a transition script; with `wait_replicas`, then WAIT for that many replicas on the
         same connection (WAIT counts the writes of its own connection only).
 
@@ -237,8 +236,10 @@ class Store:
         for _ in range(3):
             try:
                 reply, confirmed = await self._script_then_wait(script, args)
-            except NoScriptError:
-                await self.redis.script_load(script.script)
+            except ResponseError as exc:
+                if not script.missing(exc):
+                    raise
+                await script.reload()
                 continue
             except (MovedError, AskError, TryAgainError):
                 # The slot moved before the script ran (it did not run): reload the map, again.
@@ -259,22 +260,23 @@ class Store:
             return reply
         raise NotReplicated(confirmed, self.wait_replicas, self.wait_timeout_ms)
 
-    async def _script_then_wait(self, script: AsyncScript, args: list[Any]) -> tuple[Any, int]:
+    async def _script_then_wait(self, script: TransitionScript, args: list[Any]) -> tuple[Any, int]:
         keys = self._k
+        await script.ready()
         if isinstance(self.redis, RedisCluster):
             await ready(self.redis)
             owner = self.redis.get_node_from_key(keys[0])
             async with self.redis.pipeline(transaction=False) as cpipe:
                 # redis-py blocks pipe.evalsha on a cluster (a script's keys could span slots);
                 # ours all share the namespace's slot, so it is sent as a plain command.
-                cpipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                cpipe.execute_command(*script.command(keys, args))
                 # Same node, so the same connection as the script (one pipeline per node).
                 cpipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms, target_nodes=owner)
                 # No silent redirect: a script sent elsewhere would leave WAIT counting nothing.
                 reply, confirmed = await cpipe.execute(allow_redirections=False)
             return reply, int(confirmed)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command(*script.command(keys, args))
             pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
             reply, confirmed = await pipe.execute()
         return reply, int(confirmed)
@@ -718,27 +720,29 @@ class Store:
         cancel_many."""
         return [str(reply[0]) for reply in await self._each(self._scripts.retry, [[i] for i in task_ids])]
 
-    async def _each(self, script: AsyncScript, arg_lists: list[list[Any]]) -> list[list[Any]]:
+    async def _each(self, script: TransitionScript, arg_lists: list[list[Any]]) -> list[list[Any]]:
         if not arg_lists:
             return []
         return await self._pipelined(script, arg_lists)
 
-    async def _pipelined(self, script: AsyncScript, arg_lists: list[list[Any]]) -> list[Any]:
-        """One script call per argument list, in one pipeline; loads the script on NOSCRIPT.
+    async def _pipelined(self, script: TransitionScript, arg_lists: list[list[Any]]) -> list[Any]:
+        """One script call per argument list, in one pipeline; loads the script when the server
+        does not have it.
 
-        Sent as plain EVALSHA commands: redis-py refuses `evalsha` in a cluster pipeline (a
-        script could touch several slots; ours touch the namespace's one)."""
+        Sent as plain commands: redis-py refuses `evalsha` in a cluster pipeline (a script
+        could touch several slots; ours touch the namespace's one)."""
         keys = self._k
+        await script.ready()
         for attempt in (1, 2):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for args in arg_lists:
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                    pipe.execute_command(*script.command(keys, args))
                 try:
                     return list(await pipe.execute())
-                except NoScriptError:
-                    if attempt == 2:
+                except ResponseError as exc:
+                    if attempt == 2 or not script.missing(exc):
                         raise
-                    await self.redis.script_load(script.script)
+                    await script.reload()
         raise AssertionError("unreachable")
 
     # Reads of bulk jobs (`Store.bulk`): the only code that knows how the indexes are laid out.

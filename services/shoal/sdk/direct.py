@@ -39,7 +39,7 @@ from shoal.core.lean_redis import lean_sync_scripts_for
 from shoal.core.public import task_public
 from shoal.core.redis_client import RedisConnector, Subscription, is_cluster
 from shoal.core.requests import BatchCreate, TaskCreate, ValidationLimits
-from shoal.core.scripts import load_source
+from shoal.core.scripts import SyncTransitionScript
 from shoal.core.settings import RedisSettings, Settings, load_settings
 from shoal.core.states import TERMINAL, TaskState
 from shoal.core.store import Store, submit_results
@@ -244,7 +244,7 @@ class SyncDirectTransport:
         # The same deployment (one server, Sentinel or Cluster), for the store's synchronous twin.
         self._redis = RedisConnector(settings.redis).sync_client("sdk-direct", decode_responses=True)
         sharded = settings.redis.redis_target.mode == "cluster"
-        self._submit = self._redis.register_script(load_source("submit", sharded_pubsub=sharded))
+        self._submit = SyncTransitionScript(self._redis, "submit", sharded_pubsub=sharded)
         # On one server the script call goes out over the lean path (shoal.core.lean_redis).
         self._lean = lean_sync_scripts_for(self._redis)
         self._loop = asyncio.new_event_loop()

@@ -9,18 +9,17 @@
 -- finish() writes back every changed record with one HSET, and applies the index changes
 -- collected meanwhile in a few multi-member commands: with batches of hundreds of tasks per
 -- call, that is most of the difference in Redis CPU per task.
+--
+-- What a call changes lives in the tables below, which begin() makes afresh at the start of
+-- every call: in a library of Redis Functions this file runs once, when it is loaded.
 local DEAD = {failed = true, cancelled = true, upstream_failed = true}
 local TERMINAL = {succeeded = true, failed = true, cancelled = true, upstream_failed = true}
 
 local NOW_MS
-do
-  local t = redis.call('TIME')
-  NOW_MS = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 
 -- Monotonic virtual clock in microseconds: FIFO order within a priority even when many
 -- tasks are queued in the same millisecond; also each task's unique creation stamp.
-local VCLOCK = nil
+local VCLOCK
 local function next_vseq()
   if VCLOCK == nil then
     VCLOCK = math.max(NOW_MS * 1000, tonumber(redis.call('GET', K_VCLOCK) or '0'))
@@ -38,9 +37,9 @@ local function call_chunked(cmd, key, list, step)
 end
 
 -- ------------------------------------------------------------------ task records
-local REC = {}        -- id -> record (table of R_COUNT strings), or false: no such task
-local DIRTY = {}      -- ids whose record finish() writes back, in order
-local IS_DIRTY = {}
+local REC           -- id -> record (table of R_COUNT strings), or false: no such task
+local DIRTY         -- ids whose record finish() writes back, in order
+local IS_DIRTY
 
 local function load_tasks(ids)
   local want = {}
@@ -70,7 +69,7 @@ local function touch(id)
 end
 
 -- Side values (result, error, traceback, history) by hash: id -> text, or false to delete.
-local SIDE = {}
+local SIDE
 local function put_side(key, id, value)
   local s = SIDE[key]
   if not s then s = {}; SIDE[key] = s end
@@ -87,24 +86,24 @@ local function ready_member(id, t)
 end
 
 -- ------------------------------------------------------------------ state changes
-local CHANGES = {}  -- {id, new state} per transition, published by finish() in events of 100
-local WOKEN = {}    -- queues that got work: idle workers are signalled
-local DONE = {}     -- terminal transitions by state, for throughput stats
-local FIRST = {}    -- id -> its state before this script ('' for a task created by it)
-local MOVED = {}    -- ids in FIRST, in order
-local READY = {}    -- ready-set members to add: 0, member, 0, member, ...
-local DEPTH = {}    -- queue NUL priority -> change of the queue's ready count at that priority
+local CHANGES  -- {id, new state} per transition, published by finish() in events of 100
+local WOKEN    -- queues that got work: idle workers are signalled
+local DONE     -- terminal transitions by state, for throughput stats
+local FIRST    -- id -> its state before this script ('' for a task created by it)
+local MOVED    -- ids in FIRST, in order
+local READY    -- ready-set members to add: 0, member, 0, member, ...
+local DEPTH    -- queue NUL priority -> change of the queue's ready count at that priority
 
 -- ------------------------------------------------------------------ flow control
 -- Every script keeps the running count of each task's scopes (queue:, name:, key:) in
 -- K_FLOW_RUNNING as attempts start and end (set_state), whatever the rules say, so a rule
 -- added or changed while tasks run finds the counts right. Tasks with a flow key wait in
 -- K_FLOW_READY by (queue, key) instead of K_READY; claim.lua walks those groups round robin.
-local RUNNING = {}      -- scope -> change of its running count (filled by finish from these:)
-local RUN_Q, RUN_N, RUN_K = {}, {}, {}  -- queue / name / flow key -> change, per task no concatenation
-local FLOW_READY = {}   -- 0, member, ... to add to K_FLOW_READY
-local FLOW_GROUPS = {}  -- queue NUL group -> true: groups that got ready tasks
-local FLOW_WAKE = nil   -- whether an attempt that ends wakes its queue (rules exist), once known
+local RUNNING      -- scope -> change of its running count (filled by finish from these:)
+local RUN_Q, RUN_N, RUN_K  -- queue / name / flow key -> change, per task no concatenation
+local FLOW_READY   -- 0, member, ... to add to K_FLOW_READY
+local FLOW_GROUPS  -- queue NUL group -> true: groups that got ready tasks
+local FLOW_WAKE    -- whether an attempt that ends wakes its queue (rules exist), once known
 
 local function running_add(t, n)
   local q, nm, k = t[R_QUEUE], t[R_NAME], t[R_FLOW_KEY]
@@ -114,10 +113,10 @@ local function running_add(t, n)
 end
 
 -- The change of one scope's running count in this script so far ('queue:q', 'name:n', 'key:k').
-local RUN_OF = {queue = RUN_Q, name = RUN_N, key = RUN_K}
 local function running_delta(scope)
   local kind, target = string.match(scope, '^(%a+):(.*)$')
-  return RUN_OF[kind][target] or 0
+  local of = kind == 'queue' and RUN_Q or kind == 'name' and RUN_N or kind == 'key' and RUN_K
+  return of[target] or 0
 end
 
 -- RUNNING as one table of scopes, for finish().
@@ -197,7 +196,7 @@ local function enqueue(id, t, keep_position)
   set_state(id, t, 'queued')
 end
 
-local SCHEDULE = {}  -- due, id, ... to add to K_SCHEDULED
+local SCHEDULE  -- due, id, ... to add to K_SCHEDULED
 local function schedule(id, t, delay_ms)
   local due = NOW_MS + delay_ms
   SCHEDULE[#SCHEDULE + 1] = due
@@ -231,10 +230,10 @@ end
 -- Releasing a succeeded task's dependents and cascading a failure through a DAG touch one
 -- record per edge. A call does at most FANOUT_CHUNK edges; the work left over goes to
 -- K_FANOUT, which the caller (then the leader, if the caller died) drains with fanout.lua.
-local FAN = {}       -- work items of this call: {mode, id}; 'r' release, 'c' cascade
-local FAN_NEXT = 1
-local BUDGET = FANOUT_CHUNK
-local FAN_LEFT = 0   -- items this call left in K_FANOUT
+local FAN       -- work items of this call: {mode, id}; 'r' release, 'c' cascade
+local FAN_NEXT
+local BUDGET
+local FAN_LEFT  -- items this call left in K_FANOUT
 
 local function fan_out(mode, id) FAN[#FAN + 1] = {mode, id} end
 
@@ -480,4 +479,17 @@ local function finish()
   for state, n in pairs(DONE) do redis.call('HINCRBY', K_STATS_DONE, bucket .. ':' .. state, n) end
   for q, _ in pairs(WOKEN) do publish(C_WAKE(q), '1') end
   return FAN_LEFT
+end
+
+-- ------------------------------------------------------------------ begin
+-- The start of every call (after bind): the time, and nothing changed yet.
+local function begin()
+  local t = redis.call('TIME')
+  NOW_MS = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  VCLOCK = nil
+  REC, DIRTY, IS_DIRTY, SIDE = {}, {}, {}, {}
+  CHANGES, WOKEN, DONE, FIRST, MOVED, READY, DEPTH = {}, {}, {}, {}, {}, {}, {}
+  RUNNING, RUN_Q, RUN_N, RUN_K, FLOW_READY, FLOW_GROUPS, FLOW_WAKE = {}, {}, {}, {}, {}, {}, nil
+  SCHEDULE = {}
+  FAN, FAN_NEXT, BUDGET, FAN_LEFT = {}, 1, FANOUT_CHUNK, 0
 end
