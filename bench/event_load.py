@@ -414,8 +414,9 @@ def main() -> None:
         try:
             deadline = time.monotonic() + 180  # a wait for the start: imports are slow at load 10+
             while True:
-                try:
-                    if httpx.get(f"{api}/readyz", timeout=1).status_code == 200:
+                try:  # ready, and leading: the lock is sampled from the first renewal on
+                    ready = httpx.get(f"{api}/readyz", timeout=1)
+                    if ready.status_code == 200 and ready.json()["leader"]:
                         break
                 except httpx.HTTPError:
                     pass
