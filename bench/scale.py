@@ -158,7 +158,8 @@ async def _slowlog_reset(r: Redis) -> None:
 
 
 async def _script_us(r: Redis) -> list[int]:
-    """Durations (µs) of the script calls logged since the reset (the probe's PINGs left out)."""
+    """Durations (µs) of the script and function calls logged since the reset (the probe's PINGs
+    left out)."""
     entries = await r.slowlog_get(100_000)
     await r.config_set("slowlog-log-slower-than", 10_000)
     out = []
@@ -166,7 +167,7 @@ async def _script_us(r: Redis) -> list[int]:
         command = e["command"]
         if isinstance(command, bytes):
             command = command.decode()
-        if str(command).upper().startswith(("EVALSHA", "EVAL ")):
+        if str(command).upper().startswith(("EVALSHA", "EVAL ", "FCALL")):
             out.append(int(e["duration"]))
     return out
 
