@@ -47,7 +47,9 @@ class CallgrindServer:
         self.out = workdir / "callgrind.out"
         self.proc = subprocess.Popen(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={self.out}",
+             # hz 1: fewer of the server's timer rounds (not part of any call) among the counts
              binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--hz", "1",
              "--dir", str(workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -121,6 +121,7 @@ class AsyncCallable(Protocol):
 
     async def ready(self) -> Any: ...
     def head(self) -> tuple[str, str]: ...
+    def select(self, keys: list[Any]) -> list[Any]: ...
     def missing(self, exc: ResponseError) -> bool: ...
     async def reload(self) -> None: ...
 
@@ -129,6 +130,7 @@ class SyncCallable(Protocol):
     """`AsyncCallable` for synchronous code (`shoal.core.scripts.SyncTransitionScript`)."""
 
     def head(self) -> tuple[str, str]: ...
+    def select(self, keys: list[Any]) -> list[Any]: ...
     def missing(self, exc: ResponseError) -> bool: ...
     def reload(self) -> None: ...
 
@@ -387,7 +389,7 @@ class LeanScripts:
                 await self.call("SCRIPT", "LOAD", script.script)
                 return await self._send(packed)
         await script.ready()
-        packed = self._calls.pack(script.head(), keys, args)
+        packed = self._calls.pack(script.head(), script.select(keys), args)
         try:
             return await self._send(packed)
         except ResponseError as exc:
@@ -528,7 +530,7 @@ class LeanSyncScripts:
             except NoScriptError:
                 self.call("SCRIPT", "LOAD", script.script)
                 return self._send(packed)
-        packed = self._calls.pack(script.head(), keys, args)
+        packed = self._calls.pack(script.head(), script.select(keys), args)
         try:
             return self._send(packed)
         except ResponseError as exc:

@@ -157,7 +157,8 @@ def lua_prelude(library: bool = False) -> str:
             named.append(f"  {channel_name(attr)} = C_PREFIX .. {_lua_string(':' + template)}")
     states = ", ".join(f"{s.value} = {lua_name('state_' + s.value)}" for s in TaskState)
     lines += [
-        "local function bind(keys, argv)",
+        "local function bind(keys, argv, place)",
+        "  if place then keys = place(keys) end  -- only the keys the script uses: at their places",
         "  KEYS, ARGV = keys, argv",
         f"  K_STATE = {{{states}}}",
         f"  C_PREFIX = string.sub(K_EVENTS, 1, #K_EVENTS - {len(events_suffix) + 1})",
@@ -176,16 +177,65 @@ def publish_prelude(sharded: bool) -> str:
     )
 
 
-def compile_lua(body: str, common: bool = False, sharded_pubsub: bool = False) -> str:
+def compile_lua(
+    body: str, common: bool = False, sharded_pubsub: bool = False, layout: Sequence[int] | None = None
+) -> str:
     """A runnable script: the publish helper, the prelude, the shared helpers when `common`,
-    then `body`, with the schema's names inlined."""
+    then `body`, with the schema's names inlined. `layout`: the script gets only these keys of
+    FIXED (0-based positions, `key_layout`), else all of them."""
     parts = [publish_prelude(sharded_pubsub), lua_prelude()]
     if common:
-        parts += [(LUA_DIR / "_common.lua").read_text(), "bind(KEYS, ARGV)\nbegin()"]
-    else:
-        parts.append("bind(KEYS, ARGV)")
+        parts.append((LUA_DIR / "_common.lua").read_text())
+    parts.append(f"bind(KEYS, ARGV{_lua_layout(layout)})" + ("\nbegin()" if common else ""))
     parts.append(body)
     return inline_constants("\n".join(parts))
+
+
+def _lua_layout(layout: Sequence[int] | None) -> str:
+    """`, place` for bind: a function that puts the keys passed (those of `layout`, then the
+    worker's) at their places in FIXED, in one table constructor (sized once: the cheapest)."""
+    if layout is None:
+        return ""
+    at = {pos: j for j, pos in enumerate(layout, start=1)}
+    slots = [f"k[{at[i]}]" if i in at else "nil" for i in range(len(FIXED))]
+    slots += [f"k[{len(layout) + 1 + j}]" for j in range(len(SCRIPT_PER_ID))]
+    return ", function(k) return {" + ", ".join(slots) + "} end"
+
+
+_HELPER = re.compile(r"^local function (\w+)\(", re.M)
+_KEY_NAME = re.compile(r"\bK_[A-Z0-9_]+\b")
+_WORD = re.compile(r"\b\w+\b")
+
+
+@cache
+def _common_helpers() -> dict[str, str]:
+    """Each top-level function of _common.lua -> its text (up to the next one)."""
+    text = (LUA_DIR / "_common.lua").read_text()
+    starts = [(m.start(), m.group(1)) for m in _HELPER.finditer(text)]
+    ends = [start for start, _ in starts[1:]] + [len(text)]
+    return {name: text[start:end] for (start, name), end in zip(starts, ends, strict=True)}
+
+
+@cache
+def key_layout(name: str) -> tuple[int, ...]:
+    """The positions in FIXED of the keys script `name` may touch: every K_ name in its file
+    and in the helpers of _common.lua it mentions (and those they mention), K_STATE standing
+    for every state's index, K_EVENTS for the channels' prefix. A script call costs per key
+    it passes (about 1,400 instructions each, whether the script uses it or not), so each
+    passes only these. Mentions are read from the text, so the set can only be too large."""
+    helpers = _common_helpers() if name in SCRIPT_NAMES else {}
+    texts, seen = [(LUA_DIR / f"{name}.lua").read_text()], set()
+    i = 0
+    while i < len(texts):
+        for word in _WORD.findall(texts[i]):
+            if word in helpers and word not in seen:
+                seen.add(word)
+                texts.append(helpers[word])
+        i += 1
+    names = {m for text in texts for m in _KEY_NAME.findall(text)} | {lua_name("events")}
+    if "K_STATE" in names:
+        names |= {lua_name(f"state_{s.value}") for s in TaskState}
+    return tuple(i for i, (attr, _) in enumerate(FIXED) if lua_name(attr) in names)
 
 
 _LIBRARY_NAME = "SHOAL_LIBRARY"  # stands for the library's name until its text is known
@@ -203,7 +253,8 @@ def library_source(sharded_pubsub: bool = False) -> tuple[str, str]:
     common = (LUA_DIR / "_common.lua").read_text()
     parts = [publish_prelude(sharded_pubsub), lua_prelude(library=True), common]
     for name in (*SCRIPT_NAMES, *READ_SCRIPT_NAMES):
-        start = "bind(keys, args) begin()" if name in SCRIPT_NAMES else "bind(keys, args)"
+        parts.append(f"local place_{name} = {_lua_layout(key_layout(name))[2:]}")
+        start = f"bind(keys, args, place_{name})" + (" begin()" if name in SCRIPT_NAMES else "")
         flags = ", flags = {'no-writes'}" if name in NO_WRITES else ""
         parts += [
             f"local function run_{name}()",
@@ -219,12 +270,19 @@ def library_source(sharded_pubsub: bool = False) -> tuple[str, str]:
 
 def load_source(name: str, sharded_pubsub: bool = False) -> str:
     """A state-changing script: the prelude, the shared helpers, then its own file."""
-    return compile_lua((LUA_DIR / f"{name}.lua").read_text(), common=True, sharded_pubsub=sharded_pubsub)
+    body = (LUA_DIR / f"{name}.lua").read_text()
+    return compile_lua(body, common=True, sharded_pubsub=sharded_pubsub, layout=key_layout(name))
 
 
 def load_read_source(name: str, sharded_pubsub: bool = False) -> str:
     """A script that changes no task: the prelude, then its own file."""
-    return compile_lua((LUA_DIR / f"{name}.lua").read_text(), sharded_pubsub=sharded_pubsub)
+    body = (LUA_DIR / f"{name}.lua").read_text()
+    return compile_lua(body, sharded_pubsub=sharded_pubsub, layout=key_layout(name))
+
+
+def select_keys(layout: Sequence[int], keys: Sequence[str]) -> list[str]:
+    """Of a namespace's `keys` (FIXED in order, then the worker's key if any), those of `layout`."""
+    return [keys[i] for i in layout] + list(keys[len(FIXED) :])
 
 
 def load_plain(name: str) -> str:
@@ -289,6 +347,16 @@ class TransitionScript:
         self.function = f"{library.name}_{name}"
         self.script = source  # the same script for EVALSHA
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.layout = key_layout(name)
+        self._selected: tuple[Sequence[str], list[str]] = ((), [])
+
+    def select(self, keys: Sequence[str]) -> list[str]:
+        """The keys this script is passed, of the namespace's (`select_keys`)."""
+        known, selected = self._selected
+        if keys is not known:  # a store passes the same list each time
+            selected = select_keys(self.layout, keys)
+            self._selected = (keys, selected)
+        return selected
 
     async def ready(self) -> None:
         await self.library.ready()
@@ -298,8 +366,10 @@ class TransitionScript:
         return ("FCALL", self.function) if self.library.functions else ("EVALSHA", self.sha)
 
     def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
-        """The call's arguments for `execute_command` (FCALL or EVALSHA, as the library decided)."""
-        return (*self.head(), len(keys), *keys, *args)
+        """The call's arguments for `execute_command` (FCALL or EVALSHA, as the library decided),
+        `keys` being the namespace's (FIXED in order, then the worker's key if any)."""
+        passed = self.select(keys)
+        return (*self.head(), len(passed), *passed, *args)
 
     @staticmethod
     def missing(exc: ResponseError) -> bool:
@@ -331,6 +401,7 @@ class SyncTransitionScript:
         self.function = f"{self.library}_{name}"
         self.script = (load_source if name in SCRIPT_NAMES else load_read_source)(name, sharded_pubsub)
         self.sha = hashlib.sha1(self.script.encode()).hexdigest()
+        self.layout = key_layout(name)
         self.functions: bool | None = None
         self._lock = threading.Lock()
 
@@ -368,15 +439,18 @@ class SyncTransitionScript:
         else:
             self.redis.script_load(self.script)
 
+    def select(self, keys: Sequence[str]) -> list[str]:
+        return select_keys(self.layout, keys)
+
     def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        head = self.head()
+        head, passed = self.head(), self.select(keys)
         try:
-            return self.redis.execute_command(*head, len(keys), *keys, *args)
+            return self.redis.execute_command(*head, len(passed), *passed, *args)
         except ResponseError as exc:
             if not _is_missing(exc):
                 raise
         self.reload()
-        return self.redis.execute_command(*head, len(keys), *keys, *args)
+        return self.redis.execute_command(*head, len(passed), *passed, *args)
 
 
 class Scripts:
