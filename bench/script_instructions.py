@@ -1,6 +1,10 @@
 """Instructions Redis runs per single-task submit, counted with callgrind (independent of load).
 
     python -m bench.script_instructions [--calls 200] [--redis-server /usr/bin/redis-server]
+    python -m bench.script_instructions --cpu [--calls 3000]
+
+With `--cpu`, a plain redis-server instead, and its CPU time (INFO cpu, user + system: the
+kernel's reads and writes too) per call, which does depend on the machine's load.
 
 Starts a private redis-server under `valgrind --tool=callgrind` with counting off, and for
 each workload below counts the instructions the server runs (its whole process: reading the
@@ -27,7 +31,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import redis as redis_sync
 from redis.asyncio import Redis
 
 from shoal.core.models import Outcome, TaskSpec
@@ -38,8 +44,54 @@ from shoal.redis_local import find_redis_server, free_port
 WARMUP = 20
 
 
+def _wait_for(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.2)
+
+
+class CpuServer:
+    """A plain redis-server; `stop()` gives its CPU time in µs since `start()`."""
+
+    unit = "us of CPU"
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_for(self.port, self.proc, 10)
+        self._client = redis_sync.Redis(port=self.port)
+        self._start = 0.0
+
+    def _cpu_us(self) -> float:
+        info: dict[str, Any] = self._client.info("cpu")
+        return (float(info["used_cpu_user"]) + float(info["used_cpu_sys"])) * 1e6
+
+    def start(self) -> None:
+        self._start = self._cpu_us()
+
+    def stop(self) -> float:
+        return self._cpu_us() - self._start
+
+    def close(self) -> None:
+        self._client.close()
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
 class CallgrindServer:
     """redis-server under callgrind, counting only between `start()` and `stop()`."""
+
+    unit = "instructions"
 
     def __init__(self, binary: str, workdir: Path) -> None:
         self.port = free_port()
@@ -53,15 +105,7 @@ class CallgrindServer:
              "--dir", str(workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start under valgrind") from None
-                time.sleep(0.2)
+        _wait_for(self.port, self.proc, 60)
 
     def _control(self, *args: str) -> None:
         subprocess.run(["callgrind_control", *args, str(self.proc.pid)], check=True, capture_output=True)
@@ -70,7 +114,7 @@ class CallgrindServer:
         self._control("--zero")
         self._control("--instr=on")
 
-    def stop(self) -> int:
+    def stop(self) -> float:
         """Instructions counted since `start()`."""
         self._control("--instr=off")
         for old in self.workdir.glob("callgrind.out*"):
@@ -87,7 +131,10 @@ class CallgrindServer:
         self.proc.wait(30)
 
 
-async def count(server: CallgrindServer, calls: int, one: Callable[[int], Awaitable[object]]) -> float:
+Server = CpuServer | CallgrindServer
+
+
+async def count(server: Server, calls: int, one: Callable[[int], Awaitable[object]]) -> float:
     for i in range(WARMUP):
         await one(-1 - i)
     server.start()
@@ -96,7 +143,7 @@ async def count(server: CallgrindServer, calls: int, one: Callable[[int], Awaita
     return server.stop() / calls
 
 
-async def measure(server: CallgrindServer, calls: int) -> dict[str, float]:
+async def measure(server: Server, calls: int) -> dict[str, float]:
     redis = Redis(port=server.port, decode_responses=True)
     store = Store(redis, f"bench-instr-{uuid.uuid4().hex[:8]}", TaskSettings())
     payload = "x" * 100
@@ -133,25 +180,26 @@ async def measure(server: CallgrindServer, calls: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--cpu", action="store_true", help="CPU time of a plain server, not callgrind's count")
     ap.add_argument("--redis-server", default=find_redis_server())
     args = ap.parse_args(argv)
-    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+    if not args.cpu and (not shutil.which("valgrind") or not shutil.which("callgrind_control")):
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
     if not args.redis_server:
         print("no redis-server found", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
-        server = CallgrindServer(args.redis_server, Path(tmp))
+        server: Server = (CpuServer if args.cpu else CallgrindServer)(args.redis_server, Path(tmp))
         try:
             costs = asyncio.run(measure(server, args.calls))
         finally:
             server.close()
     version = subprocess.run([args.redis_server, "--version"], capture_output=True, text=True).stdout.split()
-    print(f"instructions per call in {' '.join(version[:3])}, {args.calls} calls each:")
+    print(f"{server.unit} per call in {' '.join(version[:3])}, {args.calls} calls each:")
     ref = costs["LPUSH (reference)"]
     for name, n in costs.items():
-        print(f"  {name:<22} {n:>10,.0f}  ({n / ref:.1f}x LPUSH)")
+        print(f"  {name:<22} {n:>10,.{1 if args.cpu else 0}f}  ({n / ref:.1f}x LPUSH)")
     return 0
 
 
