@@ -57,6 +57,53 @@ def _raw_response(status: int, phrase: str, detail: str) -> bytes:
     return head.encode() + body
 
 
+class CoalescingTransport:
+    """A connection's transport whose writes within one turn of the event loop leave in one write.
+
+    uvicorn writes a response's status line and headers, then its body, as two writes: two
+    system calls and two TCP segments for one answer, and a client woken for the headers
+    alone. Here the bytes written during one loop turn are joined and written when the turn
+    ends (or before the connection closes), so a JSON answer leaves in one piece; a stream's
+    later chunks still leave in the turn they are written. Everything else is the transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+
 class _ConnectionGuard:
     """Mixed into a uvicorn HTTP protocol class; follows each request through its phases."""
 
@@ -71,7 +118,8 @@ class _ConnectionGuard:
     client: Any
 
     def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
+        coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+        super().connection_made(coalescing)  # type: ignore[misc]
         self._guard_timer: asyncio.TimerHandle | None = None
         self._seen_cycle: Any = None
         self._header_bytes = 0
