@@ -117,10 +117,20 @@ def scheduler(
 SUBMIT_SHA = hashlib.sha1(load_source("submit").encode()).hexdigest().encode()  # what EVALSHA names
 
 
+def is_submit(command: bytes) -> bool:
+    """A call of the submit script: by EVALSHA, or FCALL of the library's `<library>_submit`
+    (the scripts run as Redis Functions where the server has them)."""
+    verb, _, rest = command.partition(b" ")
+    name = rest.split(b" ", 1)[0]
+    return (verb == b"EVALSHA" and name == SUBMIT_SHA) or (
+        verb == b"FCALL" and name.startswith(b"shoal_") and name.endswith(b"_submit")
+    )
+
+
 def submit_script_ms(redis: redis_sync.Redis) -> list[float]:
     """Durations of the submit script calls since the log was last reset, in ms (the leader's
     loops run their own scripts meanwhile; SLOWLOG shows the start of each call's arguments)."""
-    calls = [e for e in redis.slowlog_get(100000) if e["command"].startswith(b"EVALSHA " + SUBMIT_SHA)]
+    calls = [e for e in redis.slowlog_get(100000) if is_submit(e["command"])]
     redis.slowlog_reset()
     return [e["duration"] / 1000 for e in calls]
 
