@@ -34,6 +34,7 @@ from shoal.scheduler.elector_process import ElectionProcessExited, ElectorProces
 from shoal.scheduler.leader import RENEWALS_LATE, RedisLeaderElector
 from shoal.scheduler.operator import build_operator
 from store_helpers import eventually
+from tests.k8s_fixture import LEASES, KubeApi
 
 # The lock lives 3 s and is renewed every second, so a renewal may be late by 2 s before the
 # lock expires: the election process needs the CPU for a millisecond a second, and a loaded
@@ -158,6 +159,38 @@ async def test_a_resignation_from_the_api_loop_releases_the_lock_and_sits_out(na
         # Sitting out one lock lifetime: the next renewals (every LOCK_S / 3) do not take it back.
         await asyncio.sleep(LOCK_S / 2)
         assert lock_value(keys.leader) is None and not elector.is_leader
+
+
+async def test_the_kubernetes_lease_is_held_from_the_election_process(
+    kube_api: KubeApi, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))  # the election process reads it
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    settings = settings_for(namespace)
+    kube = settings.kube.model_copy(
+        update={"pod_name": "pod-a", "leader_lease_duration_s": 6.0, "leader_renew_deadline_s": 4.0,
+                "leader_retry_period_s": 1.0}
+    )  # fmt: skip
+    elector = ElectorProcess(
+        ElectionSpec(
+            identity="pod-a",
+            kind="kubernetes",
+            lock_s=LOCK_S,
+            redis=settings.redis,
+            kube=kube,
+            log=settings.log,
+        )
+    )
+
+    def holder() -> str | None:
+        lease = kube_api.emu.get(LEASES, kube.leader_lease_name)
+        return None if lease is None else lease["spec"].get("holderIdentity")
+
+    async with campaigning(elector):
+        assert await eventually(check(lambda: elector.is_leader), timeout_s=START_S)
+        assert holder() == "pod-a" and elector.fencing_token == "pod-a#0"
+    assert not elector.is_leader
+    assert holder() is None, "stepping down cleared the holder"
 
 
 async def test_an_election_process_that_dies_is_loud_and_restarted(api_store: Store, namespace: str) -> None:
