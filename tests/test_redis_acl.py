@@ -227,6 +227,8 @@ FORBIDDEN: list[tuple[str, tuple[object, ...]]] = [
     ("SCAN", ("SCAN", "0")),
     ("EVAL", ("EVAL", "return redis.call('FLUSHALL')", "0")),
     ("SCRIPT FLUSH", ("SCRIPT", "FLUSH")),
+    ("FUNCTION FLUSH", ("FUNCTION", "FLUSH")),
+    ("FUNCTION DELETE", ("FUNCTION", "DELETE", "shoal_x")),
     ("MIGRATE", ("MIGRATE", "127.0.0.1", "1", "k", "0", "100")),
     ("DEBUG", ("DEBUG", "SLEEP", "0")),
     ("MONITOR-like CLIENT LIST", ("CLIENT", "LIST")),
@@ -252,6 +254,48 @@ def test_each_role_is_refused_what_it_must_not_do(
     assert isinstance(refused.value, redis_sync.exceptions.NoPermissionError) or what == "DEBUG", (
         refused.value
     )
+
+
+def test_only_the_scheduler_loads_the_scripts_library_and_a_worker_calls_it(acl_redis: AclRedis) -> None:
+    """A library is replaced by its name: a worker that could load one could change the code
+    the scheduler runs. The worker is refused FUNCTION LOAD, and calls the library that the
+    scheduler's store loaded (FCALL, not EVALSHA: MONITOR-free, by the server's own counts)."""
+    from shoal.core.keys import Keys
+    from shoal.core.scripts import SyncTransitionScript, library_source
+
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    namespace = acl_redis.namespace
+    name, code = library_source()
+    worker, scheduler = acl_redis.as_role("worker"), acl_redis.as_role("scheduler")
+    admin = acl_redis.admin()
+    admin.function_flush()
+    with pytest.raises(redis_sync.exceptions.NoPermissionError):
+        worker.function_load(f"#!lua name=evil\nredis.register_function('{name}_submit', function() end)")
+    with pytest.raises(redis_sync.exceptions.NoPermissionError):
+        worker.function_load(code, replace=True)
+    keys = Keys(namespace).script_keys
+    args = [0, 1, new_id(), "noop", "default", 0, 0, "[]", "{}", "", 0, 60, 0, "", "", ""]
+    SyncTransitionScript(scheduler, "submit")(keys, args)  # loads the library
+    before = admin.info("commandstats")
+    task = new_id()
+    by_worker = SyncTransitionScript(worker, "submit")
+    by_worker(keys, [*args[:2], task, *args[3:]])
+    after = admin.info("commandstats")
+    calls = {c: after.get(f"cmdstat_{c}", {}).get("calls", 0) - before.get(f"cmdstat_{c}", {}).get("calls", 0)
+             for c in ("fcall", "evalsha")}  # fmt: skip
+    assert (by_worker.functions, by_worker.may_load) == (True, False)
+    assert calls == {"fcall": 1, "evalsha": 0}
+    assert admin.hexists(Keys(namespace).tasks, task)
+    # With the library gone, a worker turns to EVALSHA for good (it may load scripts, not libraries).
+    admin.function_flush()
+    other = new_id()
+    by_worker(keys, [*args[:2], other, *args[3:]])
+    assert by_worker.functions is False and admin.hexists(Keys(namespace).tasks, other)
+    admin.delete(*Keys(namespace).script_keys)
+    for client in (worker, scheduler, admin):
+        client.close()
 
 
 def test_a_role_may_use_its_own_namespace(acl_redis: AclRedis) -> None:

@@ -322,3 +322,37 @@ async def test_a_server_that_lost_the_scripts_gets_them_again(private_redis: int
     sync.close()
     await redis.aclose()
     assert [t.state.value if t else None for t in states] == ["cancelled", "cancelled", "queued", "queued"]
+
+
+async def test_a_store_that_may_not_load_the_library_calls_the_one_there(
+    private_redis: int, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's store (`load_library=False`: its ACL user may not load libraries) never loads
+    one: it runs EVALSHA while the server has none, FCALL once a scheduler's store loaded it
+    (after FUNCTIONS_AGAIN_S, 0 here); on Redis 6.2, EVALSHA for good."""
+    from shoal.core import scripts
+
+    monkeypatch.setattr(scripts, "FUNCTIONS_AGAIN_S", 0)
+    redis = Redis(port=private_redis, decode_responses=True)
+    functions = int((await redis.info("server"))["redis_version"].split(".")[0]) >= 7
+    if functions:
+        await redis.function_flush()
+    worker = Store(redis, namespace, make_task_settings(), load_library=False)
+    scheduler = Store(redis, namespace, make_task_settings())
+
+    async def calls(command: str) -> int:
+        return int((await redis.info("commandstats")).get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    first = TaskSpec("noop", id=new_id())
+    await worker.submit([first])
+    assert (await redis.function_list() if functions else []) == []  # it loaded nothing
+    assert worker._scripts.library.functions is False  # EVALSHA now
+    await scheduler.submit([TaskSpec("noop", id=new_id())])  # loads the library (7.0)
+    fcalls = await calls("fcall")
+    second = TaskSpec("noop", id=new_id())
+    await worker.submit([second])
+    assert await calls("fcall") == fcalls + (1 if functions else 0)
+    assert worker._scripts.library.functions is functions
+    states = [await worker.get(s.id or "") for s in (first, second)]
+    await redis.aclose()
+    assert [t.state.value if t else None for t in states] == ["queued", "queued"]

@@ -26,15 +26,15 @@ def _words(text: str) -> frozenset[str]:
 
 
 # Every connection: its name (CLIENT SETNAME, shoal.core.redis_client), health checks,
-# running and loading scripts (a pipeline of scripts asks SCRIPT EXISTS first; FCALL and
-# FUNCTION LOAD where the server has functions, shoal.core.scripts), MULTI/EXEC
+# running and loading scripts (a pipeline of scripts asks SCRIPT EXISTS first; FCALL where
+# the server has functions, shoal.core.scripts), MULTI/EXEC
 # pipelines, pub/sub subscriptions (sharded on a cluster) and WAIT after writes when
 # SHOAL_REDIS_WAIT_REPLICAS asks for it. Not CLIENT SETINFO: redis-py's handshake sends it
 # and ignores a refusal, and Redis before 7.2 does not know it (an ACL file naming it would
 # not load).
 HANDSHAKE_ONLY = frozenset({"client|setinfo"})
 _CONNECTION = _words(
-    "ping client|setname evalsha script|load script|exists fcall function|load multi exec"
+    "ping client|setname evalsha script|load script|exists fcall multi exec"
     " subscribe unsubscribe ssubscribe sunsubscribe wait"
 )
 
@@ -49,6 +49,9 @@ _DIRECT: dict[str, frozenset[str]] = {
         "hgetall hget hmget lrange exists mget smembers zcard zcount zrange zrevrange zrangebyscore"
         " zrank zscore xrange xrevrange xread xinfo|stream zrem hset hincrby lpush ltrim publish xadd del"
         " expire sadd zadd"
+        # loading the scripts' library of functions: the scheduler's alone (a library is
+        # replaced by its name, so a role that may load one could change the code others run)
+        " function|load"
     ),
     # registration (one MULTI/EXEC) and the event announcing it
     "worker": _words("del hset zadd sadd publish xadd"),

@@ -389,14 +389,13 @@ class LeanScripts:
                 await self.call("SCRIPT", "LOAD", script.script)
                 return await self._send(packed)
         await script.ready()
-        packed = self._calls.pack(script.head(), script.select(keys), args)
         try:
-            return await self._send(packed)
+            return await self._send(self._calls.pack(script.head(), script.select(keys), args))
         except ResponseError as exc:
             if not script.missing(exc):
                 raise
-        await script.reload()
-        return await self._send(packed)
+        await script.reload()  # the head may have turned from FCALL to EVALSHA
+        return await self._send(self._calls.pack(script.head(), script.select(keys), args))
 
     async def aclose(self) -> None:
         self._drop_all()
@@ -530,14 +529,13 @@ class LeanSyncScripts:
             except NoScriptError:
                 self.call("SCRIPT", "LOAD", script.script)
                 return self._send(packed)
-        packed = self._calls.pack(script.head(), script.select(keys), args)
         try:
-            return self._send(packed)
+            return self._send(self._calls.pack(script.head(), script.select(keys), args))
         except ResponseError as exc:
             if not script.missing(exc):
                 raise
-        script.reload()
-        return self._send(packed)
+        script.reload()  # the head may have turned from FCALL to EVALSHA
+        return self._send(self._calls.pack(script.head(), script.select(keys), args))
 
     def close(self) -> None:
         with self._lock:

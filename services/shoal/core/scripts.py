@@ -21,6 +21,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -293,39 +294,79 @@ def load_plain(name: str) -> str:
 
 
 def _is_missing(exc: ResponseError) -> bool:
-    """The server does not have what was called (a flushed or new node): load it and again."""
-    return isinstance(exc, NoScriptError) or "function not found" in str(exc).lower()
+    """The server does not have what was called (a flushed or new node), or this user may not
+    call functions: load it (or turn to EVALSHA) and call again."""
+    text = str(exc).lower()
+    return (
+        isinstance(exc, NoScriptError)
+        or "function not found" in text
+        or (isinstance(exc, NoPermissionError) and "fcall" in text)
+        or _no_functions(exc)
+    )
 
 
 def _no_functions(exc: ResponseError) -> bool:
-    """FUNCTION LOAD refused because the server has no functions (Redis 6.2) or the user may
-    not load them: scripts then run by EVALSHA, as before functions."""
-    return isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower()
+    """FUNCTION LOAD refused because the server has no functions (Redis 6.2): scripts then run
+    by EVALSHA, as before functions."""
+    return "unknown command" in str(exc).lower()
+
+
+# Loading is the scheduler's alone (shoal.core.acl): a library is replaced by its name, so a
+# role that may load one could change the code every other role runs. A role that may not
+# calls the library the scheduler loaded, and turns to EVALSHA for good if it finds none.
+_MAY_NOT_LOAD = (
+    "this user may not load the scripts as functions: it calls those the scheduler loads "
+    "(EVALSHA while none is there)"
+)
+_TURNED = "the scripts' library is not on the server and this process does not load it: EVALSHA for %d s"
+FUNCTIONS_AGAIN_S = 30  # how long a process that may not load the library runs EVALSHA when it finds none
 
 
 class Library:
     """Whether the server runs the scripts as functions (decided on first use, by loading them)."""
 
-    def __init__(self, redis: AnyRedis, sharded_pubsub: bool) -> None:
+    def __init__(self, redis: AnyRedis, sharded_pubsub: bool, may_load: bool = True) -> None:
         self.redis = redis
         self.name, self.code = library_source(sharded_pubsub)
-        self.functions: bool | None = None  # None: not known yet
+        # None: not known yet (one that may not load calls FCALL until the server says no)
+        self.functions: bool | None = None if may_load else True
+        self.may_load = may_load
+        self._again_at: float | None = None  # when to try FCALL again (one that may not load)
         self._lock = asyncio.Lock()
+
+    def refused(self, exc: ResponseError) -> None:
+        """A call met `exc` (one `_is_missing` accepts): a server without functions is one for good."""
+        if _no_functions(exc):
+            self.functions, self._again_at = False, None
 
     async def ready(self) -> bool:
         """Whether calls go out as FCALL; loads the library on first use."""
+        if self._again_at is not None and time.monotonic() >= self._again_at:
+            self.functions, self._again_at = True, None
         if self.functions is None:
             async with self._lock:
                 if self.functions is None:
                     try:
                         await self.load()
-                        self.functions = True
+                    except NoPermissionError:
+                        log.info(_MAY_NOT_LOAD)
+                        self.may_load = False
                     except ResponseError as exc:
                         if not _no_functions(exc):
                             raise
                         log.info("Redis Functions unavailable (%s): the scripts run by EVALSHA", exc)
                         self.functions = False
+                        return False
+                    self.functions = True
         return self.functions
+
+    async def recover(self) -> None:
+        """After a call found the library missing: load it again, or turn to EVALSHA for a while."""
+        if self.functions and self.may_load:
+            await self.load()
+        elif self.functions:
+            log.warning(_TURNED, FUNCTIONS_AGAIN_S)
+            self.functions, self._again_at = False, time.monotonic() + FUNCTIONS_AGAIN_S
 
     async def load(self) -> None:
         """FUNCTION LOAD, unless the server has it already (the name says its exact code; the
@@ -371,14 +412,18 @@ class TransitionScript:
         passed = self.select(keys)
         return (*self.head(), len(passed), *passed, *args)
 
-    @staticmethod
-    def missing(exc: ResponseError) -> bool:
-        return _is_missing(exc)
+    def missing(self, exc: ResponseError) -> bool:
+        """Whether `exc` means: `reload` and call again."""
+        if not _is_missing(exc):
+            return False
+        self.library.refused(exc)
+        return True
 
     async def reload(self) -> None:
+        """After `missing`: the library loaded again, or this script (then by EVALSHA)."""
         if self.library.functions:
-            await self.library.load()
-        else:
+            await self.library.recover()
+        if not self.library.functions:
             await self.library.redis.script_load(self.script)
 
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -386,7 +431,7 @@ class TransitionScript:
         try:
             return await self.library.redis.execute_command(*self.command(keys, args))
         except ResponseError as exc:
-            if not _is_missing(exc):
+            if not self.missing(exc):
                 raise
         await self.reload()
         return await self.library.redis.execute_command(*self.command(keys, args))
@@ -403,6 +448,7 @@ class SyncTransitionScript:
         self.sha = hashlib.sha1(self.script.encode()).hexdigest()
         self.layout = key_layout(name)
         self.functions: bool | None = None
+        self.may_load = True
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -418,46 +464,59 @@ class SyncTransitionScript:
             if self.functions is None:
                 try:
                     self._load()
-                    self.functions = True
+                except NoPermissionError:
+                    log.info(_MAY_NOT_LOAD)
+                    self.may_load = False
                 except ResponseError as exc:
                     if not _no_functions(exc):
                         raise
                     log.info("Redis Functions unavailable (%s): the scripts run by EVALSHA", exc)
                     self.functions = False
+                    return False
+                self.functions = True
             return self.functions
 
     def head(self) -> tuple[str, str]:
         return ("FCALL", self.function) if self.ready() else ("EVALSHA", self.sha)
 
-    @staticmethod
-    def missing(exc: ResponseError) -> bool:
-        return _is_missing(exc)
+    def missing(self, exc: ResponseError) -> bool:
+        """Whether `exc` means: `reload` and call again."""
+        if not _is_missing(exc):
+            return False
+        if _no_functions(exc):
+            self.functions = False
+        return True
 
     def reload(self) -> None:
-        if self.ready():
+        """After `missing`: the library loaded again, or this script (then by EVALSHA)."""
+        if self.ready() and self.may_load:
             self._load()
-        else:
+        elif self.functions:
+            log.warning(_TURNED)
+            self.functions = False
+        if not self.functions:
             self.redis.script_load(self.script)
 
     def select(self, keys: Sequence[str]) -> list[str]:
         return select_keys(self.layout, keys)
 
     def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        head, passed = self.head(), self.select(keys)
+        passed = self.select(keys)
         try:
-            return self.redis.execute_command(*head, len(passed), *passed, *args)
+            return self.redis.execute_command(*self.head(), len(passed), *passed, *args)
         except ResponseError as exc:
-            if not _is_missing(exc):
+            if not self.missing(exc):
                 raise
-        self.reload()
-        return self.redis.execute_command(*head, len(passed), *passed, *args)
+        self.reload()  # the head may have turned from FCALL to EVALSHA
+        return self.redis.execute_command(*self.head(), len(passed), *passed, *args)
 
 
 class Scripts:
     """Every transition script, called as a function of one library or by EVALSHA."""
 
-    def __init__(self, redis: AnyRedis, sharded_pubsub: bool = False) -> None:
-        self.library = Library(redis, sharded_pubsub)
+    def __init__(self, redis: AnyRedis, sharded_pubsub: bool = False, load_library: bool = True) -> None:
+        """`load_library`: False for a process whose Redis user may not load it (a worker)."""
+        self.library = Library(redis, sharded_pubsub, may_load=load_library)
         for name in SCRIPT_NAMES:
             setattr(self, name, TransitionScript(self.library, name, load_source(name, sharded_pubsub)))
         for name in READ_SCRIPT_NAMES:

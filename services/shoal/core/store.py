@@ -154,6 +154,7 @@ class Store:
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
         lean_scripts: bool = False,
+        load_library: bool = True,
     ) -> None:
         """`wait_replicas` > 0: transitions someone is told about are acknowledged only once that
         many replicas have them (WAIT on the connection that made the write).
@@ -161,7 +162,10 @@ class Store:
         `lean_scripts`: transition scripts (submit, claim, heartbeat, complete, release, cancel,
         retry), the audit and task reads (`get`, `get_each`) go out
         over `lean_redis` where it is the same call (one server); the store then owns those
-        connections and `close` closes them."""
+        connections and `close` closes them.
+
+        `load_library`: False where the Redis user may not load the scripts' library of functions
+        (a worker's, shoal.core.acl): it calls the one the scheduler loaded."""
         self.redis = redis
         self._lean = lean_scripts_for(redis) if lean_scripts else None
         self.wait_replicas = wait_replicas
@@ -170,7 +174,7 @@ class Store:
         self.keys = Keys(namespace)
         self.settings = tasks
         self.sharded_pubsub = is_cluster(redis)
-        self._scripts = Scripts(redis, sharded_pubsub=self.sharded_pubsub)
+        self._scripts = Scripts(redis, sharded_pubsub=self.sharded_pubsub, load_library=load_library)
         self._k = self.keys.script_keys
         self._lease_ms = int(tasks.lease_s * _MS)
         self._retention = int(tasks.retention_s)
@@ -192,6 +196,7 @@ class Store:
         max_connections: int | None = None,
         *,
         lean_scripts: bool = False,
+        load_library: bool = True,
     ) -> Store:
         """A store on a client of its own (`purpose` names it in CLIENT LIST)."""
         settings = settings or get_settings()
@@ -204,6 +209,7 @@ class Store:
             wait_replicas=r.redis_wait_replicas,
             wait_timeout_ms=r.redis_wait_timeout_ms,
             lean_scripts=lean_scripts,
+            load_library=load_library,
         )
 
     async def close(self) -> None:

@@ -447,7 +447,8 @@ class Worker:
 
 async def serve(settings: Settings, early_stop: EarlyStop) -> Worker:
     """Run a worker until a stop signal (also one that came during start-up); returns it stopped."""
-    store = Store.from_settings(settings, lean_scripts=True)  # claims and completions: shoal.core.lean_redis
+    # claims and completions: shoal.core.lean_redis; the scripts' library is the scheduler's to load
+    store = Store.from_settings(settings, lean_scripts=True, load_library=False)
     worker = Worker(settings, store)
     early_stop.hand_over(asyncio.get_running_loop(), worker.request_stop)
     try:
