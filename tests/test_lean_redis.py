@@ -69,6 +69,11 @@ async def test_replies_as_redis_py_does(client: Redis, lean: LeanScripts) -> Non
     assert expected[:3] == ["{lean}:k", "é ü", 42]
     # The connection carries the client's name (what CLIENT LIST shows) on the client's database.
     assert await lean.call("CLIENT", "GETNAME") == "shoal-lean-lean-test"
+    # TCP keepalive, as the connector asks of redis-py (socket_keepalive=True).
+    [conn] = lean._idle
+    assert conn.transport is not None
+    sock = conn.transport.get_extra_info("socket")
+    assert lean.target.path is not None or sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     db = await lean.call("CLIENT", "INFO")
     assert f" db={client.connection_pool.connection_kwargs.get('db', 0)} " in db
 
@@ -203,6 +208,8 @@ def test_sync_replies_errors_and_reloads_as_redis_py_does() -> None:
         keys, args = ["{lean}:k"], ["é ü", 41]
         assert lean.run(script, keys, args) == script(keys=keys, args=args)
         assert lean.call("CLIENT", "GETNAME") == "shoal-lean-lean-sync"
+        keepalive = lean._idle[0].sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        assert lean.target.path is not None or keepalive == 1
         failing = client.register_script("return redis.error_reply('ERR no such luck')")
         with pytest.raises(ResponseError, match="no such luck"):
             lean.run(failing, [], [])

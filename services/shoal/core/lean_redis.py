@@ -78,6 +78,7 @@ class Target:
     encoding: str | None  # None: replies stay bytes (no decode_responses)
     socket_timeout_s: float | None
     connect_timeout_s: float | None
+    keepalive: bool = False  # SO_KEEPALIVE, as redis-py's socket_keepalive
 
     def where(self) -> str:
         return self.path if self.path is not None else f"{self.host}:{self.port}"
@@ -112,6 +113,7 @@ def target_of(pool: Any, unix: bool) -> Target | None:
         encoding=str(kw.get("encoding") or "utf-8") if kw.get("decode_responses") else None,
         socket_timeout_s=kw.get("socket_timeout"),
         connect_timeout_s=kw.get("socket_connect_timeout"),
+        keepalive=bool(kw.get("socket_keepalive")) and not unix,
     )
 
 
@@ -244,7 +246,10 @@ class LeanScripts:
                 if t.path is not None:
                     _, conn = await loop.create_unix_connection(lambda: _Resp(t.encoding), t.path)
                 else:
-                    _, conn = await loop.create_connection(lambda: _Resp(t.encoding), t.host, t.port)
+                    transport, conn = await loop.create_connection(lambda: _Resp(t.encoding), t.host, t.port)
+                    sock = transport.get_extra_info("socket")
+                    if t.keepalive and sock is not None:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         except TimeoutError as error:
             raise RedisTimeoutError(f"connecting to Redis at {t.where()} timed out") from error
         except OSError as error:
@@ -433,6 +438,8 @@ class _SyncConn:
             else:
                 sock = socket.create_connection((target.host, target.port), target.connect_timeout_s)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if target.keepalive:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         except TimeoutError as error:
             raise RedisTimeoutError(f"connecting to Redis at {target.where()} timed out") from error
         except OSError as error:
