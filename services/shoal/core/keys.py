@@ -3,8 +3,10 @@
 All names of a namespace start with the hash tag `{namespace}`, so they live in one Redis
 Cluster slot. Per-task, per-queue and per-state data live in a fixed set of per-namespace
 structures (docs/contracts.md, "Redis data model"), so every transition script receives
-every key it touches in KEYS: `FIXED`, in order, as KEYS[1..n], then the calling worker's
-hash when the script needs it. No script builds a key name from data it read.
+every key it touches in KEYS: those of `FIXED` it may touch, in FIXED's order (a call costs
+per key passed: `shoal.core.scripts.key_layout`), then the calling worker's hash when the
+script needs it; in Lua they are at their FIXED places again. No script builds a key name
+from data it read.
 `shoal.core.scripts` generates the Lua prelude from this module (`K_<NAME>`), and
 tests/test_key_schema.py checks that both agree.
 """
@@ -13,8 +15,8 @@ from __future__ import annotations
 
 from shoal.core.states import TaskState
 
-# The namespace's fixed keys, in the order every transition script receives them as
-# KEYS[1..n]: attribute of `Keys` (upper-cased with K_ in Lua) -> suffix after the prefix.
+# The namespace's fixed keys, in the order of KEYS[1..n] inside every transition script (each
+# is passed those it may touch): attribute of `Keys` (upper-cased with K_ in Lua) -> suffix.
 FIXED: tuple[tuple[str, str], ...] = (
     ("tasks", "tasks"),  # hash id -> task record (shoal.core.record)
     ("results", "results"),  # hash id -> result JSON of a succeeded task
