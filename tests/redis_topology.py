@@ -345,6 +345,19 @@ class _SentinelServer(Server):
                 "--logfile", str(self.dir / "sentinel.log")]  # fmt: skip
 
 
+def lone_sentinel(workdir: Path, service: str, primary: Server) -> Server:
+    """A started sentinel that alone watches `primary` as `service` (quorum 1): one that names
+    another primary than the deployment's sentinels, at configuration epoch 0."""
+    port = free_port()
+    conf = workdir / f"sentinel-{port}.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {workdir}\nsentinel monitor {service} 127.0.0.1 {primary.port} 1\n"
+    )
+    sentinel = _SentinelServer(workdir, conf, port)
+    sentinel.start()
+    return sentinel
+
+
 def wait_until(predicate: object, timeout_s: float, what: str, server: Server | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while True:

@@ -27,9 +27,10 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from conftest import REDIS_URL, make_task_settings
-from redis_topology import LocalCluster, LocalSentinel, Server, wait_until
+from redis_topology import LocalCluster, LocalSentinel, Server, lone_sentinel, wait_until
 from shoal.core.keys import Keys
 from shoal.core.redis_client import AnyRedis, RedisConnector, ready
+from shoal.core.sentinel_epoch import newest_primary
 from shoal.core.settings import RedisSettings
 from shoal.core.store import Store
 from store_helpers import spec
@@ -245,6 +246,71 @@ async def test_a_sentinel_client_follows_the_primary_through_a_failover(sentinel
             raw.close()
     finally:
         await client.aclose()
+
+
+async def test_the_newest_configuration_wins_over_a_sentinel_that_names_another_primary(
+    tmp_path: Path,
+) -> None:
+    """A sentinel that has not heard of the failover names a server that is a primary too (as the
+    old primary is, restarted on its own data, until it is demoted): the clients follow the
+    sentinels of the newest configuration epoch, whichever sentinel answers first."""
+    deployment = LocalSentinel(tmp_path / "deployment", replicas=1, sentinels=3)
+    stale = Server(tmp_path / "stale")
+    servers: list[Server] = [stale]
+    try:
+        deployment.start()
+        before = deployment.current_primary()
+        control = deployment.sentinels[0].client()
+        control.execute_command("SENTINEL", "FAILOVER", deployment.service)
+        control.close()
+
+        def every_sentinel_names_the_new_primary() -> bool:
+            for sentinel in deployment.sentinels:
+                raw = sentinel.client(timeout_s=1)
+                try:
+                    state = raw.sentinel_master(deployment.service)
+                    if int(state["config-epoch"]) < 1 or int(state["port"]) == before.port:
+                        return False
+                finally:
+                    raw.close()
+            return True
+
+        wait_until(every_sentinel_names_the_new_primary, 60, "the sentinels to agree on the failover")
+        after = deployment.current_primary()
+        stale.start()
+        servers.append(lone_sentinel(tmp_path / "stale", deployment.service, stale))
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in (servers[1], *deployment.sentinels))
+        url = f"redis+sentinel://{hosts}/{deployment.service}"  # the stale one's sentinel first
+
+        client = connector(url).client("epoch-test")
+        sync_client = connector(url).sync_client("epoch-test")
+        try:
+            await client.set("{t}:async", "1")
+            sync_client.set("{t}:sync", "1")
+        finally:
+            await client.aclose()
+            sync_client.close()
+        on_new, on_stale = after.client(), stale.client()
+        try:
+            assert (on_new.get("{t}:async"), on_new.get("{t}:sync")) == (b"1", b"1")
+            assert on_stale.dbsize() == 0, "a write went to the primary of the older configuration"
+        finally:
+            on_new.close()
+            on_stale.close()
+    finally:
+        for server in servers:
+            server.stop()
+        deployment.stop()
+
+
+def test_among_answers_of_one_epoch_a_settled_one_beats_the_failover_leaders_old_address() -> None:
+    old = {"ip": "127.0.0.1", "port": 7000, "config-epoch": 1, "flags": "master,failover_in_progress"}
+    promoted = {"ip": "127.0.0.1", "port": 7001, "config-epoch": 1, "flags": "master"}
+    older = {"ip": "127.0.0.1", "port": 7002, "config-epoch": 0, "flags": "master"}
+    for answers in ([old, promoted, older], [older, promoted, old]):
+        assert newest_primary("shoal", answers) == ("127.0.0.1", 7001)
+    assert newest_primary("shoal", [older, old]) == ("127.0.0.1", 7000), "the newest epoch first"
+    assert newest_primary("shoal", []) is None
 
 
 def test_a_sync_client_reaches_the_primary_through_sentinel(sentinel: LocalSentinel) -> None:

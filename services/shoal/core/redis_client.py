@@ -31,15 +31,15 @@ from typing import Any
 
 import redis
 import redis.cluster
-import redis.sentinel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, RedisCluster
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shoal.core import redis_packing
 from shoal.core.redis_url import RedisTarget
+from shoal.core.sentinel_epoch import NewestEpochSentinel, NewestEpochSyncSentinel
 from shoal.core.settings import RedisSettings
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,9 @@ class RedisConnector:
             )
         if t.mode == "sentinel":
             assert t.service is not None
-            sentinel = Sentinel(list(t.hosts), sentinel_kwargs=self._sentinel_kwargs(), db=t.db, **kwargs)
+            sentinel = NewestEpochSentinel(
+                list(t.hosts), sentinel_kwargs=self._sentinel_kwargs(), db=t.db, **kwargs
+            )
             return sentinel.master_for(  # type: ignore[no-any-return]
                 t.service,
                 redis_class=SentinelManagedRedis,
@@ -287,7 +289,7 @@ class RedisConnector:
             return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
         if t.mode == "sentinel":
             assert t.service is not None
-            sentinel = redis.sentinel.Sentinel(
+            sentinel = NewestEpochSyncSentinel(
                 list(t.hosts), sentinel_kwargs=self._sentinel_kwargs(), db=t.db, **kwargs
             )
             return sentinel.master_for(t.service, redis_class=_SyncSentinelManagedRedis)  # type: ignore[no-any-return]
