@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +22,9 @@ from dashboard_support import dashboard_process, finish_tasks
 from shoal import task_request
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Every wait for the page (Playwright's default for actions and expect() here): a hang guard, not a
+# bound. At load 8 on 2 cores a first render took over 20 s; the page updates itself meanwhile.
+UI_WAIT_MS = 60_000
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,6 +32,25 @@ pytestmark = [
         not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium (apt-get install chromium)"
     ),
 ]
+
+
+def open_tab(page, name: str | re.Pattern[str]) -> None:  # type: ignore[no-untyped-def]
+    """Click a tab until it stays selected: a live refresh that changes the set of tabs (a retried
+    task loses its Error tab) puts Streamlit back on the first one and can swallow a click."""
+    from playwright.sync_api import expect
+
+    tab = page.get_by_role("tab", name=name)
+    deadline = time.monotonic() + UI_WAIT_MS / 1000
+    while True:
+        tab.click()
+        try:
+            expect(tab).to_have_attribute("aria-selected", "true", timeout=2_000)
+            time.sleep(0.5)  # past the rerun that was under way, if any
+            expect(tab).to_have_attribute("aria-selected", "true", timeout=2_000)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
 
 
 @pytest.fixture
@@ -38,13 +61,15 @@ def dashboard(api: ApiServer, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def browser_page() -> Iterator:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(UI_WAIT_MS)
+        expect.set_options(timeout=UI_WAIT_MS)
         try:
             yield page
         finally:
@@ -58,13 +83,13 @@ def test_overview_shows_live_counts_from_the_api(api: ApiServer, dashboard: str,
         client.submit_batch([{"name": "echo", "args": [i]} for i in range(7)])
         page = browser_page
         page.goto(dashboard)
-        expect(page.get_by_role("heading", name="Overview")).to_be_visible(timeout=20_000)
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
         queued = page.get_by_test_id("stMetric").filter(has_text=re.compile(r"^.*queued")).first
-        expect(queued.get_by_test_id("stMetricValue")).to_have_text("7", timeout=20_000)
+        expect(queued.get_by_test_id("stMetricValue")).to_have_text("7")
 
         # More work arrives; the page updates itself, without a reload.
         client.submit_batch([{"name": "echo", "args": [i]} for i in range(5)])
-        expect(queued.get_by_test_id("stMetricValue")).to_have_text("12", timeout=15_000)
+        expect(queued.get_by_test_id("stMetricValue")).to_have_text("12")
         workers = page.get_by_test_id("stMetric").filter(has_text="Workers up").first
         expect(workers.get_by_test_id("stMetricValue")).to_have_text("0")
 
@@ -76,8 +101,8 @@ def test_a_task_link_opens_its_detail_and_explanation(api: ApiServer, dashboard:
         task = client.submit_request(task_request("sleep", [1], queue="nightly"))
     page = browser_page
     page.goto(f"{dashboard}/tasks?task={task['id']}")
-    expect(page.get_by_role("heading", name="Tasks")).to_be_visible(timeout=20_000)
-    expect(page.get_by_test_id("stCode").filter(has_text=task["id"])).to_be_visible(timeout=20_000)
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    expect(page.get_by_test_id("stCode").filter(has_text=task["id"])).to_be_visible()
     expect(page.get_by_text("Why is it not running?")).to_be_visible()
     expect(page.get_by_text("SHOAL_QUEUES=nightly")).to_be_visible()
 
@@ -121,7 +146,7 @@ def test_plain_value_results_render_as_values(
     for task_id, shown, kind in ((number, "1.07", "number"), (text, "ok", "string of 2 characters")):
         page.goto(f"{dashboard}/tasks?task={task_id}")
         code = page.get_by_test_id("stCode").filter(has_text=re.compile(rf"^\s*{re.escape(shown)}\s*$"))
-        expect(code).to_be_visible(timeout=20_000)
+        expect(code).to_be_visible()
         expect(page.get_by_text(kind, exact=True)).to_be_visible()
         for broken in ("src property must be a valid json object", "Json Parse Error"):
             expect(page.get_by_text(broken)).to_have_count(0)
@@ -144,9 +169,9 @@ def test_a_task_error_with_markdown_shows_as_text_and_fetches_nothing(
     page.goto(f"{dashboard}/tasks?task={task['id']}")
     # The explanation quotes the error, character for character, as text.
     alert = page.get_by_test_id("stAlertContentError").filter(has_text="failed for good")
-    expect(alert).to_be_visible(timeout=20_000)
+    expect(alert).to_be_visible()
     assert error in alert.inner_text().replace("\u2060", "")
-    page.get_by_role("tab", name="Error").click()
+    open_tab(page, "Error")
     expect(page.get_by_test_id("stCode").filter(has_text="![pixel]")).to_be_visible()
     page.wait_for_load_state("networkidle")
     # No element points at the attacker's host, and the browser never asked it for anything.
@@ -187,11 +212,11 @@ def test_sign_in_as_viewer_reads_and_as_operator_acts(api_factory, browser_page,
 
         def sign_in(name: str, password: str) -> None:
             page.goto(f"{dashboard}/tasks?task={task['id']}")
-            expect(page.get_by_role("heading", name="Shoal dashboard")).to_be_visible(timeout=20_000)
+            expect(page.get_by_role("heading", name="Shoal dashboard")).to_be_visible()
             page.get_by_label("User").fill(name)
             page.get_by_label("Password").fill(password)
             page.get_by_role("button", name="Sign in").click()
-            expect(page.get_by_test_id("stCode").filter(has_text=task["id"])).to_be_visible(timeout=20_000)
+            expect(page.get_by_test_id("stCode").filter(has_text=task["id"])).to_be_visible()
 
         sign_in("victor", "victor-password-1")
         expect(page.get_by_text("victor · viewer: reads only")).to_be_visible()
@@ -199,13 +224,13 @@ def test_sign_in_as_viewer_reads_and_as_operator_acts(api_factory, browser_page,
         expect(page.get_by_role("link", name="Submit")).to_have_count(0)  # no Submit page for viewers
 
         page.get_by_role("link", name="Sign out").click()
-        expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=20_000)
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible()
 
         sign_in("alice", "alice-password-1")
         expect(page.get_by_text("alice · operator: may act")).to_be_visible()
         expect(page.get_by_role("link", name="Submit")).to_be_visible()
         page.get_by_role("button", name="Cancel", exact=True).click()
-        expect(page.get_by_text(f"Cancelled {task['id']}")).to_be_visible(timeout=20_000)
+        expect(page.get_by_text(f"Cancelled {task['id']}")).to_be_visible()
     with api.client() as client:
         assert client.get(task["id"])["state"] == "cancelled"
 
@@ -223,8 +248,8 @@ def test_a_tasks_logs_show_per_attempt_as_text(
     save_logs(redis_url, namespace, task["id"], 1, "processing row 1\n**not bold** row 2 done\n")
     page = browser_page
     page.goto(f"{dashboard}/tasks?task={task['id']}")
-    page.get_by_role("tab", name="Logs").click(timeout=20_000)
-    expect(page.get_by_text("Attempt 1", exact=True)).to_be_visible(timeout=20_000)
+    open_tab(page, "Logs")
+    expect(page.get_by_text("Attempt 1", exact=True)).to_be_visible()
     box = page.get_by_test_id("stCode").filter(has_text="processing row 1")
     expect(box).to_be_visible()
     assert "**not bold** row 2 done" in box.inner_text()
@@ -249,18 +274,18 @@ def test_a_dag_is_retried_in_place_from_the_failed_task(
         # The stranded task says which task to retry, and with what.
         page.goto(f"{dashboard}/tasks?task={child['id']}")
         advice = page.get_by_test_id("stAlertContentError").filter(has_text="with its dependents")
-        expect(advice).to_be_visible(timeout=20_000)
+        expect(advice).to_be_visible()
         assert f"Retry {parent['id']} with its dependents" in advice.inner_text().replace("\u2060", "")
         # From the failed task, one click brings the whole DAG below it back, under the same ids.
         page.goto(f"{dashboard}/tasks?task={parent['id']}")
-        page.get_by_role("button", name="Retry with dependents").click(timeout=20_000)
-        expect(page.get_by_text(f"Queued {parent['id']} again")).to_be_visible(timeout=20_000)
+        page.get_by_role("button", name="Retry with dependents").click()
+        expect(page.get_by_text(f"Queued {parent['id']} again")).to_be_visible()
         states = [client.get(t["id"])["state"] for t in (parent, child, grandchild)]
         assert states == ["queued", "pending", "pending"]
         # The graph of the retried task shows what waits on it again.
-        page.get_by_role("tab", name=re.compile(r"^Dependencies")).click()
+        open_tab(page, re.compile(r"^Dependencies"))
         nodes = page.locator("svg g.node text", has_text="pending")  # the graph's own node labels
-        expect(nodes.first).to_be_visible(timeout=20_000)
+        expect(nodes.first).to_be_visible()
         assert nodes.count() == 2  # the child and the grandchild, both waiting again
         finish_tasks(redis_url, namespace, results={parent["id"]: "fed"})
         assert client.get(child["id"])["state"] == "queued"
