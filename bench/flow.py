@@ -35,6 +35,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bench.redis_server_stats import delete_namespace, redis_cpu_s
 from shoal.core import scripts
 from shoal.core.flow import Rule
 from shoal.core.models import Outcome, TaskSpec
@@ -60,13 +61,6 @@ def _old_script(base: str, name: str) -> str:
         _git_show(base, f"{LUA}/{name}.lua"),
     ]
     return scripts.inline_constants("\n".join(parts))
-
-
-async def _redis_cpu_us(redis: Redis) -> float:
-    """CPU the server used so far (user + system), in µs: unlike a command's wall time, it does
-    not grow while the server waits for a core on a loaded machine."""
-    cpu = await redis.info("cpu")
-    return (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1e6
 
 
 async def _drain(redis: Redis, case: str, total: int, batch: int, base: str) -> tuple[float, float]:
@@ -97,7 +91,7 @@ async def _drain(redis: Redis, case: str, total: int, batch: int, base: str) -> 
                     for i in range(start, min(total, start + 1000))
                 ]
             )
-        usec0 = await _redis_cpu_us(redis)
+        usec0 = await redis_cpu_s(redis) * 1e6
         t0 = time.perf_counter()
         done = 0
         while done < total:
@@ -109,12 +103,10 @@ async def _drain(redis: Redis, case: str, total: int, batch: int, base: str) -> 
             )
             done += len(claimed)
         elapsed = time.perf_counter() - t0
-        usec = await _redis_cpu_us(redis) - usec0
+        usec = await redis_cpu_s(redis) * 1e6 - usec0
         return total / elapsed, usec / total
     finally:
-        keys = [k async for k in redis.scan_iter(store.keys.pattern(), count=1000)]
-        for i in range(0, len(keys), 1000):
-            await redis.delete(*keys[i : i + 1000])
+        await delete_namespace(store)
 
 
 CASES = {"before": "before (scripts at --base)", "plain": "no limits", "keys": "1,000 keys of limit 1"}

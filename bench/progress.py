@@ -23,6 +23,7 @@ import uuid
 
 from redis.asyncio import Redis
 
+from bench.redis_server_stats import delete_namespace
 from shoal.core.models import TaskSpec, WorkerInfo
 from shoal.core.progress import ProgressSink, progress, reporting
 from shoal.core.settings import TaskSettings
@@ -96,9 +97,7 @@ async def measure(url: str, reports: int, tasks: int) -> dict[str, float]:
             "outside_us": outside_us,
         }
     finally:
-        keys = [k async for k in redis.scan_iter(store.keys.pattern(), count=1000)]
-        for i in range(0, len(keys), 1000):
-            await redis.delete(*keys[i : i + 1000])
+        await delete_namespace(store)
         await redis.aclose()
 
 

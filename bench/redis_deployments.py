@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests")]
 
+from bench.redis_server_stats import redis_cpu_s_sync  # noqa: E402
 from redis_topology import LocalCluster, Server, wait_until  # noqa: E402
 from shoal.core.models import Outcome, TaskSpec  # noqa: E402
 from shoal.core.redis_client import RedisConnector  # noqa: E402
@@ -95,8 +96,7 @@ def wait_part(workdir: Path, singles: int, batches: int) -> list[dict[str, Any]]
 def _cpu_s(server: Server) -> float:
     client = server.client()
     try:
-        info = client.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return redis_cpu_s_sync(client)
     finally:
         client.close()
 

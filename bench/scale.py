@@ -39,6 +39,7 @@ from typing import Any
 import redis
 from redis.asyncio import Redis
 
+from bench.redis_server_stats import delete_namespace, redis_cpu_s
 from shoal.core.models import Outcome, TaskSpec
 from shoal.core.public import task_public
 from shoal.core.settings import TaskSettings
@@ -131,10 +132,7 @@ async def _used_memory(r: Redis) -> int:
 
 
 async def _drop(store: Store) -> None:
-    keys = [k async for k in store.redis.scan_iter(store.keys.pattern(), count=1000)]
-    for i in range(0, len(keys), 100):
-        # DEL, not UNLINK: the memory is free when it answers (the next phase measures from there).
-        await store.redis.delete(*keys[i : i + 100])
+    await delete_namespace(store, batch=100)
 
 
 async def _submit(store: Store, specs: list[TaskSpec]) -> None:
@@ -145,11 +143,6 @@ async def _submit(store: Store, specs: list[TaskSpec]) -> None:
 def _ms(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-async def _redis_cpu_s(r: Redis) -> float:
-    info = await r.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def _slowlog_reset(r: Redis) -> None:
@@ -247,14 +240,14 @@ async def listing(r: Redis, store: Store, repeat: int, limits: list[int]) -> lis
             times: list[float] = []
             empty_pages = 0
             await _slowlog_reset(r)
-            cpu0, client0 = await _redis_cpu_s(r), time.process_time()
+            cpu0, client0 = await redis_cpu_s(r), time.process_time()
             for _ in range(repeat):
                 t0 = time.perf_counter()
                 found, _body = await api_page(store, limit, filters)
                 times.append(time.perf_counter() - t0)
                 if matches and not found:
                     empty_pages += 1
-            client_cpu, redis_cpu = time.process_time() - client0, await _redis_cpu_s(r) - cpu0
+            client_cpu, redis_cpu = time.process_time() - client0, await redis_cpu_s(r) - cpu0
             redis_us = await _script_us(r)
             rows.append(
                 {
@@ -317,9 +310,9 @@ async def _measured(r: Redis, url: str, what: Any) -> dict[str, Any]:
     await _slowlog_reset(r)
     with LatencyProbe(url) as probe:
         t0 = time.perf_counter()
-        cpu0 = await _redis_cpu_s(r)
+        cpu0 = await redis_cpu_s(r)
         await what()
-        cpu = await _redis_cpu_s(r) - cpu0
+        cpu = await redis_cpu_s(r) - cpu0
         wall = time.perf_counter() - t0
     scripts = await _script_us(r)
     return {
