@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import os
 import signal
 import subprocess
@@ -159,6 +160,28 @@ async def test_a_resignation_from_the_api_loop_releases_the_lock_and_sits_out(na
         # Sitting out one lock lifetime: the next renewals (every LOCK_S / 3) do not take it back.
         await asyncio.sleep(LOCK_S / 2)
         assert lock_value(keys.leader) is None and not elector.is_leader
+
+
+async def test_a_scheduler_that_says_nothing_for_the_silence_bound_loses_the_lead(namespace: str) -> None:
+    # A stall of the whole process past the bound stands for a hung scheduler: its event loop
+    # no longer writes the line a second that tells the election process it is alive.
+    silence_s = LOCK_S
+    spec = dataclasses.replace(spec_for(namespace), parent_silence_s=silence_s)
+    elector = ElectorProcess(spec)
+    stop = asyncio.Event()
+    campaign = asyncio.create_task(elector.run(stop))
+    try:
+        assert await eventually(check(lambda: elector.is_leader), timeout_s=START_S)
+        with sampling_lock(REDIS_URL, Keys(namespace).leader) as samples:
+            stall_the_process(silence_s + STALL_S)
+        assert samples.missing > 0, "the silent scheduler's election process released the lock"
+        with pytest.raises(ElectionProcessExited, match="exited with code 0"):
+            await asyncio.wait_for(campaign, timeout=START_S)
+        assert not elector.is_leader
+    finally:
+        stop.set()
+        with contextlib.suppress(ElectionProcessExited):
+            await asyncio.wait_for(campaign, timeout=60)
 
 
 async def test_the_kubernetes_lease_is_held_from_the_election_process(

@@ -7,7 +7,9 @@ stdout whenever what the scheduler should know changes:
 `{"leader_until": <monotonic s, 0 when not leading>, "token": <fencing token or null>,
 "late": {"woke_late": n, "slow_answer": n}}` (the late rounds counted so far; a line answering a
 resignation also carries `"resigned": <id>`). Further stdin lines are commands
-(`{"op": "resign", "id": n}`).
+(`{"op": "resign", "id": n}`, and `{"op": "alive"}` every second from the scheduler's event
+loop: when none has come for the spec's `parent_silence_s`, the scheduler is hung and this
+process steps down and exits, for a replica that works to lead).
 
 It dies with the scheduler: stdin reaching EOF (the scheduler closed it, or died and the kernel
 closed it) makes it step down and exit; PR_SET_PDEATHSIG sends it SIGTERM, which does the same,
@@ -26,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -116,6 +119,8 @@ async def _obey(elector: LeaderElector, line: bytes | None, stop: asyncio.Event)
         stop.set()
         return
     request = orjson.loads(line)
+    if request.get("op") == "alive":
+        return
     if request.get("op") == "resign":
         await elector.resign()
         _send({**_state(elector), "resigned": request.get("id")})
@@ -133,14 +138,28 @@ async def _serve(spec: ElectionSpec) -> None:
         campaign = asyncio.create_task(elector.run(stop), name="campaign")
         reporter = asyncio.create_task(_report(elector), name="report")
         stopping = asyncio.create_task(stop.wait())
+        heard_at = time.monotonic()
         try:
             while True:
                 command = asyncio.create_task(commands.get())
-                await asyncio.wait({campaign, command, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                silence_left = heard_at + spec.parent_silence_s - time.monotonic()
+                await asyncio.wait(
+                    {campaign, command, stopping},
+                    timeout=max(0.0, silence_left),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 if command.done():
+                    heard_at = time.monotonic()
                     await _obey(elector, command.result(), stop)
                 else:
                     command.cancel()
+                    if time.monotonic() - heard_at >= spec.parent_silence_s and not stop.is_set():
+                        log.error(
+                            "the scheduler has said nothing for %.0f s: stepping down",
+                            spec.parent_silence_s,
+                            extra={"identity": spec.identity},
+                        )
+                        stop.set()
                 if campaign.done() or stop.is_set():
                     break
             await campaign  # its error, if any, ends this process with a traceback on stderr

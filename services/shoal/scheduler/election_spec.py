@@ -32,6 +32,10 @@ class ElectionSpec:
     redis: RedisSettings
     kube: KubeSettings
     log: LogSettings
+    parent_silence_s: float = 30.0
+    """How long the scheduler may go unheard before the election process steps down: past the
+    stalls it should ride out (collections took seconds at load 15-20), short enough that a hung
+    scheduler does not keep the lead for long."""
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -42,6 +46,7 @@ class ElectionSpec:
                 "redis": _dump(self.redis),
                 "kube": _dump(self.kube),
                 "log": _dump(self.log),
+                "parent_silence_s": self.parent_silence_s,
             }
         )
 
@@ -58,6 +63,7 @@ class ElectionSpec:
             redis=_load(RedisSettings, data["redis"]),
             kube=_load(KubeSettings, data["kube"]),
             log=_load(LogSettings, data["log"]),
+            parent_silence_s=float(data["parent_silence_s"]),
         )
 
 

@@ -12,7 +12,9 @@ The child tells the scheduler, one JSON line at a time, until when it leads (a
 fencing token. `is_leader` compares that instant with the clock, so leadership ends on its own
 if the child stops reporting (stuck, killed, or its reports unread), exactly as the elector's own
 `is_leader` would. The child dies with the scheduler (stdin EOF, PR_SET_PDEATHSIG) and steps
-down when it does; a child that exits by itself ends `run` with `ElectionProcessExited`, which the
+down when it does, and also when the scheduler has said nothing for `parent_silence_s` (its
+event loop writes a line a second: a hung scheduler must not keep the lead; a stall of a few
+seconds is ridden out); a child that exits by itself ends `run` with `ElectionProcessExited`, which the
 replica's supervisor logs, counts (`shoal_scheduler_loop_failures_total{loop="election"}`), shows
 on `/readyz` and restarts with backoff.
 """
@@ -36,6 +38,7 @@ from shoal.scheduler.leader import RENEWALS_LATE
 log = logging.getLogger(__name__)
 
 CHILD_MODULE = "shoal.scheduler.election_child"
+ALIVE_EVERY_S = 1.0  # the scheduler's sign of life to the child, from its event loop
 _STOP_TIMEOUT_S = 30.0  # a hang guard: stepping down is one Redis or API call with its own timeout
 _RESIGN_TIMEOUT_S = 30.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds `shoal`
@@ -93,9 +96,11 @@ class ElectorProcess:
         log.info("election process started", extra={"pid": proc.pid, "election": self._spec.kind})
         reading = asyncio.create_task(self._read(proc.stdout), name="election-reports")
         stopping = asyncio.create_task(stop.wait())
+        speaking: asyncio.Task[None] | None = None
         try:
             proc.stdin.write(self._spec.to_json() + b"\n")
             await proc.stdin.drain()
+            speaking = asyncio.create_task(self._say_alive(proc.stdin), name="election-alive")
             await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stopping.done():
                 proc.stdin.close()  # EOF: the child steps down and exits
@@ -109,6 +114,8 @@ class ElectorProcess:
             self._leader_until, self._token, self._proc = 0.0, None, None
             stopping.cancel()
             reading.cancel()
+            if speaking is not None:
+                speaking.cancel()
             if proc.returncode is None:
                 log.error("election process did not stop; killing it", extra={"pid": proc.pid})
                 with contextlib.suppress(ProcessLookupError):
@@ -119,6 +126,16 @@ class ElectorProcess:
                     waiter.set_exception(ElectionProcessExited("the election process ended"))
             self._resigned.clear()
             self._resigning = None
+
+    @staticmethod
+    async def _say_alive(stdin: asyncio.StreamWriter) -> None:
+        """One line a second: a scheduler whose event loop stops turning (hung, not merely
+        stalled) goes silent, and the child steps down after `parent_silence_s`."""
+        with contextlib.suppress(OSError):  # the child is gone: `run` reports that
+            while True:
+                stdin.write(b'{"op": "alive"}\n')
+                await stdin.drain()
+                await asyncio.sleep(ALIVE_EVERY_S)
 
     async def _read(self, stdout: asyncio.StreamReader) -> None:
         while line := await stdout.readline():
