@@ -63,4 +63,7 @@ def test_the_install_takes_the_locks_with_hashes_required() -> None:
         "pip install -q --disable-pip-version-check --require-hashes -r requirements-bootstrap.lock"
         in makefile
     )
-    assert "$(UV) pip install -q --python $(PY) --require-hashes -r requirements-dev.lock" in makefile
+    assert (
+        "$(UV) pip install -q --compile-bytecode --python $(PY) --require-hashes -r requirements-dev.lock"
+        in (makefile)
+    )
