@@ -239,7 +239,7 @@ def key_layout(name: str) -> tuple[int, ...]:
     return tuple(i for i, (attr, _) in enumerate(FIXED) if lua_name(attr) in names)
 
 
-_LIBRARY_NAME = "SHOAL_LIBRARY"  # stands for the library's name until its text is known
+_LIBRARY_NAME = "__LIBRARY__"  # stands for the library's name until its text is known
 
 
 @cache
