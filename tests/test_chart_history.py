@@ -3,6 +3,9 @@ GET /api/v1/stats/history, and a new dashboard tab (AppTest) that starts with it
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from api_fixtures import *  # noqa: F403 - the api fixture
 from api_fixtures import ApiServer, work_once
 from dashboard_fixtures import *  # noqa: F403 - shoal
@@ -11,6 +14,7 @@ from shoal import Client, task_request
 from shoal.core.samples import HISTORY_KEPT
 from shoal.core.settings import Settings
 from shoal.core.store import Store
+from shoal.dashboard import live
 from shoal.scheduler.loops import LeaderLoops
 
 
@@ -46,6 +50,9 @@ async def test_a_new_tab_starts_with_the_schedulers_history(shoal: Client, store
     await loops._sample()
     await loops._sample()
     history = await store.chart_samples(10)
+    # The tab adds a sample of its own once one is due (one refresh interval after the newest):
+    # on a fast machine the page opened before that, and the tab had nothing to add yet.
+    await asyncio.sleep(max(0.0, history[-1]["ts"] + live.DEFAULT_INTERVAL_S - time.time()))
     at = open_page("overview")
     no_exceptions(at)
     series = list(at.session_state["_series"])
