@@ -159,8 +159,26 @@ def test_events_past_and_filtered(api: ApiServer, redis_url: str, namespace: str
 
 
 def test_events_follow_prints_live_events_and_ctrl_c_ends_quietly(api: ApiServer) -> None:
+    # Ctrl-C as a terminal sends it: the CLI gets SIGINT's default action back first. A suite
+    # started in the background by a shell without job control inherits SIGINT ignored, and so
+    # would the CLI, which then never sees the signal (clean-clone runs started with `( ... & )`).
+    ctrl_c_default = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'shoal'; runpy.run_module('shoal', run_name='__main__', alter_sys=True)"
+    )
     follow = subprocess.Popen(
-        [sys.executable, "-m", "shoal", "--api", api.url, "events", "--follow", "--kind", "task", "--json"],
+        [
+            sys.executable,
+            "-c",
+            ctrl_c_default,
+            "--api",
+            api.url,
+            "events",
+            "--follow",
+            "--kind",
+            "task",
+            "--json",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
