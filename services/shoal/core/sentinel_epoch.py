@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.sentinel
@@ -57,9 +57,29 @@ def newest_primary(service: str, states: Sequence[Mapping[str, Any]]) -> tuple[s
     return str(newest["ip"]), int(newest["port"])
 
 
-def _not_found(service: str, errors: list[str]) -> MasterNotFoundError:
-    info = f" : {', '.join(errors)}" if errors else ""
-    return MasterNotFoundError(f"No master found for {service!r}{info}")
+def _primary_from(
+    service: str,
+    answers: Iterable[tuple[object, object]],
+    usable: Callable[[Any, str], bool],
+) -> tuple[str, int]:
+    """The newest primary among the sentinels' `SENTINEL MASTERS` answers (or the connection
+    errors that stood for them); `MasterNotFoundError` naming the errors when none is usable."""
+    states: list[Mapping[str, Any]] = []
+    errors: list[str] = []
+    for sentinel, answer in answers:
+        if isinstance(answer, RedisConnectionError | RedisTimeoutError):
+            errors.append(f"{sentinel} - {answer!r}")
+            continue
+        if isinstance(answer, BaseException):
+            raise answer
+        state = answer.get(service) if isinstance(answer, Mapping) else None
+        if state and usable(state, service):
+            states.append(state)
+    found = newest_primary(service, states)
+    if found is None:
+        info = f" : {', '.join(errors)}" if errors else ""
+        raise MasterNotFoundError(f"No master found for {service!r}{info}")
+    return found
 
 
 class NewestEpochSentinel(Sentinel):
@@ -69,39 +89,24 @@ class NewestEpochSentinel(Sentinel):
         answers = await asyncio.gather(
             *(sentinel.sentinel_masters() for sentinel in self.sentinels), return_exceptions=True
         )
-        states: list[Mapping[str, Any]] = []
-        errors: list[str] = []
-        for sentinel, answer in zip(self.sentinels, answers, strict=True):
-            if isinstance(answer, RedisConnectionError | RedisTimeoutError):
-                errors.append(f"{sentinel} - {answer!r}")
-                continue
-            if isinstance(answer, BaseException):
-                raise answer
-            state = answer.get(service_name) if isinstance(answer, Mapping) else None
-            if state and self.check_master_state(state, service_name):
-                states.append(state)
-        found = newest_primary(service_name, states)
-        if found is None:
-            raise _not_found(service_name, errors)
-        return (self._force_master_ip or found[0]), found[1]
+        ip, port = _primary_from(
+            service_name, zip(self.sentinels, answers, strict=True), self.check_master_state
+        )
+        return (self._force_master_ip or ip), port
 
 
 class NewestEpochSyncSentinel(redis.sentinel.Sentinel):
     """The synchronous twin of `NewestEpochSentinel` (the sentinels are asked in turn)."""
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
-        states: list[Mapping[str, Any]] = []
-        errors: list[str] = []
-        for sentinel in self.sentinels:
-            try:
-                masters = sentinel.sentinel_masters()
-            except (RedisConnectionError, RedisTimeoutError) as e:
-                errors.append(f"{sentinel} - {e!r}")
-                continue
-            state = masters.get(service_name) if isinstance(masters, Mapping) else None
-            if state and self.check_master_state(state, service_name):
-                states.append(state)
-        found = newest_primary(service_name, states)
-        if found is None:
-            raise _not_found(service_name, errors)
-        return (self._force_master_ip or found[0]), found[1]
+        ip, port = _primary_from(
+            service_name, ((s, _masters_or_error(s)) for s in self.sentinels), self.check_master_state
+        )
+        return (self._force_master_ip or ip), port
+
+
+def _masters_or_error(sentinel: redis.Redis) -> object:
+    try:
+        return sentinel.sentinel_masters()
+    except (RedisConnectionError, RedisTimeoutError) as e:
+        return e
