@@ -168,9 +168,7 @@ async def test_a_scheduler_that_says_nothing_for_the_silence_bound_loses_the_lea
     silence_s = LOCK_S
     spec = dataclasses.replace(spec_for(namespace), parent_silence_s=silence_s)
     elector = ElectorProcess(spec)
-    stop = asyncio.Event()
-    campaign = asyncio.create_task(elector.run(stop))
-    try:
+    async with campaigning(elector) as campaign:
         assert await eventually(check(lambda: elector.is_leader), timeout_s=START_S)
         with sampling_lock(REDIS_URL, Keys(namespace).leader) as samples:
             stall_the_process(silence_s + STALL_S)
@@ -178,10 +176,6 @@ async def test_a_scheduler_that_says_nothing_for_the_silence_bound_loses_the_lea
         with pytest.raises(ElectionProcessExited, match="exited with code 0"):
             await asyncio.wait_for(campaign, timeout=START_S)
         assert not elector.is_leader
-    finally:
-        stop.set()
-        with contextlib.suppress(ElectionProcessExited):
-            await asyncio.wait_for(campaign, timeout=60)
 
 
 async def test_the_kubernetes_lease_is_held_from_the_election_process(
