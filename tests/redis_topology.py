@@ -262,18 +262,18 @@ class LocalSentinel:
             )
             for _ in range(replicas)
         ]
-        self.sentinels: list[Server] = []
-        for _ in range(sentinels):
-            port = free_port()
-            conf = workdir / f"sentinel-{port}.conf"
-            conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
-                f"sentinel monitor {service} 127.0.0.1 {self.primary.port} 2\n"
-                f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
-                f"sentinel failover-timeout {service} 5000\n"
-                f"sentinel parallel-syncs {service} 1\n"
+        self.sentinels: list[Server] = [
+            _SentinelServer.watching(
+                workdir,
+                service,
+                self.primary,
+                2,
+                f"down-after-milliseconds {service} {down_after_ms}",
+                f"failover-timeout {service} 5000",
+                f"parallel-syncs {service} 1",
             )
-            self.sentinels.append(_SentinelServer(workdir, conf, port))
+            for _ in range(sentinels)
+        ]
 
     @property
     def url(self) -> str:
@@ -340,6 +340,20 @@ class _SentinelServer(Server):
         super().__init__(workdir, port=port)
         self.conf = conf
 
+    @classmethod
+    def watching(
+        cls, workdir: Path, service: str, primary: Server, quorum: int, *options: str
+    ) -> _SentinelServer:
+        """A sentinel (not started) whose configuration monitors `primary` as `service`;
+        `options` are further `sentinel ...` lines without the word `sentinel`."""
+        port = free_port()
+        conf = workdir / f"sentinel-{port}.conf"
+        lines = [f"monitor {service} 127.0.0.1 {primary.port} {quorum}", *options]
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {workdir}\n" + "".join(f"sentinel {line}\n" for line in lines)
+        )
+        return cls(workdir, conf, port)
+
     def argv(self) -> list[str]:
         return [self.binary, str(self.conf), "--sentinel", "--daemonize", "no",
                 "--logfile", str(self.dir / "sentinel.log")]  # fmt: skip
@@ -348,12 +362,7 @@ class _SentinelServer(Server):
 def lone_sentinel(workdir: Path, service: str, primary: Server) -> Server:
     """A started sentinel that alone watches `primary` as `service` (quorum 1): one that names
     another primary than the deployment's sentinels, at configuration epoch 0."""
-    port = free_port()
-    conf = workdir / f"sentinel-{port}.conf"
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {workdir}\nsentinel monitor {service} 127.0.0.1 {primary.port} 1\n"
-    )
-    sentinel = _SentinelServer(workdir, conf, port)
+    sentinel = _SentinelServer.watching(workdir, service, primary, 1)
     sentinel.start()
     return sentinel
 
