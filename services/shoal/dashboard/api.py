@@ -9,6 +9,7 @@ of a traceback.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ from shoal.dashboard.untrusted import markdown_text
 from shoal.sdk.answers import detail_text
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
+OUTCOME = "_outcome"  # (kind, message, shown until on the monotonic clock)
+OUTCOME_SHOWN_S = 12.0
 
 T = TypeVar("T")
 
@@ -165,30 +168,42 @@ def explanation(task_id: str) -> Explanation | None:
         return None
 
 
-def act(action: str, call: Callable[[Client], Any], done: str) -> None:
-    """A button's callback: run `call`, and leave the outcome for `show_outcome` to display.
+def act(action: str, call: Callable[[Client], Any], done: str, key: str = OUTCOME) -> None:
+    """A button's callback: run `call`, and leave the outcome under `key` for `show_outcome`.
 
     Callbacks run before the page is drawn again, so the page shows the state after the action.
     Viewers never act: pages disable their buttons, and this refuses whatever a page forgot.
     """
     if not session.may_act():
-        st.session_state["_outcome"] = ("error", "Only operators may do this: you are signed in as a viewer.")
+        leave_outcome(key, "error", "Only operators may do this: you are signed in as a viewer.")
         return
     try:
         attempt(action, call)
     except ApiProblem as problem:
-        st.session_state["_outcome"] = ("error", problem.message)
+        leave_outcome(key, "error", problem.message)
     else:
-        st.session_state["_outcome"] = ("success", done)
+        leave_outcome(key, "success", done)
     st.session_state.pop("_snapshot", None)  # the next look at the API must see the change
 
 
-def show_outcome() -> None:
-    """The result of the last button action, once."""
-    outcome = st.session_state.pop("_outcome", None)
+def leave_outcome(key: str, kind: str, message: str) -> None:
+    """Leave an outcome ("error" or "success") under `key` for `show_outcome` to display."""
+    st.session_state[key] = (kind, message, time.monotonic() + OUTCOME_SHOWN_S)
+
+
+def show_outcome(key: str = OUTCOME) -> None:
+    """The result of the last action left under `key`, for `OUTCOME_SHOWN_S` after it.
+
+    Shown for a time rather than for one run: live pages draw themselves again every few
+    seconds, and a run that a newer one interrupts would otherwise take the message with it.
+    """
+    outcome = st.session_state.get(key)
     if outcome is None:
         return
-    kind, message = outcome
+    kind, message, until = outcome
+    if time.monotonic() >= until:
+        del st.session_state[key]
+        return
     # Outcomes quote the API's answer and the ids acted on: text, never markup.
     if kind == "error":
         st.error(markdown_text(message), icon=":material/error:")

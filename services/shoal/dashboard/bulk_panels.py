@@ -19,7 +19,7 @@ from shoal.dashboard import format as fmt
 from shoal.dashboard.untrusted import markdown_text
 
 ASK = "_bulk_ask"  # {scope, action, criteria, matched, complete}
-OUTCOME = "_bulk_outcome"  # (kind, message): this module's, so the task detail's stays its own
+OUTCOME = "_bulk_outcome"  # this module's outcomes, so the task detail's stay its own
 JOB = "_bulk_job"  # {scope, id, action}
 VERBS = {"cancel": ("Cancel", "cancelled"), "retry": ("Retry", "queued again")}
 VIEWER_HELP = "Operators only: you are signed in as a viewer."
@@ -42,14 +42,14 @@ def describe(criteria: Mapping[str, Any]) -> str:
 def ask(scope: str, action: str, criteria: dict[str, Any]) -> None:
     """A button's callback: count the matches now and ask for a confirmation."""
     if not session.may_act():
-        st.session_state[OUTCOME] = ("error", "Only operators may do this: you are signed in as a viewer.")
+        api.leave_outcome(OUTCOME, "error", "Only operators may do this: you are signed in as a viewer.")
         return
     try:
         preview = api.attempt(
             f"counting the tasks a bulk {action} would touch", lambda c: c.bulk_preview(action, **criteria)
         )
     except api.ApiProblem as problem:
-        st.session_state[OUTCOME] = ("error", problem.message)
+        api.leave_outcome(OUTCOME, "error", problem.message)
         return
     st.session_state[ASK] = {
         "scope": scope,
@@ -67,20 +67,12 @@ def _start(scope: str, action: str, criteria: dict[str, Any]) -> None:
         job = c.bulk(action, **criteria)
         st.session_state[JOB] = {"scope": scope, "id": job["id"], "action": action}
 
-    api.act(f"starting a bulk {action}", call, f"Bulk {action} started.")
-    st.session_state[OUTCOME] = st.session_state.pop("_outcome")
+    api.act(f"starting a bulk {action}", call, f"Bulk {action} started.", key=OUTCOME)
 
 
 def show_outcome() -> None:
-    """The result of this module's last action, once (API answers quoted as text)."""
-    outcome = st.session_state.pop(OUTCOME, None)
-    if outcome is None:
-        return
-    kind, text = outcome
-    if kind == "error":
-        st.error(markdown_text(text), icon=":material/error:")
-    else:
-        st.success(markdown_text(text), icon=":material/check_circle:")
+    """The result of this module's last action (API answers quoted as text)."""
+    api.show_outcome(OUTCOME)
 
 
 def _keep() -> None:
