@@ -9,6 +9,9 @@ export PYTHONPATH := $(CURDIR)
 # Redis when none answers there.
 SHOAL_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist, one test file per process at a time). The suite is CPU-bound on
+# 2 cores at 4 (it starts schedulers, workers, dashboards and a browser): more only adds switching.
+TEST_WORKERS ?= 4
 # `make up` ports and workers: `make up API_PORT=8001 DASHBOARD_PORT=8502` runs a second one beside
 # the first (give it its own SHOAL_NAMESPACE too, or it refuses to share the first one's).
 API_PORT ?= 8000
@@ -42,7 +45,7 @@ test: install ## run the whole test suite (installs helm, promtool, chromium whe
 	@sh scripts/install-test-tools.sh
 	@url=$$($(PY) -m shoal redis --url "$(SHOAL_TEST_REDIS_URL)") && \
 	  . scripts/helm-on-path.sh && \
-	  SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest $(PYTEST_ARGS)
+	  SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-deployments
 
 # The store suite and the API suites that use Redis differently per deployment (tasks, waits,
@@ -54,9 +57,9 @@ CLUSTER_SUITES = $(sort $(wildcard tests/test_store_*.py)) tests/test_api_tasks.
 	tests/test_api_events.py tests/test_api_bulk.py tests/test_sdk_direct.py tests/test_task_reads.py
 STORE_SUITES = $(sort $(wildcard tests/test_store_*.py))
 test-deployments: install ## the store and API suites on a Redis Cluster; the store suite on Redis 6.2 and Valkey
-	$(PY) -m pytest -q --redis=cluster $(CLUSTER_SUITES) $(PYTEST_ARGS)
-	$(PY) -m pytest -q --redis=redis6 $(STORE_SUITES) $(PYTEST_ARGS)
-	$(PY) -m pytest -q --redis=valkey $(STORE_SUITES) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --redis=cluster $(CLUSTER_SUITES) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --redis=redis6 $(STORE_SUITES) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --redis=valkey $(STORE_SUITES) $(PYTEST_ARGS)
 
 lint: install ## ruff, formatting, import layers, types
 	$(VENV)/bin/ruff check .

@@ -90,16 +90,25 @@ class ApiServer:
 
 
 @pytest.fixture
-def api_factory(namespace: str, redis_url: str) -> Iterator[Callable[..., ApiServer]]:
+def api_factory(
+    request: pytest.FixtureRequest, namespace: str, redis_url: str
+) -> Iterator[Callable[..., ApiServer]]:
     """Start schedulers on this test's namespace: `api_factory(api_token=..., max_batch=...)`.
 
     `port` picks the port (default: any free one), e.g. to restart a scheduler where it was.
+    `leader=True` (the default of tests marked `@pytest.mark.leader`) runs the leader's loops
+    too (election, reaper, promoter, retention, ticker, bulk jobs, autoscaler), as every
+    replica does in production. Without it the server is a replica that serves the API and
+    never leads: all most API tests need, at a quarter of the CPU (the election runs in a
+    process of its own, 0.7 CPU-s per start).
     """
     servers: list[ApiServer] = []
+    marked = request.node.get_closest_marker("leader") is not None
 
-    def start(port: int = 0, **api: Any) -> ApiServer:
+    def start(port: int = 0, leader: bool | None = None, **api: Any) -> ApiServer:
+        leader = marked if leader is None else leader
         settings = make_settings(namespace, redis_url, **api)
-        server = ApiServer(create_app(settings), settings, port=port).start()
+        server = ApiServer(create_app(settings, run_leader_loops=leader), settings, port=port).start()
         servers.append(server)
         return server
 

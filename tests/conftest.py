@@ -37,10 +37,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """With --redis other than env, start that deployment before the test modules are imported
-    (they read REDIS_URL from here)."""
+    (they read REDIS_URL from here). Under pytest-xdist each test process starts its own; the
+    controlling process runs no tests and starts none."""
     global REDIS_URL
     kind = config.getoption("--redis")
-    if kind == "env":
+    if kind == "env" or _xdist_controller(config):
         return
     from redis_topology import LocalCluster, Server, server_binary
 
@@ -56,6 +57,10 @@ def pytest_configure(config: pytest.Config) -> None:
         REDIS_URL = f"redis://127.0.0.1:{server.port}/0"
     version = connector().sync_client("version").info("server")
     print(f"tests on a private {kind}: {REDIS_URL} ({_versions(version)})")
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput") and (config.getoption("numprocesses", None) or 0) > 0
 
 
 def _versions(info: Any) -> str:

@@ -13,6 +13,8 @@ from shoal.core.store import Store
 from shoal.scheduler.bulk_schemas import BulkJobPublic, BulkPreview, FailureGroups
 from store_helpers import claim_one, failed
 
+pytestmark = pytest.mark.leader  # bulk jobs run in the leader's loops
+
 
 def wait_done(client: Client, job_id: str, timeout_s: float = 90) -> dict[str, Any]:
     """The job once it finished. The timeout is a hang guard, not a bound: the scheduler's leader

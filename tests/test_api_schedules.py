@@ -108,6 +108,7 @@ def test_a_schedule_created_paused_enqueues_nothing(client: Client) -> None:
     assert client.list_tasks()["tasks"] == []
 
 
+@pytest.mark.leader
 def test_the_leader_ticker_enqueues_each_tick_of_an_interval_schedule(client: Client) -> None:
     created = client.request("POST", API, body={"id": "tick", "task": "echo", "every_s": 1, "args": ["x"]})
     first_tick = created["next_run"]

@@ -96,6 +96,7 @@ async def test_stats_count_by_state_with_percentiles(client: Client, store: Stor
 # ---------------------------------------------------------------- probes, metrics, OpenAPI
 
 
+@pytest.mark.leader
 def test_probes_and_metrics(api: ApiServer, client: Client) -> None:
     assert httpx.get(f"{api.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{api.url}/readyz")

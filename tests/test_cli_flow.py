@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import shoal
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer
@@ -46,6 +48,7 @@ def test_a_bad_cron_expression_is_a_clear_message(api: ApiServer) -> None:
     assert "Bad minute" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.leader
 def test_bulk_cancel_asks_for_yes_then_follows_the_job_to_the_end(api: ApiServer) -> None:
     with api.client() as client:
         client.submit_batch([{"name": "echo", "queue": "old"} for _ in range(12)])

@@ -19,6 +19,7 @@ pytestmark = [
     pytest.mark.skipif(
         not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium (apt-get install chromium)"
     ),
+    pytest.mark.leader,  # bulk jobs run in the leader's loops
 ]
 
 

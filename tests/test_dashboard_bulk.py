@@ -25,7 +25,10 @@ from store_helpers import claim_one, failed, register
 
 HANG_GUARD_S = 60  # a wait for the leader's bulk runner, not a bound: load only makes it slower
 
-pytestmark = pytest.mark.usefixtures("dashboard_without_sign_in")
+pytestmark = [
+    pytest.mark.usefixtures("dashboard_without_sign_in"),
+    pytest.mark.leader,  # bulk jobs run in the leader's loops
+]
 
 
 def wait_jobs_done(client: Client) -> list[dict[str, Any]]:

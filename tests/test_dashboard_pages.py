@@ -401,6 +401,7 @@ def fast_autoscaler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.mark.leader
 def test_scaling_page_shows_the_autoscalers_decisions(
     fast_autoscaler: None, api_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 import shoal
 from api_fixtures import *  # noqa: F403  (the fixtures)
 from api_fixtures import ApiServer
 from shoal import AsyncClient, Client
 
 
+@pytest.mark.leader
 def test_schedules_pause_and_bulk_through_the_client(client: Client) -> None:
     made = client.put_schedule("nightly", "echo", cron="30 2 * * *", timezone="Europe/Berlin", args=["r"])
     assert made["description"] == "At 02:30 every day (Europe/Berlin)"
