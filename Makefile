@@ -41,11 +41,18 @@ install: $(VENV)/.installed ## create the virtualenv and install everything
 up: install ## run Shoal locally (API_PORT=8000 DASHBOARD_PORT=8501 WORKERS=2; Redis at SHOAL_REDIS_URL)
 	$(PY) -m shoal dev --port $(API_PORT) --dashboard-port $(DASHBOARD_PORT) --workers $(WORKERS)
 
+# Run after the others, in one process: in the parallel run (load about 9 on 2 cores) the
+# workers of the Redis Cluster failover case stayed on the killed primary's port for minutes,
+# twice in two runs; alone it passed every time (3 of 3 beside two CPU burners). Not yet
+# explained: see "What could come next" in the README.
+ALONE_SUITES = tests/chaos/test_chaos_failover.py
 test: install ## run the whole test suite (installs helm, promtool, chromium when missing), then test-deployments
 	@sh scripts/install-test-tools.sh
 	@url=$$($(PY) -m shoal redis --url "$(SHOAL_TEST_REDIS_URL)") && \
 	  . scripts/helm-on-path.sh && \
-	  SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	  SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile \
+	    $(foreach f,$(ALONE_SUITES),--ignore=$(f)) $(PYTEST_ARGS) && \
+	  SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest -q $(ALONE_SUITES) $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-deployments
 
 # The store suite and the API suites that use Redis differently per deployment (tasks, waits,

@@ -26,11 +26,13 @@ import redis
 
 from shoal.redis_local import find_redis_server, free_port
 
+_PORTS = random.Random()  # seeded from os.urandom, apart from the global `random` tests may seed
+
 
 def cluster_port() -> int:
     """A free port a cluster node can use: at most 55535, with port + 10000 (the cluster bus) free too."""
     for _ in range(200):
-        port = random.randint(20000, 55535)
+        port = _PORTS.randint(20000, 55535)
         if all(_free(p) for p in (port, port + 10000)):
             return port
     raise RuntimeError("no free port pair for a cluster node")

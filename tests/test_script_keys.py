@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class Monitor:
     """MONITOR on a raw connection, lines collected by a thread until stopped."""
 
     def __init__(self, port: int) -> None:
+        self.port = port
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.sendall(b"MONITOR\r\n")
         self.lines: list[str] = []
@@ -89,12 +91,21 @@ class Monitor:
             *done, self._buf = self._buf.split(b"\r\n")
             self.lines += [d[1:].decode("utf-8", "replace") for d in done if d.startswith(b"+")]
 
-    def stop(self) -> list[str]:
-        time.sleep(0.3)  # the last lines of the workload
+    def stop(self, hang_guard_s: float = 60.0) -> list[str]:
+        """Every line of what ran before this call: MONITOR shows commands in the order they ran,
+        so once a marker sent now has arrived, so has everything before it."""
+        marker = f"monitor-end-{uuid.uuid4().hex}"
+        with socket.create_connection(("127.0.0.1", self.port)) as other:
+            other.sendall(f"ECHO {marker}\r\n".encode())
+            other.recv(1024)
+        deadline = time.monotonic() + hang_guard_s
+        while not any(marker in line for line in self.lines[-50:]):
+            assert time.monotonic() < deadline, "MONITOR did not deliver the end marker"
+            time.sleep(0.02)
         self._stop.set()
         self._thread.join(5)
         self.sock.close()
-        return self.lines
+        return [line for line in self.lines if marker not in line]
 
 
 REDIS_62 = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"

@@ -165,11 +165,13 @@ async def test_a_leader_whose_loop_keeps_failing_resigns_and_another_replica_lea
             delayed = await submit(healthy, delay_s=0.01)  # only a working leader promotes it
             await b.start()
 
+            # Seen in one look: on a loaded machine a leader's lock may lapse between two looks
+            # (its lock lives 1 s), and the resigned replica may lead again for a moment.
             async def b_took_over() -> bool:
-                return b.is_leader and await state_of(healthy, delayed) is TaskState.QUEUED
+                leads = b.is_leader and not a.is_leader
+                return leads and await state_of(healthy, delayed) is TaskState.QUEUED
 
             assert await eventually(b_took_over, 15)
-            assert not a.is_leader
             assert failures("promoter") >= FAST.give_up_after
         finally:
             await asyncio.gather(a.stop(), b.stop())
