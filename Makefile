@@ -41,18 +41,24 @@ install: $(VENV)/.installed ## create the virtualenv and install everything
 up: install ## run Shoal locally (API_PORT=8000 DASHBOARD_PORT=8501 WORKERS=2; Redis at SHOAL_REDIS_URL)
 	$(PY) -m shoal dev --port $(API_PORT) --dashboard-port $(DASHBOARD_PORT) --workers $(WORKERS)
 
-# Run after the others, in one process: in the parallel run (load about 9 on 2 cores) the
-# workers of the Redis Cluster failover case stayed on the killed primary's port for minutes,
-# twice in two runs; alone it passed every time (3 of 3 beside two CPU burners). Not yet
-# explained: see "What could come next" in the README.
-ALONE_SUITES = tests/chaos/test_chaos_failover.py
+# Each run after the others in a pytest process of its own. The Redis Cluster failover case
+# failed whenever a Sentinel failover case had run before it in the same pytest process (in
+# all 3 CI runs of 2026-12-01 with 4 test processes, and once more with the file alone): its
+# workers (processes of their own) kept connecting to the killed primary's port while the
+# scheduler followed the failover. In a process of its own it passed 3 of 3 beside two CPU
+# burners. Not explained yet: see "What could come next" in the README.
+ALONE_FILE = tests/chaos/test_chaos_failover.py
+ALONE_TESTS = "$(ALONE_FILE)::test_sentinel_primary_sigkilled" \
+	"$(ALONE_FILE)::test_cluster_primary_of_the_namespace_sigkilled"
 test: install ## run the whole test suite (installs helm, promtool, chromium when missing), then test-deployments
 	@sh scripts/install-test-tools.sh
 	@url=$$($(PY) -m shoal redis --url "$(SHOAL_TEST_REDIS_URL)") && \
 	  . scripts/helm-on-path.sh && \
 	  SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile \
-	    $(foreach f,$(ALONE_SUITES),--ignore=$(f)) $(PYTEST_ARGS) && \
-	  SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest -q $(ALONE_SUITES) $(PYTEST_ARGS)
+	    --ignore=$(ALONE_FILE) $(PYTEST_ARGS) && \
+	  for tests in $(ALONE_TESTS); do \
+	    SHOAL_TEST_REDIS_URL="$$url" $(PY) -m pytest -q "$$tests" $(PYTEST_ARGS) || exit 1; \
+	  done
 	@$(MAKE) --no-print-directory test-deployments
 
 # The store suite and the API suites that use Redis differently per deployment (tasks, waits,
