@@ -43,7 +43,8 @@ up: install ## run Shoal locally (API_PORT=8000 DASHBOARD_PORT=8501 WORKERS=2; R
 
 # Each run after the others in a pytest process of its own. The Redis Cluster failover case
 # failed whenever a Sentinel failover case had run before it in the same pytest process (in
-# all 3 CI runs of 2026-12-01 with 4 test processes, and once more with the file alone): its
+# all 3 clean-clone CI runs of 2026-12-01, two with 4 test processes and one with the file
+# alone, and once more with the file alone by hand): its
 # workers (processes of their own) kept connecting to the killed primary's port while the
 # scheduler followed the failover. In a process of its own it passed 3 of 3 beside two CPU
 # burners. Not explained yet: see "What could come next" in the README.
